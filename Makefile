@@ -1,0 +1,46 @@
+# idsync — the two commands a new user needs are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+PYTEST_ARGS ?=
+
+.PHONY: test demo bench deps venv lint typecheck pytest stack-up stack-down clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+deps:
+	bash deploy/local/install-deps.sh
+
+lint: venv
+	$(VENV)/bin/ruff check daemon tests bench
+	$(VENV)/bin/ruff format --check daemon tests bench
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+pytest: venv deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test: deps venv lint typecheck pytest
+
+stack-up: deps venv
+	$(PY) -m tests.harness up
+
+stack-down: venv
+	$(PY) -m tests.harness down
+
+demo: deps venv
+	$(PY) -m tests.harness demo
+
+bench: deps venv
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Sub-commands of the `idsync` CLI (see idsync.cli)."""

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages idsync's tests and demo need, only those missing.
+# Runs `apt-get update` once, and only when something has to be installed.
+set -euo pipefail
+PKGS=(postgresql zookeeper samba ldap-utils slapd prometheus default-jre-headless)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing Debian packages: ${missing[*]} (run as root or install them)" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# slapd asks debconf questions; answer them so the install never blocks.
+echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian starts these as system services; the harness runs its own instances.
+for svc in zookeeper slapd samba-ad-dc smbd nmbd prometheus prometheus-node-exporter; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+    systemctl stop "$svc" || true
+  fi
+done
