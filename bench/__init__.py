@@ -1,0 +1,1 @@
+"""idsync benchmarks: `make bench` runs every bench/bench_*.py and writes BENCHMARKS.md."""
