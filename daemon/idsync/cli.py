@@ -49,9 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Highly available AD/LDAP to Microsoft Entra ID synchronization.",
     )
     parser.add_argument("--version", action="version", version=f"idsync {__version__}")
-    parser.add_argument(
-        "--config", "-c", default=None, help=f"configuration file (default {DEFAULT_CONFIG})"
-    )
+    parser.add_argument("--config", "-c", default=None, help=f"configuration file (default {DEFAULT_CONFIG})")
     parser.add_argument(
         "--log-level",
         default=None,
