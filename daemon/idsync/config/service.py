@@ -1,0 +1,166 @@
+"""The node's own settings: identity, state store, sync policy, admin API, logging."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, SecretStr
+
+from idsync.config.base import (
+    ConfigPath,
+    CredentialName,
+    PositiveSeconds,
+    Section,
+    inline_secret,
+)
+from idsync.config.secrets import SecretSource
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_PG_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def _name(value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise ValueError(
+            "must be 1-63 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return value
+
+
+Name = Annotated[str, AfterValidator(_name)]
+
+
+def default_node_name() -> str:
+    """This host's short name, made safe for znode names and User-Agent strings."""
+    host = socket.gethostname().split(".", 1)[0]
+    safe = re.sub(r"[^A-Za-z0-9._-]", "-", host).strip("-._")[:63]
+    return safe or "idsync"
+
+
+def default_schema(node: str) -> str:
+    """`idsync_<node>` made into a valid unquoted PostgreSQL identifier."""
+    return re.sub(r"[^a-z0-9_]", "_", f"idsync_{node.lower()}")[:63]
+
+
+def _pg_identifier(value: str) -> str:
+    if not _PG_IDENTIFIER.fullmatch(value):
+        raise ValueError(
+            "must be a PostgreSQL identifier: lowercase letters, digits and '_', "
+            "starting with a letter or '_', at most 63 characters"
+        )
+    return value
+
+
+class NodeSettings(Section):
+    """`[node]`: who this instance is."""
+
+    name: Name = Field(default_factory=default_node_name)
+    cluster: Name = "default"
+
+
+class StoreSettings(Section):
+    """`[store]`: this node's PostgreSQL state (its own schema; nodes share nothing)."""
+
+    dsn_value: SecretStr | None = inline_secret("dsn")
+    dsn_file: ConfigPath | None = None
+    dsn_credential: CredentialName | None = None
+    # Filled from the node name by the loader when absent.
+    schema_name: Annotated[str, AfterValidator(_pg_identifier)] = Field(alias="schema")
+    pool_min_size: int = Field(default=1, ge=0)
+    pool_max_size: int = Field(default=8, ge=1)
+    connect_timeout_seconds: PositiveSeconds = 10.0
+    statement_timeout_seconds: PositiveSeconds = 300.0
+
+    def dsn_source(self) -> SecretSource:
+        """Where the DSN comes from."""
+        return SecretSource("store.dsn", self.dsn_value, self.dsn_file, self.dsn_credential)
+
+    def dsn(self) -> str:
+        """The libpq connection string or URL (may hold a password: never log it)."""
+        return self._read_secret(self.dsn_source())
+
+    def secret_sources(self) -> list[SecretSource]:
+        return [self.dsn_source()]
+
+
+class SyncSettings(Section):
+    """`[sync]`: what is synchronized and the guards around deletes."""
+
+    rules_file: ConfigPath | None = None
+    interval_seconds: PositiveSeconds = 60.0
+    deletion_threshold_count: int = Field(default=500, ge=0)
+    deletion_threshold_percent: float | None = Field(default=None, gt=0, le=100)
+    soft_match: bool = False
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """Parse `host:port` or `[v6]:port`; raise ValueError with the reason."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError("must be host:port, e.g. 127.0.0.1:9470 or [::1]:9470")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError("an IPv6 address must be in brackets, e.g. [::1]:9470")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"port must be a number from 1 to 65535 (got {port!r})")
+    return host, int(port)
+
+
+def _valid_listen(value: str) -> str:
+    split_listen(value)
+    return value
+
+
+Listen = Annotated[str, AfterValidator(_valid_listen)]
+
+
+class AdminSettings(Section):
+    """`[admin]`: the per-node HTTP API (metrics, health, leader, pending)."""
+
+    listen: Listen = "127.0.0.1:9470"
+    token_value: SecretStr | None = inline_secret("token")
+    token_file: ConfigPath | None = None
+    token_credential: CredentialName | None = None
+
+    def host_port(self) -> tuple[str, int]:
+        """`listen` split into host and port (`[::1]:9470` → `("::1", 9470)`)."""
+        return split_listen(self.listen)
+
+    @property
+    def loopback(self) -> bool:
+        """True when the API is reachable only from this host."""
+        host = self.host_port()[0]
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    def token_source(self) -> SecretSource:
+        """Where the bearer token comes from."""
+        return SecretSource("admin.token", self.token_value, self.token_file, self.token_credential)
+
+    def token(self) -> str | None:
+        """The bearer token clients must send, or None when no token is configured."""
+        src = self.token_source()
+        return self._read_secret(src) if src.configured else None
+
+    def secret_sources(self) -> list[SecretSource]:
+        return [self.token_source()]
+
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["auto", "json", "console"]
+
+
+class LogSettings(Section):
+    """`[log]`: level of idsync's own events, output format, and third-party loggers' level."""
+
+    level: LogLevel = "info"
+    format: LogFormat = "auto"
+    library_level: LogLevel = "warning"
