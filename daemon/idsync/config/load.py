@@ -85,7 +85,7 @@ def _unknown_key(loc: tuple[int | str, ...]) -> str:
     if parent is None:
         return "unknown setting"
     keys = [info.alias or name for name, info in parent.model_fields.items()]
-    close = difflib.get_close_matches(str(loc[-1]), keys, n=1)
+    close = difflib.get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.75)
     return f"unknown setting (did you mean {close[0]!r}?)" if close else "unknown setting"
 
 

@@ -104,7 +104,7 @@ class SourceSettings(Section):
     @classmethod
     def _kind_defaults(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("ldap"), dict):
-            defaults = DEFAULTS.get(str(data.get("kind")))
-            if defaults:
-                data = {**data, "ldap": {**defaults, **data["ldap"]}}
+            # An unknown kind is reported on `kind`; AD's defaults avoid follow-on noise.
+            defaults = DEFAULTS.get(str(data.get("kind")), DEFAULTS["ad"])
+            data = {**data, "ldap": {**defaults, **data["ldap"]}}
         return data
