@@ -151,3 +151,14 @@ CREATE TABLE meta (
     key   text PRIMARY KEY,
     value text NOT NULL
 );
+
+-- Fencing: the leadership this instance holds, as the HA layer last confirmed it with ZooKeeper.
+-- Every export batch is claimed in a transaction that checks this row (epoch and lease, on the
+-- database's clock), so a paused or partitioned old leader cannot claim work after its lease ran out.
+CREATE TABLE fence (
+    singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    epoch       bigint NOT NULL,
+    node        text NOT NULL,
+    lease_until timestamptz NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);

@@ -1,0 +1,58 @@
+"""The fencing contract between the HA layer and the exporter.
+
+The exporter knows nothing of ZooKeeper: it receives a `Fence` and calls `ensure()` before every
+batch and every request it sends. The HA layer implements it (see idsync.ha.lease).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Fenced(Exception):
+    """This node may no longer write: its leadership (epoch) ended or its lease ran out."""
+
+    def __init__(self, epoch: int, reason: str) -> None:
+        super().__init__(f"fenced at epoch {epoch}: {reason}")
+        self.epoch = epoch
+        self.reason = reason
+
+
+class Fence(Protocol):
+    """Proof of leadership that the exporter checks before each write."""
+
+    @property
+    def epoch(self) -> int: ...
+
+    @property
+    def node(self) -> str: ...
+
+    def ensure(self) -> None:
+        """Raise Fenced unless this node still holds leadership with time to spare."""
+        ...
+
+    def remaining(self) -> float:
+        """Seconds of lease left (0 when not leader)."""
+        ...
+
+
+class Unfenced:
+    """A fence that always holds: standalone mode and tests without an HA cluster."""
+
+    def __init__(self, node: str = "standalone", epoch: int = 0) -> None:
+        self._node = node
+        self._epoch = epoch
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def node(self) -> str:
+        return self._node
+
+    def ensure(self) -> None:
+        return None
+
+    def remaining(self) -> float:
+        return float("inf")

@@ -1,0 +1,352 @@
+"""The HA decision of one cycle, Patroni style: read the cluster, decide, return a sentence.
+
+`HaLoop.run_cycle(health)` never exports; it tells the daemon whether it may (`Decision.export`)
+and hands it the lease that fences every write.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from idsync import __version__
+from idsync.ha.lease import Lease
+from idsync.ha.records import ClusterView, LeaderRecord, MemberRecord
+from idsync.ha.zk import CoordinationError, Coordinator
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Health:
+    """What the pipeline reports about this node after its import and sync."""
+
+    cycle_ok: bool
+    last_cycle_ok: float  # wall-clock time of the last successful cycle, 0 if never
+    target_caught_up: bool
+    rules_hash: str
+    pending: dict[str, int] = field(default_factory=dict)
+    reason: str = ""  # why the last cycle failed, if it did
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of one HA cycle."""
+
+    sentence: str
+    role: str  # leader | staging
+    export: bool
+    epoch: int
+    lease: Lease | None = None
+    promoted: bool = False
+    released: bool = False
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The HA timing budget (see docs and reference/ha-anchors.md §7)."""
+
+    session_timeout: float = 30.0
+    loop_interval: float = 10.0
+    request_timeout: float = 10.0  # the longest a write to the target may take
+    grace: float = 0.0  # extra wait after an unplanned takeover, beyond what the lease guarantees
+    stale_request: float = 60.0  # a switchover/failover request older than this is ignored
+    lease_fraction: float = 2 / 3
+
+
+class HaLoop:
+    """Leader election and demotion for one node."""
+
+    def __init__(
+        self,
+        coord: Coordinator,
+        timing: Timing,
+        *,
+        admin_url: str = "",
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.coord = coord
+        self.node = coord.node
+        self.timing = timing
+        self.admin_url = admin_url
+        self._clock = clock
+        self._wall = wall
+        self.leader: LeaderRecord | None = None
+        self.lease: Lease | None = None
+        self._grace_until = 0.0
+        self._lock = threading.Lock()
+        self.last_view: ClusterView | None = None
+
+    # -- connection events (kazoo thread) ---------------------------------------------------
+
+    def on_state(self, state: str) -> None:
+        """Called from kazoo's thread: stop writes at once on SUSPENDED, for good on LOST."""
+        lease = self.lease
+        if lease is None:
+            return
+        if state == "suspended":
+            lease.hold()
+        elif state == "lost":
+            lease.revoke("ZooKeeper session lost")
+
+    # -- the cycle --------------------------------------------------------------------------
+
+    def run_cycle(self, health: Health) -> Decision:
+        """Decide this cycle's role; the sentence says what and why."""
+        with self._lock:
+            return self._run_cycle(health)
+
+    def _healthy(self, health: Health, view: ClusterView) -> tuple[bool, str]:
+        if not health.cycle_ok:
+            return False, f"last cycle failed ({health.reason or 'unknown error'})"
+        age = self._wall() - health.last_cycle_ok
+        if age > 3 * self.timing.loop_interval:
+            return False, f"last successful cycle {age:.0f}s ago"
+        if not health.target_caught_up:
+            return False, "target import not caught up"
+        cluster_hash = view.epoch.rules_hash
+        if cluster_hash and health.rules_hash != cluster_hash:
+            return (
+                False,
+                f"rules hash {health.rules_hash[:12]} differs from the cluster's {cluster_hash[:12]}",
+            )
+        return True, ""
+
+    def _member(self, health: Health, role: str, healthy: bool, reason: str) -> MemberRecord:
+        return MemberRecord(
+            node=self.node,
+            role=role,
+            healthy=healthy,
+            reason=reason,
+            epoch=self.leader.epoch if self.leader else 0,
+            rules_hash=health.rules_hash,
+            last_cycle_ok=health.last_cycle_ok,
+            last_cycle=self._wall(),
+            target_caught_up=health.target_caught_up,
+            pending=dict(health.pending),
+            admin_url=self.admin_url,
+            version=__version__,
+        )
+
+    def _demote(self, reason: str) -> Decision:
+        epoch = self.leader.epoch if self.leader else 0
+        if self.lease:
+            self.lease.revoke(reason)
+        self.leader = None
+        self.lease = None
+        log.warning("ha.demoted", epoch=epoch, reason=reason)
+        return Decision(f"demoted: {reason} (epoch {epoch})", "staging", False, epoch)
+
+    def _run_cycle(self, health: Health) -> Decision:
+        if not self.coord.connected:
+            if self.leader is not None:
+                if self.coord.state == "lost" or self.coord.session_id != self.leader.session:
+                    return self._demote("ZooKeeper session lost")
+                if self.lease:
+                    self.lease.hold()
+                return Decision(
+                    f"leader at epoch {self.leader.epoch}: ZooKeeper connection suspended, exports held",
+                    "leader",
+                    False,
+                    self.leader.epoch,
+                    self.lease,
+                )
+            return Decision("staging: ZooKeeper unreachable, waiting", "staging", False, 0)
+
+        started = self._clock()
+        try:
+            view = self.coord.read()
+        except CoordinationError as exc:
+            if self.leader is not None:
+                if self.lease:
+                    self.lease.hold()
+                return Decision(
+                    f"leader at epoch {self.leader.epoch}: cannot read ZooKeeper ({exc}), exports held",
+                    "leader",
+                    False,
+                    self.leader.epoch,
+                    self.lease,
+                )
+            return Decision(f"staging: cannot read ZooKeeper ({exc})", "staging", False, 0)
+        self.last_view = view
+        healthy, why = self._healthy(health, view)
+
+        if self.leader is not None:
+            return self._as_leader(view, health, started, healthy, why)
+        return self._as_follower(view, health, healthy, why)
+
+    def _publish(self, health: Health, role: str, healthy: bool, why: str) -> None:
+        try:
+            self.coord.publish_member(self._member(health, role, healthy, why))
+        except CoordinationError as exc:
+            log.warning("ha.publish_failed", error=str(exc))
+
+    def _as_leader(
+        self, view: ClusterView, health: Health, started: float, healthy: bool, why: str
+    ) -> Decision:
+        leader = self.leader
+        assert leader is not None and self.lease is not None
+        try:
+            still = self.coord.confirm(leader)
+        except CoordinationError as exc:
+            self.lease.hold()
+            return Decision(
+                f"leader at epoch {leader.epoch}: cannot confirm leadership ({exc}), exports held",
+                "leader",
+                False,
+                leader.epoch,
+                self.lease,
+            )
+        if not still:
+            return self._demote("leadership lost: the leader znode is no longer ours")
+        self.lease.renew(started)
+        self._publish(health, "leader", healthy, why)
+
+        handover = self._handover_target(view)
+        if handover is not None:
+            return self._release(f"switchover to {handover or 'any healthy node'}", health)
+        if view.pause is not None:
+            by = f" by {view.pause.by}" if view.pause.by else ""
+            return Decision(
+                f"leader at epoch {leader.epoch}: paused{by}, exports held",
+                "leader",
+                False,
+                leader.epoch,
+                self.lease,
+            )
+        wait = self._grace_until - self._clock()
+        if wait > 0:
+            return Decision(
+                f"leader at epoch {leader.epoch}: waiting {wait:.1f}s grace after an unplanned takeover",
+                "leader",
+                False,
+                leader.epoch,
+                self.lease,
+            )
+        return Decision(
+            f"leader at epoch {leader.epoch}: exporting", "leader", True, leader.epoch, self.lease
+        )
+
+    def _handover_target(self, view: ClusterView) -> str | None:
+        """The node a pending request asks us to hand over to ('' = any), or None."""
+        now = self._wall()
+        sw = view.switchover
+        if sw is not None and now - sw.at <= self.timing.stale_request and sw.to != self.node:
+            return sw.to
+        fo = view.failover
+        if fo is not None and now - fo.at <= self.timing.stale_request and fo.to != self.node:
+            return fo.to
+        return None
+
+    def _as_follower(self, view: ClusterView, health: Health, healthy: bool, why: str) -> Decision:
+        self._publish(health, "staging", healthy, why)
+        if view.leader is not None:
+            return Decision(
+                f"staging: leader is {view.leader.node} (epoch {view.leader.epoch})",
+                "staging",
+                False,
+                view.leader.epoch,
+            )
+        now = self._wall()
+        fo = view.failover if view.failover and now - view.failover.at <= self.timing.stale_request else None
+        sw = (
+            view.switchover
+            if view.switchover and now - view.switchover.at <= self.timing.stale_request
+            else None
+        )
+        forced = False
+        if fo is not None:
+            if fo.to != self.node:
+                return Decision(f"staging: no leader, failover to {fo.to} requested", "staging", False, 0)
+            forced = True
+        elif sw is not None:
+            if sw.to and sw.to != self.node:
+                return Decision(f"staging: no leader, switchover to {sw.to} in progress", "staging", False, 0)
+            if not sw.to and sw.leader == self.node:
+                return Decision(
+                    "staging: no leader, handed over; letting another node take over", "staging", False, 0
+                )
+        if not healthy and not forced:
+            return Decision(f"staging: no leader, not taking over: {why}", "staging", False, 0)
+
+        started = self._clock()
+        try:
+            won = self.coord.try_acquire(view, health.rules_hash)
+        except CoordinationError as exc:
+            return Decision(f"staging: no leader, election failed ({exc})", "staging", False, 0)
+        if won is None:
+            return Decision("staging: no leader, another node won the election", "staging", False, 0)
+        return self._promoted(won, view, health, started, forced)
+
+    def _promoted(
+        self, won: LeaderRecord, view: ClusterView, health: Health, started: float, forced: bool
+    ) -> Decision:
+        t = self.timing
+        self.leader = won
+        self.lease = Lease(
+            self.node,
+            won.epoch,
+            t.session_timeout,
+            fraction=t.lease_fraction,
+            min_remaining=t.request_timeout,
+            clock=self._clock,
+        )
+        self.lease.renew(started)
+        rel = view.release
+        clean = rel is not None and rel.epoch == view.epoch.epoch
+        previous = view.epoch.node or "none"
+        if clean or view.epoch.epoch == 0:
+            self._grace_until = 0.0
+            how = f"previous leader {previous} released cleanly" if view.epoch.epoch else "first leader"
+        else:
+            self._grace_until = self._clock() + t.grace
+            how = f"previous leader {previous} was lost; target import catches up first"
+            if t.grace > 0:
+                how += f", then {t.grace:.0f}s grace"
+        self._publish(health, "leader", True, "")
+        pending = sum(health.pending.values())
+        kind = "forced by failover, " if forced else ""
+        log.info("ha.promoted", epoch=won.epoch, clean=clean, forced=forced)
+        return Decision(
+            f"promoted: epoch {won.epoch}, {kind}{how}, {pending} pending exports",
+            "leader",
+            False,  # the first export waits for a target import in the next cycle
+            won.epoch,
+            self.lease,
+            promoted=True,
+        )
+
+    def release(self, reason: str, health: Health | None = None) -> Decision:
+        """Hand leadership over cleanly (switchover, shutdown)."""
+        with self._lock:
+            return self._release(reason, health)
+
+    def _release(self, reason: str, health: Health | None) -> Decision:
+        leader = self.leader
+        if leader is None:
+            return Decision("staging: nothing to release", "staging", False, 0)
+        if self.lease:
+            self.lease.revoke(f"released: {reason}")
+        ok = False
+        try:
+            ok = self.coord.release(leader, reason)
+        except CoordinationError as exc:
+            log.warning("ha.release_failed", error=str(exc))
+        self.leader = None
+        self.lease = None
+        if health is not None:
+            self._publish(health, "staging", False, "handed over")
+        log.info("ha.released", epoch=leader.epoch, reason=reason, clean=ok)
+        state = "released" if ok else "gave up (release not recorded)"
+        return Decision(
+            f"{state} leadership at epoch {leader.epoch}: {reason}",
+            "staging",
+            False,
+            leader.epoch,
+            released=True,
+        )

@@ -1,0 +1,131 @@
+"""What idsync keeps in ZooKeeper, as frozen records with their JSON form."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, TypeVar
+
+import orjson
+
+T = TypeVar("T")
+
+
+def encode(record: object) -> bytes:
+    return orjson.dumps(asdict(record))  # type: ignore[call-overload]
+
+
+def decode(cls: type[T], raw: bytes | None) -> T | None:
+    """Parse a znode's JSON into `cls`, ignoring unknown keys (newer writers) and bad data."""
+    if not raw:
+        return None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    try:
+        return cls(**{k: v for k, v in data.items() if k in names})
+    except TypeError:
+        return None
+
+
+@dataclass(frozen=True)
+class LeaderRecord:
+    """The ephemeral `leader` znode: who leads, at which epoch, in which ZooKeeper session."""
+
+    node: str
+    epoch: int
+    session: int
+    since: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """The persistent `epoch` znode: the fencing counter and the leader that took it."""
+
+    epoch: int = 0
+    node: str = ""
+    rules_hash: str = ""
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class ReleaseRecord:
+    """Written by a leader that handed over cleanly: its successor needs no grace wait."""
+
+    node: str
+    epoch: int
+    at: float
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    """The ephemeral `members/<node>` znode: what this node says about itself."""
+
+    node: str
+    role: str  # leader | staging | starting | stopping
+    healthy: bool = False
+    reason: str = ""  # why not healthy
+    epoch: int = 0
+    rules_hash: str = ""
+    last_cycle_ok: float = 0.0
+    last_cycle: float = 0.0
+    target_caught_up: bool = False
+    pending: dict[str, int] = field(default_factory=dict)
+    admin_url: str = ""
+    version: str = ""
+    updated: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class SwitchoverRequest:
+    """`switchover`: the leader hands over to `to` (or any healthy node when empty)."""
+
+    to: str = ""
+    by: str = ""
+    at: float = 0.0
+    leader: str = ""  # the leader at the time of the request
+
+
+@dataclass(frozen=True)
+class FailoverRequest:
+    """`failover`: make `to` lead although it may not pass the automatic health checks."""
+
+    to: str
+    by: str = ""
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class PauseRecord:
+    by: str = ""
+    at: float = 0.0
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """One consistent-enough read of the cluster's znodes."""
+
+    leader: LeaderRecord | None
+    epoch: EpochRecord
+    epoch_version: int
+    members: dict[str, MemberRecord]
+    switchover: SwitchoverRequest | None
+    failover: FailoverRequest | None
+    pause: PauseRecord | None
+    release: ReleaseRecord | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "leader": asdict(self.leader) if self.leader else None,
+            "epoch": self.epoch.epoch,
+            "members": {k: asdict(v) for k, v in sorted(self.members.items())},
+            "switchover": asdict(self.switchover) if self.switchover else None,
+            "failover": asdict(self.failover) if self.failover else None,
+            "paused": asdict(self.pause) if self.pause else None,
+        }

@@ -1,0 +1,381 @@
+"""The only module that talks to ZooKeeper: idsync's znodes under /idsync/<cluster>/.
+
+Every call a leader depends on is made with a deadline (`*_async(...).get(timeout)`): kazoo
+queues requests while SUSPENDED, and a leader must never block on a queued request
+(patroni/patroni#1981).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import structlog
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import (
+    KazooException,
+    NodeExistsError,
+    NoNodeError,
+)
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.states import ZnodeStat
+from kazoo.retry import KazooRetry
+from kazoo.security import make_digest_acl
+
+from idsync.ha.records import (
+    ClusterView,
+    EpochRecord,
+    FailoverRequest,
+    LeaderRecord,
+    MemberRecord,
+    PauseRecord,
+    ReleaseRecord,
+    SwitchoverRequest,
+    decode,
+    encode,
+)
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+class CoordinationError(Exception):
+    """ZooKeeper could not be reached or answered in time; the message says which and where."""
+
+
+class NotLeader(CoordinationError):
+    """An operation that needs leadership found it gone."""
+
+
+@dataclass(frozen=True)
+class ZkSettings:
+    """Connection settings, taken from `[ha.zookeeper]`."""
+
+    hosts: str
+    session_timeout: float = 30.0
+    retry_timeout: float = 10.0
+    auth: tuple[str, str] | None = None
+    tls: bool = False
+    ca_file: str | None = None
+
+
+class Paths:
+    """The znodes of one cluster."""
+
+    def __init__(self, cluster: str) -> None:
+        self.base = f"/idsync/{cluster}"
+        self.members = f"{self.base}/members"
+        self.leader = f"{self.base}/leader"
+        self.epoch = f"{self.base}/epoch"
+        self.release = f"{self.base}/release"
+        self.switchover = f"{self.base}/switchover"
+        self.failover = f"{self.base}/failover"
+        self.pause = f"{self.base}/pause"
+        self.approvals = f"{self.base}/approvals"
+
+    def member(self, node: str) -> str:
+        return f"{self.members}/{node}"
+
+
+class Coordinator:
+    """A ZooKeeper session for one node of one cluster.
+
+    Connection-state changes are reported to `on_state` from kazoo's thread; it must not block.
+    `wake` is set whenever something the HA loop cares about changes (leader, requests, pause).
+    """
+
+    def __init__(
+        self,
+        settings: ZkSettings,
+        cluster: str,
+        node: str,
+        *,
+        on_state: Callable[[str], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.node = node
+        self.paths = Paths(cluster)
+        self.wake = threading.Event()
+        self._on_state = on_state
+        self._state = "lost"
+        auth_data = None
+        default_acl = None
+        if settings.auth:
+            user, password = settings.auth
+            auth_data = [("digest", f"{user}:{password}")]
+            default_acl = [make_digest_acl(user, password, all=True)]
+        self.client = KazooClient(
+            hosts=settings.hosts,
+            timeout=settings.session_timeout,
+            auth_data=auth_data,
+            default_acl=default_acl,
+            connection_retry=KazooRetry(max_delay=1, max_tries=-1),
+            command_retry=KazooRetry(max_delay=1, max_tries=-1, deadline=settings.retry_timeout),
+            use_ssl=settings.tls,
+            ca=settings.ca_file,
+        )
+        self.client.add_listener(self._listener)
+        self._watching = False
+
+    # -- connection -------------------------------------------------------------------------
+
+    def _listener(self, state: str) -> None:
+        # Runs on kazoo's connection thread: set flags only.
+        mapped = {KazooState.CONNECTED: "connected", KazooState.SUSPENDED: "suspended"}.get(state, "lost")
+        self._state = mapped
+        self.wake.set()
+        if self._on_state:
+            self._on_state(mapped)
+
+    @property
+    def state(self) -> str:
+        """connected | suspended | lost, as kazoo last reported it."""
+        return self._state
+
+    @property
+    def connected(self) -> bool:
+        return self._state == "connected" and self.client.connected
+
+    @property
+    def session_id(self) -> int | None:
+        cid = self.client.client_id
+        return int(cid[0]) if cid else None
+
+    def start(self, timeout: float | None = None) -> None:
+        """Connect (waiting at most `timeout`), create the cluster's base znodes and set watches."""
+        wait = timeout if timeout is not None else max(2.0, self.settings.retry_timeout)
+        try:
+            self.client.start(timeout=wait)
+        except KazooTimeoutError as exc:
+            self.client.stop()
+            raise CoordinationError(
+                f"cannot reach ZooKeeper at {self.settings.hosts} within {wait:.0f}s"
+            ) from exc
+        self._state = "connected"
+        try:
+            if self.client.chroot:
+                # kazoo does not create the chroot; do it through a chroot-less view of the path.
+                self._ensure_chroot()
+            for path in (self.paths.members, self.paths.approvals):
+                self.client.ensure_path(path)
+            with contextlib.suppress(NodeExistsError):
+                self.client.create(self.paths.epoch, encode(EpochRecord()))
+        except KazooException as exc:
+            raise CoordinationError(f"ZooKeeper at {self.settings.hosts} refused set-up: {exc!r}") from exc
+        self._set_watches()
+
+    def _ensure_chroot(self) -> None:
+        chroot = self.client.chroot
+        self.client.chroot = ""
+        try:
+            self.client.ensure_path(chroot)
+        finally:
+            self.client.chroot = chroot
+
+    def _set_watches(self) -> None:
+        if self._watching:
+            return
+        self._watching = True
+        for path in (self.paths.leader, self.paths.switchover, self.paths.failover, self.paths.pause):
+            self.client.DataWatch(path)(self._changed)
+        self.client.ChildrenWatch(self.paths.members)(self._children_changed)
+
+    def _changed(self, data: bytes | None, stat: ZnodeStat | None, event: Any = None) -> None:
+        self.wake.set()
+
+    def _children_changed(self, children: list[str]) -> None:
+        self.wake.set()
+
+    def stop(self) -> None:
+        """Close the session: our ephemeral znodes (leader, member) vanish at once."""
+        try:
+            self.client.stop()
+        finally:
+            self.client.close()
+            self._state = "lost"
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def _get(self, path: str, timeout: float | None = None) -> tuple[bytes | None, ZnodeStat | None]:
+        try:
+            data, stat = self.client.get_async(path).get(timeout=timeout or self.settings.retry_timeout)
+            return data, stat
+        except NoNodeError:
+            return None, None
+        except (KazooException, KazooTimeoutError) as exc:
+            raise CoordinationError(f"ZooKeeper read of {path} failed: {exc!r}") from exc
+
+    def read(self) -> ClusterView:
+        """Read every znode the HA loop decides on."""
+        leader_raw, _ = self._get(self.paths.leader)
+        epoch_raw, epoch_stat = self._get(self.paths.epoch)
+        try:
+            names = self.client.get_children_async(self.paths.members).get(
+                timeout=self.settings.retry_timeout
+            )
+        except NoNodeError:
+            names = []
+        except (KazooException, KazooTimeoutError) as exc:
+            raise CoordinationError(f"ZooKeeper read of {self.paths.members} failed: {exc!r}") from exc
+        members: dict[str, MemberRecord] = {}
+        for name in names:
+            raw, _ = self._get(self.paths.member(name))
+            rec = decode(MemberRecord, raw)
+            if rec:
+                members[name] = rec
+        return ClusterView(
+            leader=decode(LeaderRecord, leader_raw),
+            epoch=decode(EpochRecord, epoch_raw) or EpochRecord(),
+            epoch_version=epoch_stat.version if epoch_stat else -1,
+            members=members,
+            switchover=decode(SwitchoverRequest, self._get(self.paths.switchover)[0]),
+            failover=decode(FailoverRequest, self._get(self.paths.failover)[0]),
+            pause=decode(PauseRecord, self._get(self.paths.pause)[0]),
+            release=decode(ReleaseRecord, self._get(self.paths.release)[0]),
+        )
+
+    # -- membership -------------------------------------------------------------------------
+
+    def publish_member(self, record: MemberRecord) -> None:
+        """Create or update our ephemeral member znode."""
+        path = self.paths.member(self.node)
+        data = encode(record)
+        timeout = self.settings.retry_timeout
+        try:
+            try:
+                self.client.set_async(path, data).get(timeout=timeout)
+            except NoNodeError:
+                self.client.create_async(path, data, ephemeral=True).get(timeout=timeout)
+        except NodeExistsError:
+            self.client.set_async(path, data).get(timeout=timeout)
+        except (KazooException, KazooTimeoutError) as exc:
+            raise CoordinationError(f"cannot publish member {self.node}: {exc!r}") from exc
+
+    # -- leadership -------------------------------------------------------------------------
+
+    def try_acquire(self, view: ClusterView, rules_hash: str) -> LeaderRecord | None:
+        """Take leadership at epoch+1 in one ZooKeeper transaction, or None if another node won.
+
+        The leader znode is created and the epoch bumped by versioned CAS atomically (Kafka's
+        controller-epoch pattern): two candidates can never both succeed, and an epoch is never
+        taken without a leader znode, nor the reverse.
+        """
+        session = self.session_id
+        if session is None or not self.connected:
+            return None
+        epoch = view.epoch.epoch + 1
+        record = LeaderRecord(node=self.node, epoch=epoch, session=session)
+        tx = self.client.transaction()
+        tx.create(self.paths.leader, encode(record), ephemeral=True)
+        tx.set_data(
+            self.paths.epoch,
+            encode(EpochRecord(epoch=epoch, node=self.node, rules_hash=rules_hash, at=time.time())),
+            version=view.epoch_version,
+        )
+        if view.switchover is not None:
+            tx.delete(self.paths.switchover)
+        if view.failover is not None and view.failover.to == self.node:
+            tx.delete(self.paths.failover)
+        try:
+            results = tx.commit_async().get(timeout=self.settings.retry_timeout)
+        except (KazooException, KazooTimeoutError) as exc:
+            raise CoordinationError(f"leader election transaction failed: {exc!r}") from exc
+        if any(isinstance(r, Exception) for r in results):
+            failures = [type(r).__name__ for r in results if isinstance(r, Exception)]
+            log.debug("ha.acquire_lost_race", failures=failures)
+            return None
+        # A session that changed between reading and committing would own the znode with
+        # another id; treat that as not having won.
+        if self.session_id != session:
+            return None
+        return record
+
+    def confirm(self, leader: LeaderRecord) -> bool:
+        """True if ZooKeeper still shows us as leader at our epoch, in the session that won."""
+        if not self.connected or self.session_id != leader.session:
+            return False
+        data, stat = self._get(self.paths.leader)
+        current = decode(LeaderRecord, data)
+        if stat is None or current is None:
+            return False
+        if stat.ephemeralOwner != leader.session or current.epoch != leader.epoch:
+            return False
+        epoch = decode(EpochRecord, self._get(self.paths.epoch)[0])
+        return epoch is not None and epoch.epoch == leader.epoch
+
+    def release(self, leader: LeaderRecord, reason: str) -> bool:
+        """Give up leadership cleanly: record the release and delete the leader znode atomically."""
+        if not self.connected:
+            return False
+        _, stat = self._get(self.paths.leader)
+        if stat is None or stat.ephemeralOwner != leader.session:
+            return False
+        rel = encode(ReleaseRecord(node=self.node, epoch=leader.epoch, at=time.time(), reason=reason))
+        tx = self.client.transaction()
+        tx.delete(self.paths.leader, version=stat.version)
+        try:
+            self.client.get_async(self.paths.release).get(timeout=self.settings.retry_timeout)
+            tx.set_data(self.paths.release, rel)
+        except NoNodeError:
+            tx.create(self.paths.release, rel)
+        try:
+            results = tx.commit_async().get(timeout=self.settings.retry_timeout)
+        except (KazooException, KazooTimeoutError) as exc:
+            raise CoordinationError(f"release failed: {exc!r}") from exc
+        return not any(isinstance(r, Exception) for r in results)
+
+    # -- requests (control commands) --------------------------------------------------------
+
+    def _put(self, path: str, data: bytes) -> None:
+        try:
+            try:
+                self.client.create_async(path, data).get(timeout=self.settings.retry_timeout)
+            except NodeExistsError:
+                self.client.set_async(path, data).get(timeout=self.settings.retry_timeout)
+        except (KazooException, KazooTimeoutError) as exc:
+            raise CoordinationError(f"cannot write {path}: {exc!r}") from exc
+
+    def _remove(self, path: str) -> bool:
+        try:
+            self.client.delete_async(path).get(timeout=self.settings.retry_timeout)
+            return True
+        except NoNodeError:
+            return False
+        except (KazooException, KazooTimeoutError) as exc:
+            raise CoordinationError(f"cannot delete {path}: {exc!r}") from exc
+
+    def request_switchover(self, req: SwitchoverRequest) -> None:
+        self._put(self.paths.switchover, encode(req))
+
+    def clear_switchover(self) -> bool:
+        return self._remove(self.paths.switchover)
+
+    def request_failover(self, req: FailoverRequest) -> None:
+        self._put(self.paths.failover, encode(req))
+
+    def clear_failover(self) -> bool:
+        return self._remove(self.paths.failover)
+
+    def set_pause(self, rec: PauseRecord) -> None:
+        self._put(self.paths.pause, encode(rec))
+
+    def clear_pause(self) -> bool:
+        return self._remove(self.paths.pause)
+
+    def approvals(self) -> list[str]:
+        """Fingerprints of delete sets an operator approved."""
+        try:
+            return list(
+                self.client.get_children_async(self.paths.approvals).get(timeout=self.settings.retry_timeout)
+            )
+        except NoNodeError:
+            return []
+        except (KazooException, KazooTimeoutError) as exc:
+            raise CoordinationError(f"cannot read approvals: {exc!r}") from exc
+
+    def approve(self, fingerprint: str, by: str) -> None:
+        self._put(f"{self.paths.approvals}/{fingerprint}", encode(PauseRecord(by=by, at=time.time())))
