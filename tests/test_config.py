@@ -425,3 +425,18 @@ def test_store_needs_a_dsn(tmp_path: Path) -> None:
 def test_config_type_is_exported() -> None:
     assert Config.model_config["extra"] == "forbid"
     assert os.sep  # the module imports cleanly without touching the filesystem
+
+
+def test_zookeeper_auth_format_is_checked(tmp_path: Path) -> None:
+    (tmp_path / "zk-auth").write_text("just-a-password\n")
+    path = write(tmp_path, edit(MINIMAL, "ha.zookeeper", 'auth_file = "zk-auth"'))
+    assert problems(path, check_files=True) == [
+        "ha.zookeeper.auth_file: must hold digest credentials as user:password"
+    ]
+
+
+def test_bad_non_secret_value_is_echoed(tmp_path: Path) -> None:
+    path = write(tmp_path, edit(MINIMAL, "target.graph", 'authority_host = "login.example"'))
+    assert problems(path) == [
+        "target.graph.authority_host: must be an http:// or https:// URL with a host (got 'login.example')"
+    ]

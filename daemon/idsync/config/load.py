@@ -21,7 +21,8 @@ from idsync.config.secrets import CREDENTIALS_ENV
 
 DEFAULT_CONFIG_PATH = Path("/etc/idsync/idsync.toml")
 CONFIG_ENV = "IDSYNC_CONFIG"
-_SECRET_WORDS = re.compile(r"password|secret|token|auth|dsn", re.IGNORECASE)
+# Keys holding inline secrets: their bad values are never echoed in messages.
+_INLINE_SECRET_KEYS = frozenset({"password", "dsn", "client_secret", "token", "auth"})
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 
 
@@ -101,7 +102,7 @@ def _message(err: Any) -> str:
     msg = msg.removeprefix("Value error, ")
     msg = msg[:1].lower() + msg[1:]
     value = err.get("input")
-    secret = any(_SECRET_WORDS.search(str(p)) for p in loc)
+    secret = any(str(part) in _INLINE_SECRET_KEYS for part in loc)
     if not secret and isinstance(value, str | int | float | bool):
         msg += f" (got {value!r})"
     return msg

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from idsync.config.errors import ConfigProblem
+from idsync.config.errors import ConfigError, ConfigProblem
 from idsync.config.model import Config
 from idsync.config.secrets import check_secret, exclusive
 from idsync.config.source import AD_MAX_PAGE_SIZE, DELTA_MODES
@@ -136,4 +136,10 @@ def file_problems(cfg: Config) -> list[ConfigProblem]:
         "sync.rules_file": cfg.sync.rules_file,
     }
     out += [p for setting, path in files.items() if path and (p := _file_problem(setting, path))]
+    zk_auth = cfg.ha.zookeeper.auth_source()
+    if zk_auth.configured and not any(p.path == zk_auth.setting() for p in out):
+        try:
+            cfg.ha.zookeeper.auth()  # also proves the user:password format
+        except ConfigError as exc:
+            out += exc.problems
     return out
