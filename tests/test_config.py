@@ -440,3 +440,20 @@ def test_bad_non_secret_value_is_echoed(tmp_path: Path) -> None:
     assert problems(path) == [
         "target.graph.authority_host: must be an http:// or https:// URL with a host (got 'login.example')"
     ]
+
+
+def test_parse_config_validates_a_dict_like_a_file(tmp_path: Path) -> None:
+    from idsync.config import parse_config
+
+    data = {
+        "store": {"dsn": "host=db"},
+        "source": {"kind": "openldap", "ldap": {"urls": ["ldap://x"], "base_dns": ["dc=x"]}},
+        "target": {"graph": {"graph_endpoint": "http://127.0.0.1:1", "anonymous": True}},
+        "ha": {"zookeeper": {"hosts": "z:2181"}},
+        "node": {"name": "t"},
+    }
+    assert parse_config(data, {}).store.dsn() == "host=db"
+    data["ha"] = {"zookeeper": {"hosts": "z:2181", "session_timeout_seconds": float("inf")}}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, {})
+    assert [p.path for p in info.value.problems] == ["ha.zookeeper.session_timeout_seconds"]

@@ -6,7 +6,7 @@ whose `problems` each name a TOML path and the reason.
 
 from idsync.config.errors import ConfigError, ConfigProblem
 from idsync.config.ha import HaSettings, ZooKeeperSettings
-from idsync.config.load import CONFIG_ENV, DEFAULT_CONFIG_PATH, config_path, load_config
+from idsync.config.load import CONFIG_ENV, DEFAULT_CONFIG_PATH, config_path, load_config, parse_config
 from idsync.config.model import Config
 from idsync.config.secrets import SecretSource
 from idsync.config.service import AdminSettings, LogSettings, NodeSettings, StoreSettings, SyncSettings
@@ -33,4 +33,5 @@ __all__ = [
     "ZooKeeperSettings",
     "config_path",
     "load_config",
+    "parse_config",
 ]

@@ -37,7 +37,7 @@ def _credential_name(value: str) -> str:
 CredentialName = Annotated[str, AfterValidator(_credential_name)]
 """The name of a systemd credential, looked up in `$CREDENTIALS_DIRECTORY`."""
 
-PositiveSeconds = Annotated[float, Field(gt=0)]
+PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 def inline_secret(name: str) -> Any:

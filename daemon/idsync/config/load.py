@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 import re
@@ -125,23 +126,23 @@ def _attach_credentials(cfg: Config, credentials_dir: Path | None) -> None:
         section._credentials_dir = credentials_dir
 
 
-def load_config(
-    path: str | Path | None = None,
+def parse_config(
+    data: Mapping[str, Any],
     env: Mapping[str, str] = os.environ,
     *,
+    base_dir: Path | None = None,
     check_files: bool = False,
 ) -> Config:
-    """Read, override from `IDSYNC_*` variables in `env`, and validate the configuration.
+    """Validate already-parsed TOML data (e.g. a dict built by a test) like `load_config` does.
 
-    With `check_files`, also prove every referenced secret and CA file readable (the secret
-    values are read and discarded). Raises `ConfigError` listing every problem found.
+    `base_dir` anchors relative paths (default: the working directory).
     """
-    file = config_path(path, env)
-    data = _read_toml(file)
+    raw: dict[str, Any] = copy.deepcopy(dict(data))
     overrides, problems = envmod.env_overrides(Config, env)
-    origin = envmod.apply(data, overrides)
+    origin = envmod.apply(raw, overrides)
+    base = (base_dir or Path.cwd()).absolute()
     try:
-        cfg = Config.model_validate(data, context={BASE_DIR_CONTEXT: file.parent.absolute()})
+        cfg = Config.model_validate(raw, context={BASE_DIR_CONTEXT: base})
     except ValidationError as exc:
         raise ConfigError(problems + _validation_problems(exc, origin)) from None
     problems += cross_field_problems(cfg)
@@ -152,3 +153,19 @@ def load_config(
     if problems:
         raise ConfigError(problems)
     return cfg
+
+
+def load_config(
+    path: str | Path | None = None,
+    env: Mapping[str, str] = os.environ,
+    *,
+    check_files: bool = False,
+) -> Config:
+    """Read, override from `IDSYNC_*` variables in `env`, and validate the configuration.
+
+    `path` None means `$IDSYNC_CONFIG`, else /etc/idsync/idsync.toml. With `check_files`,
+    also prove every referenced secret and CA file readable (secret values are read and
+    discarded). Raises `ConfigError` listing every problem found.
+    """
+    file = config_path(path, env)
+    return parse_config(_read_toml(file), env, base_dir=file.parent, check_files=check_files)
