@@ -71,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_module", None):
         parser.print_help(sys.stderr)
         return 2
+    from idsync.log import configure_logging
+
+    # Commands log to stderr so that their stdout stays clean; `run` reconfigures from the config.
+    configure_logging(args.log_level or "warning")
     mod = importlib.import_module(args._module)
     try:
         return int(mod.run(args) or 0)
