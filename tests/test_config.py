@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -457,3 +458,27 @@ def test_parse_config_validates_a_dict_like_a_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(data, {})
     assert [p.path for p in info.value.problems] == ["ha.zookeeper.session_timeout_seconds"]
+
+
+def test_example_documents_every_setting() -> None:
+    from pydantic import BaseModel
+
+    example = (Path(__file__).resolve().parents[1] / "deploy/config/idsync.example.toml").read_text()
+
+    def keys(model: type[BaseModel], prefix: str) -> list[tuple[str, str]]:
+        out = []
+        for name, info in model.model_fields.items():
+            key = info.alias or name
+            sub = info.annotation
+            if isinstance(sub, type) and issubclass(sub, BaseModel):
+                out += keys(sub, f"{prefix}{key}.")
+            else:
+                out.append((f"{prefix}{key}", key))
+        return out
+
+    missing = [
+        path
+        for path, key in keys(Config, "")
+        if not re.search(rf"^#? ?{re.escape(key)} = ", example, re.MULTILINE)
+    ]
+    assert missing == []

@@ -173,8 +173,8 @@ def configure_logging(
     for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(LEVELS[library_level])
-    logging.getLogger("idsync").setLevel(LEVELS[level])
+    root.setLevel(LEVELS[library_level.lower()])
+    logging.getLogger("idsync").setLevel(LEVELS[level.lower()])
 
     if node is not None:
         bind_context(node=node)
