@@ -54,6 +54,9 @@ class TcpProxy:
         """Stop the proxy and drop every connection."""
         self._closed = True
         self._flowing.set()
+        # close() alone does not wake a thread blocked in accept(); shutdown() does (Linux).
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self._listener.close()
         self._close_all()

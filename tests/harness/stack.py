@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .locks import file_lock, service_lock
+from .locks import MACHINE_LOCK_DIR, file_lock, service_lock
 from .postgres import Postgres
 from .promtool import Promtool
 from .samba import Samba
@@ -31,6 +31,8 @@ SERVICE_TYPES: dict[str, type[Service]] = {
 SERVICE_NAMES = tuple(SERVICE_TYPES)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DIR = Path(os.environ.get("IDSYNC_STACK_DIR", REPO_ROOT / ".stack"))
+# Where a persistent stack records its Samba, so that sessions from other clones can share it.
+SAMBA_REGISTRY = MACHINE_LOCK_DIR / "shared-samba.json"
 
 S = TypeVar("S", bound=Service)
 
@@ -80,6 +82,10 @@ class Stack:
                 theirs.shared = True
                 self.services[name] = theirs
                 return theirs
+        if name == "samba" and not self.persistent and (theirs := _registered_samba()) is not None:
+            # Only one Samba fits on a machine; a clone's session shares the one `up` started elsewhere.
+            self.services[name] = theirs
+            return theirs
         # Machine-wide lock: two sessions must not both try to bind Samba's fixed port 389.
         with file_lock(service_lock(name)):
             svc = self._create(name)
@@ -159,6 +165,8 @@ class Stack:
                 continue
             svc.destroy()
             stopped.append(name)
+            if name == "samba" and self.persistent:
+                SAMBA_REGISTRY.unlink(missing_ok=True)
         self.services.clear()
         return stopped
 
@@ -188,6 +196,10 @@ class Stack:
             tmp = self.state_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(self.state(), indent=2) + "\n")
             tmp.replace(self.state_file)
+            samba = self.services.get("samba")
+            if self.persistent and samba is not None and not samba.shared:
+                SAMBA_REGISTRY.parent.mkdir(parents=True, exist_ok=True)
+                SAMBA_REGISTRY.write_text(json.dumps(samba.state()))
 
     @classmethod
     def load(cls, root: Path = SHARED_DIR) -> Stack | None:
@@ -227,6 +239,18 @@ class Stack:
         return "\n".join(
             "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:4])) + "  " + r[4] for r in rows
         )
+
+
+def _registered_samba() -> Service | None:
+    """The Samba of a persistent stack (`up`, maybe in another clone) if it is alive, marked shared."""
+    try:
+        svc = Samba.from_state(json.loads(SAMBA_REGISTRY.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not (svc.running() and _probes(svc)):
+        return None
+    svc.shared = True
+    return svc
 
 
 def _probes(svc: Service) -> bool:
