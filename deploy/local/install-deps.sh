@@ -2,7 +2,18 @@
 # Installs the Debian packages idsync's tests and demo need, only those missing.
 # Runs `apt-get update` once, and only when something has to be installed.
 set -euo pipefail
-PKGS=(postgresql zookeeper samba ldap-utils slapd prometheus default-jre-headless)
+# - libzookeeper-java + default-jre-headless: the harness runs ZooKeeper's jar itself; the
+#   `zookeeper` package would add only a system service and a full (X11) JRE.
+# - samba-dsdb-modules, samba-ad-provision: only Recommends of `samba`, but an AD DC needs them.
+# - python3-venv: `make venv`; iproute2: `ss` names the holder of Samba's port 389 in errors.
+PKGS=(
+  postgresql
+  libzookeeper-java default-jre-headless
+  samba samba-dsdb-modules samba-ad-provision
+  slapd ldap-utils
+  prometheus
+  python3-venv iproute2
+)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
