@@ -164,3 +164,19 @@ def test_installed_command_never_prints_a_traceback(tmp_path: Path) -> None:
         [str(IDSYNC), "check-config", str(bad)], capture_output=True, text=True, check=False
     )
     assert (proc.returncode, proc.stderr) == (2, "source.kind: input should be 'ad' or 'openldap' (got 3)\n")
+
+
+def test_inline_secrets_draw_a_warning(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = VALID.replace('dsn_file = "dsn"', 'dsn = "postgresql://idsync:inline-pw@db/idsync"')
+    config.write_text(text.replace("[source.ldap]\n", '[source.ldap]\nbind_dn = "cn=x"\npassword = "pw2"\n'))
+    code, out, _ = check(capsys, "check-config", str(config))
+    assert code == 0
+    assert out.splitlines()[-2:] == [
+        "warning: store.dsn: secret written inline; prefer dsn_file or dsn_credential",
+        "warning: source.ldap.password: secret written inline; prefer password_file or password_credential",
+    ]
+    assert "inline-pw" not in out and "pw2" not in out
+
+    config.write_text(VALID.replace('dsn_file = "dsn"', 'dsn = "host=db user=idsync"'))
+    code, out, _ = check(capsys, "check-config", str(config))
+    assert code == 0 and "warning" not in out

@@ -2,7 +2,8 @@
 
 Every problem is printed on stderr as `<toml.path>: <why>`, one per line, and the exit
 status is 2. A valid file prints a short summary on stdout and exits 0. Referenced
-secret and CA files are checked readable; secret values are never printed.
+secret and CA files are checked readable; secret values are never printed. Secrets
+written inline are allowed but draw a warning.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def summary(cfg: object, path: str) -> str:
 def run(args: argparse.Namespace) -> int:
     """Check the file; 0 when valid, 2 with every problem listed otherwise."""
     from idsync.config import ConfigError, config_path, load_config
+    from idsync.config.rules import inline_secret_warnings
 
     path = config_path(args.path or getattr(args, "config", None), os.environ)
     try:
@@ -57,4 +59,6 @@ def run(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return EXIT_INVALID
     print(summary(cfg, str(path)))
+    for warning in inline_secret_warnings(cfg):
+        print(f"warning: {warning}")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -109,6 +110,22 @@ RULES: tuple[Rule, ...] = (_source, _target, _ha, _store, _admin, _exclusive_sec
 def cross_field_problems(cfg: Config) -> list[ConfigProblem]:
     """Problems no single field can see (kind vs delta mode, the HA timing rule, ...)."""
     return [p for rule in RULES for p in rule(cfg)]
+
+
+_DSN_PASSWORD = re.compile(r"://[^/@:]*:[^@]*@|\bpassword\s*=", re.IGNORECASE)
+
+
+def inline_secret_warnings(cfg: Config) -> list[ConfigProblem]:
+    """Secrets written inline in the file (allowed, discouraged). A DSN without a password is fine."""
+    out = []
+    for src in cfg.secret_sources():
+        if src.inline is None:
+            continue
+        if src.path == "store.dsn" and not _DSN_PASSWORD.search(src.inline.get_secret_value()):
+            continue
+        name = src.path.rsplit(".", 1)[-1]
+        out.append(ConfigProblem(src.path, f"secret written inline; prefer {name}_file or {name}_credential"))
+    return out
 
 
 def _file_problem(setting: str, path: Path) -> ConfigProblem | None:
