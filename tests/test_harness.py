@@ -22,6 +22,7 @@ from tests.harness import (
     Postgres,
     Promtool,
     Service,
+    ServiceStartError,
     SharedServiceError,
     Slapd,
     TcpProxy,
@@ -224,6 +225,20 @@ def test_private_postgres_cluster_survives_restart(spawn: Callable[[str], Servic
     pg.restart()
     with psycopg.connect(pg.dsn, autocommit=True) as conn:
         assert conn.execute("select v from kept").fetchall() == [(42,)]
+
+
+def test_a_service_that_cannot_start_fails_fast_with_its_log(tmp_path: Path) -> None:
+    # slapd exits when its port is taken: the error must say so and show slapd's own words.
+    with socket.create_server(("127.0.0.1", 0)) as blocker:
+        svc = Slapd(tmp_path, port=blocker.getsockname()[1])
+        t0 = time.monotonic()
+        with pytest.raises(ServiceStartError) as err:
+            svc.start()
+    assert time.monotonic() - t0 < svc.ready_timeout / 2  # noticed the exit, did not wait it out
+    message = str(err.value)
+    assert "slapd: process exited before it was ready" in message
+    assert "last lines of" in message and "slapd.log" in message
+    assert not svc.running()
 
 
 def test_shared_services_cannot_be_disrupted(tmp_path: Path) -> None:

@@ -75,12 +75,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.harness", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start the shared stack in .stack/ (detached)")
-    up.add_argument("services", nargs="*", choices=[*SERVICE_NAMES, []], help="only these (default: all)")
+    up.add_argument(
+        "services", nargs="*", metavar="SERVICE", help=f"only these of {', '.join(SERVICE_NAMES)}"
+    )
     sub.add_parser("down", help="stop the shared stack and delete .stack/")
     sub.add_parser("status", help="show what runs where")
     sub.add_parser("demo", help="bring the stack up and show it (what `make demo` runs for now)")
     args = p.parse_args(argv)
     if args.cmd == "up":
+        unknown = set(args.services) - set(SERVICE_NAMES)
+        if unknown:
+            p.error(
+                f"unknown service(s): {', '.join(sorted(unknown))}; choose from {', '.join(SERVICE_NAMES)}"
+            )
         return cmd_up(args.services)
     if args.cmd == "down":
         return cmd_down()
