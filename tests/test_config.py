@@ -160,11 +160,12 @@ def test_timing_rule_names_the_fields(tmp_path: Path) -> None:
     ]
 
 
-def test_failover_grace_must_cover_a_request(tmp_path: Path) -> None:
-    path = write(tmp_path, edit(MINIMAL, "target.graph", "request_timeout_seconds = 90"))
+def test_a_request_must_fit_in_the_lease(tmp_path: Path) -> None:
+    path = write(tmp_path, edit(MINIMAL, "target.graph", "request_timeout_seconds = 20"))
     assert problems(path) == [
-        "ha.failover_grace_seconds: must be at least target.graph.request_timeout_seconds (90): "
-        "the old leader's last request may still be in flight"
+        "target.graph.request_timeout_seconds: must be less than 2/3 of "
+        "ha.zookeeper.session_timeout_seconds (20): the leader starts a write only while its lease "
+        "outlasts the request, so that the write has ended before another node can be elected"
     ]
 
 

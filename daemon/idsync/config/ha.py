@@ -47,4 +47,4 @@ class HaSettings(Section):
     zookeeper: ZooKeeperSettings
     loop_interval_seconds: PositiveSeconds = 10.0
     retry_timeout_seconds: PositiveSeconds = 10.0
-    failover_grace_seconds: float = Field(default=30.0, ge=0, allow_inf_nan=False)
+    failover_grace_seconds: float = Field(default=0.0, ge=0, allow_inf_nan=False)

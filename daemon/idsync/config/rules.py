@@ -73,12 +73,13 @@ def _ha(cfg: Config) -> Iterator[ConfigProblem]:
             f"({ha.loop_interval_seconds:g} + 2 * {ha.retry_timeout_seconds:g} = {needed:g}), "
             f"is {zk.session_timeout_seconds:g}",
         )
-    if ha.failover_grace_seconds < cfg.target.graph.request_timeout_seconds:
+    lease = zk.session_timeout_seconds * 2 / 3
+    if cfg.target.graph.request_timeout_seconds >= lease:
         yield ConfigProblem(
-            "ha.failover_grace_seconds",
-            f"must be at least target.graph.request_timeout_seconds "
-            f"({cfg.target.graph.request_timeout_seconds:g}): the old leader's last request may "
-            "still be in flight",
+            "target.graph.request_timeout_seconds",
+            f"must be less than 2/3 of ha.zookeeper.session_timeout_seconds ({lease:g}): the leader "
+            "starts a write only while its lease outlasts the request, so that the write has ended "
+            "before another node can be elected",
         )
 
 

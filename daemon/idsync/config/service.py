@@ -90,7 +90,7 @@ class SyncSettings(Section):
     """`[sync]`: what is synchronized and the guards around deletes."""
 
     rules_file: ConfigPath | None = None
-    interval_seconds: PositiveSeconds = 60.0
+    interval_seconds: PositiveSeconds = 2.0
     deletion_threshold_count: int = Field(default=500, ge=0)
     deletion_threshold_percent: float | None = Field(default=None, gt=0, le=100)
     soft_match: bool = False

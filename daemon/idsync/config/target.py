@@ -67,7 +67,7 @@ class GraphSettings(Section):
     certificate_credential: CredentialName | None = None
     ca_file: ConfigPath | None = None
     anonymous: bool = False
-    request_timeout_seconds: PositiveSeconds = 30.0
+    request_timeout_seconds: PositiveSeconds = 10.0
     write_budget: int = Field(default=3000, ge=1)
     write_window_seconds: PositiveSeconds = 150.0
     max_concurrent_batches: int = Field(default=4, ge=1, le=64)
