@@ -238,6 +238,7 @@ def test_a_service_that_cannot_start_fails_fast_with_its_log(tmp_path: Path) -> 
     message = str(err.value)
     assert "slapd: process exited before it was ready" in message
     assert "last lines of" in message and "slapd.log" in message
+    assert "Address already in use" in message
     assert not svc.running()
 
 

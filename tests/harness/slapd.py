@@ -85,8 +85,8 @@ syncprov-sessionlog 10000
 
     def command(self) -> list[str]:
         slapd = shutil.which("slapd") or "/usr/sbin/slapd"
-        # Any -d keeps slapd in the foreground; level 0 logs only start-up problems.
-        return [slapd, "-f", str(self.conf), "-h", f"ldap://127.0.0.1:{self.port}/", "-d", "0"]
+        # Any -d keeps slapd in the foreground; "none" (unlike 0) still prints errors to our log.
+        return [slapd, "-f", str(self.conf), "-h", f"ldap://127.0.0.1:{self.port}/", "-d", "none"]
 
     def probe(self) -> bool:
         return bind_ok(self.endpoint)
