@@ -1,0 +1,99 @@
+"""`idsync graph-emulator`: serve the offline Microsoft Graph emulator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the emulator's options to its sub-command parser."""
+    parser.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="address to bind")
+    parser.add_argument("--state", metavar="FILE", help="load state from FILE at start, save it there")
+    parser.add_argument("--save-interval", type=float, default=30.0, metavar="S", help="autosave period")
+    parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", metavar="FILE", help="private key for --tls-cert (PEM)")
+    parser.add_argument("--anonymous", action="store_true", help="accept Graph calls without a token")
+    parser.add_argument("--tenant", metavar="ID", help="tenant id (GUID)")
+    parser.add_argument("--client-id", metavar="ID", help="the one app allowed to get tokens")
+    parser.add_argument("--client-secret-file", metavar="FILE", help="file holding that app's secret")
+    parser.add_argument("--domain", action="append", metavar="DOMAIN", help="verified domain (repeatable)")
+    parser.add_argument(
+        "--extension",
+        action="append",
+        metavar="NAME",
+        help="directory extension short name registered for users and groups "
+        "(repeatable; default idsyncAnchor)",
+    )
+    parser.add_argument("--write-budget", type=int, metavar="N", help="writes per window per app (0 = off)")
+    parser.add_argument("--write-window", type=float, metavar="S", help="write window in seconds")
+    parser.add_argument("--read-budget", type=int, metavar="RU", help="resource units per window (0 = off)")
+    parser.add_argument("--read-window", type=float, metavar="S", help="resource-unit window in seconds")
+    parser.add_argument("--no-throttle", action="store_true", help="turn both budgets off")
+    parser.add_argument("--token-lifetime", type=float, metavar="S", help="access token lifetime")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGINT/SIGTERM, then save the state file."""
+    import ssl
+
+    from idsync.emulator.app import EmulatorServer
+    from idsync.emulator.config import EmulatorConfig
+    from idsync.emulator.persistence import StateFileError
+
+    cfg = EmulatorConfig(anonymous=args.anonymous)
+    if args.tenant:
+        cfg.tenant_id = args.tenant
+    if args.client_id:
+        cfg.client_id = args.client_id
+    if args.client_secret_file:
+        try:
+            cfg.client_secret = Path(args.client_secret_file).read_text().strip()
+        except OSError as e:
+            print(f"graph-emulator: cannot read --client-secret-file: {e}", file=sys.stderr)
+            return 2
+    if args.domain:
+        cfg.domains = args.domain
+    if args.extension:
+        cfg.extensions = args.extension
+    for name in ("write_budget", "write_window", "read_budget", "read_window", "token_lifetime"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
+    if args.no_throttle:
+        cfg.write_budget = cfg.read_budget = 0
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        print(f"graph-emulator: --listen wants HOST:PORT, not {args.listen!r}", file=sys.stderr)
+        return 2
+    ctx = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            print("graph-emulator: --tls-cert and --tls-key go together", file=sys.stderr)
+            return 2
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+    server = EmulatorServer(cfg, host, int(port), ctx, args.state, args.save_interval)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await server.start()
+        mode = "anonymous" if cfg.anonymous else f"tenant {cfg.tenant_id}, client {cfg.client_id}"
+        print(
+            f"graph-emulator: serving {server.graph_url} ({mode}; domains {', '.join(cfg.domains)})",
+            flush=True,
+        )
+        await stop.wait()
+        await server.stop()
+
+    try:
+        asyncio.run(main())
+    except StateFileError as e:
+        print(f"graph-emulator: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,223 @@
+"""The emulator as one object: directory, auth, throttling, faults and the request log.
+
+`Emulator.execute()` answers one Graph call (plain or a `$batch` item) synchronously; the
+aiohttp edge in `app.py` adds what needs the network: latency, dropped connections, auth headers.
+Tests use this object directly for setup and inspection (`seed_users`, `faults.add`, `log`).
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from typing import Any
+
+from idsync.emulator import batch
+from idsync.emulator.auth import Auth
+from idsync.emulator.call import Call, Reply, error_reply
+from idsync.emulator.config import EmulatorConfig
+from idsync.emulator.errors import STATUS_MESSAGES, GraphError, too_many_requests
+from idsync.emulator.faults import STATUS_CODES, Fault, Faults
+from idsync.emulator.reqlog import RequestLog
+from idsync.emulator.routing import route
+from idsync.emulator.store import Store, iso_now
+from idsync.emulator.throttle import Throttle
+
+
+class DropConnection(Exception):
+    """Raised to make the HTTP edge close the connection without an answer."""
+
+    def __init__(self, applied: bool) -> None:
+        super().__init__("dropped")
+        self.applied = applied
+
+
+class Emulator:
+    """A tenant: its directory and everything that stands between a client and it."""
+
+    def __init__(self, cfg: EmulatorConfig | None = None, seed: int = 0) -> None:
+        self.cfg = cfg or EmulatorConfig()
+        self.store = Store()
+        self.auth = Auth(self.cfg, self.store.clock)
+        self.throttle = Throttle(self.cfg)
+        self.faults = Faults(seed)
+        self.log = RequestLog(self.cfg.request_log_size)
+        self.rng = random.Random(seed)
+
+    # --- answering calls ------------------------------------------------------------------
+    def execute(self, call: Call, item: str | None = None, batch_id: str | None = None) -> Reply:
+        """Faults, throttling, then the handler; logs the call. Raises DropConnection for drops."""
+        rid = str(uuid.uuid4())
+        fault = self.faults.take(call, ("throttle", "status", "gone", "drop"))
+        note = ""
+        if fault is not None and fault.kind == "drop" and not fault.after:
+            self._log(call, 0, rid, item, batch_id, "dropped before processing")
+            raise DropConnection(applied=False)
+        if fault is not None and fault.kind in ("throttle", "status", "gone"):
+            reply = self._fault_reply(fault, call)
+            note = f"fault {fault.id}"
+        else:
+            verdict = self.throttle.charge(call)
+            if verdict.retry_after:
+                err = too_many_requests(verdict.retry_after, verdict.scope, verdict.info)
+                reply = error_reply(err, call)
+                note = "throttled"
+            else:
+                try:
+                    reply = route(self, call)
+                except GraphError as e:
+                    reply = error_reply(e, call)
+                reply.headers["x-ms-resource-unit"] = str(verdict.ru)
+                if verdict.used > 0.8:
+                    reply.headers["x-ms-throttle-limit-percentage"] = f"{verdict.used:.1f}"
+        if fault is not None and fault.kind == "drop":
+            self._log(call, reply.status, rid, item, batch_id, "response dropped after processing")
+            raise DropConnection(applied=True)
+        reply.headers.setdefault("request-id", rid)
+        if "client-request-id" in call.headers:
+            reply.headers["client-request-id"] = call.headers["client-request-id"]
+        self._log(call, reply.status, rid, item, batch_id, note)
+        return reply
+
+    def execute_batch(self, call: Call) -> Reply:
+        """A `$batch` envelope: validates it and runs every item through `execute`."""
+        rid = str(uuid.uuid4())
+        fault = self.faults.take(call, ("throttle", "status"), envelope=True)
+        if fault is not None:
+            reply = self._fault_reply(fault, call)
+        else:
+            shuffle = self.rng.shuffle if self.cfg.shuffle_batch_responses else None
+            try:
+                reply = batch.run(call, lambda sub, item: self.execute(sub, item, rid), shuffle)
+            except GraphError as e:
+                reply = error_reply(e, call)
+        reply.headers["request-id"] = rid
+        self._log(call, reply.status, rid, None, None, "batch")
+        return reply
+
+    def _fault_reply(self, fault: Fault, call: Call) -> Reply:
+        if fault.kind == "throttle":
+            err = too_many_requests(
+                fault.retry_after or 0,
+                f"Tenant_Application/Write/{call.app_id}/{self.cfg.tenant_id}",
+                "WriteLimitExceeded",
+            )
+            if fault.retry_after is None:
+                err.headers.pop("Retry-After")
+            return error_reply(err, call)
+        if fault.kind == "gone":
+            coll = call.path.strip("/").split("/")[0]
+            err = GraphError(
+                410,
+                "resyncRequired",
+                "The delta token is no longer valid, and the app must reset the sync state.",
+                headers={"Location": f"{call.base_url}/{coll}/delta?$deltatoken="},
+            )
+            return error_reply(err, call)
+        code = STATUS_CODES.get(fault.status, "serviceNotAvailable")
+        err = GraphError(fault.status, code, STATUS_MESSAGES.get(fault.status, "Service unavailable."))
+        if fault.retry_after is not None:
+            err.headers["Retry-After"] = str(fault.retry_after)
+        return error_reply(err, call)
+
+    def _log(
+        self, call: Call, status: int, rid: str, item: str | None, batch_id: str | None, note: str
+    ) -> None:
+        q = "&".join(f"{k}={v}" for k, v in call.query.items())
+        self.log.add(
+            time=self.store.clock.now(),
+            method=call.method,
+            path=call.path + (f"?{q}" if q else ""),
+            status=status,
+            write=call.is_write,
+            client_request_id=call.headers.get("client-request-id", ""),
+            user_agent=call.headers.get("user-agent", ""),
+            app_id=call.app_id,
+            request_id=rid,
+            batch=batch_id,
+            item=item,
+            note=note,
+        )
+
+    # --- administration -------------------------------------------------------------------
+    def reset(self) -> None:
+        """Empty directory, no faults, full buckets, empty request log; old delta tokens die."""
+        self.store.reset()
+        self.faults.clear()
+        self.throttle.reset()
+        self.log.clear()
+
+    def advance_clock(self, seconds: float) -> int:
+        """Move time forward (token and delta-token expiry, deleted-item retention)."""
+        self.store.clock.advance(seconds)
+        return self.store.expire_deleted(self.cfg.soft_delete_retention)
+
+    def configure(self, **settings: Any) -> None:
+        """Change limits and behaviour at run time (names of EmulatorConfig fields)."""
+        allowed = {
+            "write_budget",
+            "write_window",
+            "read_budget",
+            "read_window",
+            "shuffle_batch_responses",
+            "delta_page_size",
+            "delta_link_limit",
+            "token_lifetime",
+            "delta_token_lifetime",
+            "domains",
+            "extensions",
+        }
+        bad = set(settings) - allowed
+        if bad:
+            raise ValueError(f"unknown setting(s): {', '.join(sorted(bad))}")
+        for k, v in settings.items():
+            setattr(self.cfg, k, v)
+        self.throttle.reset()
+
+    def seed_users(self, count: int, prefix: str = "user", domain: str | None = None) -> list[str]:
+        """Create `count` valid users directly in the store (fast setup for demos and benches)."""
+        dom = domain or self.cfg.domains[0]
+        ext = self.cfg.extension_name(self.cfg.extensions[0]) if self.cfg.extensions else None
+        now = iso_now(self.store)
+        ids = []
+        start = self.store.live_count["user"]
+        for i in range(start, start + count):
+            props: dict[str, Any] = {
+                "accountEnabled": True,
+                "displayName": f"User {i}",
+                "mailNickname": f"{prefix}{i}",
+                "userPrincipalName": f"{prefix}{i}@{dom}",
+                "givenName": "User",
+                "surname": str(i),
+                "mail": f"{prefix}{i}@{dom}",
+                "proxyAddresses": [f"SMTP:{prefix}{i}@{dom}"],
+                "onPremisesImmutableId": f"imm{prefix}{i}",
+                "userType": "Member",
+                "createdDateTime": now,
+                "jobTitle": "Engineer",
+                "department": "R&D",
+                "employeeId": str(100000 + i),
+            }
+            if ext:
+                props[ext] = f"anchor-{prefix}{i}"
+            ids.append(self.store.add("user", props).id)
+        return ids
+
+    def dump(self) -> dict[str, Any]:
+        """The whole directory as JSON-ready data (GET /_emulator/state)."""
+        st = self.store
+
+        def view(o: Any) -> dict[str, Any]:
+            d = {k: v for k, v in o.props.items() if k != "passwordProfile"}
+            if o.kind == "group":
+                d["members"] = list(o.members)
+            return d
+
+        return {
+            "seq": st.seq,
+            "generation": st.generation,
+            "clock": st.clock.now(),
+            "users": [view(o) for o in st.iter_live("user")],
+            "groups": [view(o) for o in st.iter_live("group")],
+            "deletedItems": [view(o) for o in st.objects.values() if o.deleted_at is not None],
+            "counts": dict(st.live_count),
+        }

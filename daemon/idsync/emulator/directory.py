@@ -1,0 +1,96 @@
+"""`/directory/deletedItems` (list, get, restore, purge), `/directoryObjects/{id}` and `/domains`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from idsync.emulator.call import Call, Reply
+from idsync.emulator.errors import conflict, not_found
+from idsync.emulator.model import ODATA_TYPE, DirObject
+from idsync.emulator.odata import parse_select
+from idsync.emulator.schema import render
+
+if TYPE_CHECKING:
+    from idsync.emulator.core import Emulator
+
+
+def _view(obj: DirObject, select: list[str] | None) -> dict[str, Any]:
+    out = {"@odata.type": ODATA_TYPE[obj.kind], **render(obj, select)}
+    out["deletedDateTime"] = obj.props.get("deletedDateTime")
+    return out
+
+
+def list_deleted(em: Emulator, call: Call, kind: str | None) -> Reply:
+    """GET /directory/deletedItems/microsoft.graph.user (or .group; security groups never land here)."""
+    select = parse_select(call.query)
+    value = [
+        _view(o, select)
+        for o in em.store.objects.values()
+        if o.deleted_at is not None and (kind is None or o.kind == kind)
+    ]
+    return Reply(200, {"@odata.context": f"{call.base_url}/$metadata#directoryObjects", "value": value})
+
+
+def _find_deleted(em: Emulator, ident: str) -> DirObject:
+    obj = em.store.deleted(ident)
+    if obj is None:
+        raise not_found(ident)
+    return obj
+
+
+def get_deleted(em: Emulator, call: Call, ident: str) -> Reply:
+    """GET /directory/deletedItems/{id}."""
+    obj = _find_deleted(em, ident)
+    body = {"@odata.context": f"{call.base_url}/$metadata#directoryObjects/$entity", **_view(obj, None)}
+    return Reply(200, body)
+
+
+def restore(em: Emulator, call: Call, ident: str) -> Reply:
+    """POST /directory/deletedItems/{id}/restore -> 200; conflicts if its UPN etc. was reused meanwhile."""
+    obj = _find_deleted(em, ident)
+    st = em.store
+    prop = st.conflict_with(obj.id, st.keys_of(obj))
+    if prop:
+        raise conflict(prop)
+    st.restore(obj)
+    body = {
+        "@odata.context": f"{call.base_url}/$metadata#directoryObjects/$entity",
+        "@odata.type": ODATA_TYPE[obj.kind],
+        **render(obj, None),
+    }
+    return Reply(200, body)
+
+
+def purge(em: Emulator, call: Call, ident: str) -> Reply:
+    """DELETE /directory/deletedItems/{id} -> 204, permanently."""
+    em.store.purge(_find_deleted(em, ident))
+    return Reply(204)
+
+
+def get_directory_object(em: Emulator, call: Call, ident: str) -> Reply:
+    """GET /directoryObjects/{id}: a user or group with its `@odata.type`."""
+    obj = em.store.live(None, ident)
+    if obj is None:
+        raise not_found(ident)
+    select = parse_select(call.query)
+    body = {
+        "@odata.context": f"{call.base_url}/$metadata#directoryObjects/$entity",
+        "@odata.type": ODATA_TYPE[obj.kind],
+        **render(obj, select),
+    }
+    return Reply(200, body)
+
+
+def list_domains(em: Emulator, call: Call) -> Reply:
+    """GET /domains: the verified domains UPNs may use."""
+    value = [
+        {
+            "id": d,
+            "isVerified": True,
+            "isDefault": i == 0,
+            "authenticationType": "Managed",
+            "supportedServices": ["Email"],
+        }
+        for i, d in enumerate(em.cfg.domains)
+    ]
+    return Reply(200, {"@odata.context": f"{call.base_url}/$metadata#domains", "value": value})

@@ -1,0 +1,195 @@
+"""`/users`: create, read, update, soft delete — with Graph's validation and conflicts."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from idsync.emulator.call import Call, Reply
+from idsync.emulator.errors import GraphError, bad_request, conflict, invalid_value, not_found
+from idsync.emulator.listing import list_objects
+from idsync.emulator.model import USER_RELATIONS, DirObject
+from idsync.emulator.odata import parse_select
+from idsync.emulator.schema import check_select, clean_body, render
+from idsync.emulator.store import iso_now
+
+if TYPE_CHECKING:
+    from idsync.emulator.core import Emulator
+
+_UPN_LOCAL = re.compile(r"^[A-Za-z0-9'.\-_!#^~]+$")
+_NICK_BAD = re.compile(r"[@()\\\[\]\";:<>,\s]")
+_IMMUTABLE_BAD = re.compile(r"[$_]")
+REQUIRED = ("accountEnabled", "displayName", "mailNickname", "userPrincipalName")
+
+
+def _check_upn(em: Emulator, upn: Any) -> None:
+    if not isinstance(upn, str) or upn.count("@") != 1:
+        raise invalid_value("userPrincipalName", "User")
+    local, domain = upn.split("@")
+    if (
+        not local
+        or len(local) > 64
+        or not _UPN_LOCAL.match(local)
+        or local.startswith(".")
+        or local.endswith(".")
+    ):
+        raise invalid_value("userPrincipalName", "User")
+    if domain.lower() not in {d.lower() for d in em.cfg.domains}:
+        raise bad_request(
+            "The domain portion of the userPrincipalName property is invalid. You must use one of the "
+            "verified domain names in your organization.",
+            details=[{"code": "InvalidValue", "message": "", "target": "userPrincipalName"}],
+        )
+
+
+def _check_password(pp: Any) -> None:
+    pwd = pp.get("password") if isinstance(pp, dict) else None
+    if not isinstance(pwd, str) or not pwd:
+        raise bad_request("A password must be specified to create a new user.")
+    classes = sum(
+        (
+            any(c.islower() for c in pwd),
+            any(c.isupper() for c in pwd),
+            any(c.isdigit() for c in pwd),
+            any(not c.isalnum() for c in pwd),
+        )
+    )
+    if not 8 <= len(pwd) <= 256 or classes < 3:
+        raise bad_request(
+            "The specified password does not comply with password complexity requirements. Please provide "
+            "a different password."
+        )
+
+
+def _check_values(em: Emulator, props: dict[str, Any]) -> None:
+    if "userPrincipalName" in props:
+        _check_upn(em, props["userPrincipalName"])
+    if "displayName" in props:
+        dn = props["displayName"]
+        if not isinstance(dn, str) or not dn.strip() or len(dn) > 256:
+            raise invalid_value("displayName", "User")
+    if "mailNickname" in props:
+        nick = props["mailNickname"]
+        if not isinstance(nick, str) or not nick or len(nick) > 64 or _NICK_BAD.search(nick):
+            raise invalid_value("mailNickname", "User")
+    if "accountEnabled" in props and props["accountEnabled"] is None:
+        raise invalid_value("accountEnabled", "User")
+    imm = props.get("onPremisesImmutableId")
+    if imm is not None and (_IMMUTABLE_BAD.search(imm) or len(imm) > 256):
+        raise invalid_value("onPremisesImmutableId", "User")
+    mail = props.get("mail")
+    if mail is not None and (mail.count("@") != 1 or " " in mail):
+        raise invalid_value("mail", "User")
+    if props.get("passwordProfile") is not None:
+        pp = dict(props["passwordProfile"])
+        if "password" in pp:
+            _check_password(pp)
+            del pp["password"]  # never keep secrets in state
+        props["passwordProfile"] = pp
+
+
+def _with_proxies(props: dict[str, Any]) -> None:
+    # Exchange stamps the primary SMTP address from `mail`; that is where real proxy conflicts come from.
+    if "mail" in props:
+        props["proxyAddresses"] = [f"SMTP:{props['mail']}"] if props["mail"] else []
+
+
+def create_user(em: Emulator, call: Call) -> Reply:
+    """POST /users -> 201 and the user."""
+    props, binds = clean_body("user", call.json(), em.cfg)
+    if binds:
+        raise GraphError(
+            400,
+            "BadRequest",
+            f"The property '{next(iter(binds))}' does not exist on type "
+            "'microsoft.graph.user'. Make sure to only use property names that are defined by the type.",
+        )
+    for name in REQUIRED:
+        if props.get(name) is None:
+            raise invalid_value(name, "User")
+    if not props.get("passwordProfile"):
+        raise bad_request("A password must be specified to create a new user.")
+    _check_password(props["passwordProfile"])
+    _check_values(em, props)
+    _with_proxies(props)
+    st = em.store
+    probe = DirObject(id="", kind="user", props=props, seq=0, created_seq=0)
+    prop = st.conflict_with("", st.keys_of(probe))
+    if prop:
+        raise conflict(prop)
+    props.setdefault("userType", "Member")
+    props["createdDateTime"] = iso_now(st)
+    props["securityIdentifier"] = "S-1-12-1-" + "-".join(
+        str(uuid.uuid4().int >> (96 - 32 * i) & 0xFFFFFFFF) for i in range(4)
+    )
+    obj = st.add("user", props)
+    body = {"@odata.context": f"{call.base_url}/$metadata#users/$entity", **render(obj, None)}
+    return Reply(201, body, {"Location": f"{call.base_url}/users/{obj.id}"})
+
+
+def find_user(em: Emulator, ident: str) -> DirObject:
+    """A live user by id or UPN, or Graph's 404."""
+    obj = em.store.user(ident)
+    if obj is None:
+        raise not_found(ident)
+    return obj
+
+
+def get_user(em: Emulator, call: Call, ident: str) -> Reply:
+    """GET /users/{id | userPrincipalName}."""
+    obj = find_user(em, ident)
+    select = parse_select(call.query)
+    check_select("user", select, em.cfg, USER_RELATIONS)
+    return Reply(200, {"@odata.context": f"{call.base_url}/$metadata#users/$entity", **render(obj, select)})
+
+
+def list_users(em: Emulator, call: Call) -> Reply:
+    """GET /users."""
+    return list_objects(em, call, "user", USER_RELATIONS)
+
+
+def patch_user(em: Emulator, call: Call, ident: str) -> Reply:
+    """PATCH /users/{id | upn} -> 204; only changed values count as changes for delta."""
+    obj = find_user(em, ident)
+    props, binds = clean_body("user", call.json(), em.cfg)
+    if binds:
+        raise GraphError(
+            400,
+            "BadRequest",
+            f"The property '{next(iter(binds))}' does not exist on type "
+            "'microsoft.graph.user'. Make sure to only use property names that are defined by the type.",
+        )
+    if "displayName" in props and props["displayName"] is None:
+        raise invalid_value("displayName", "User")
+    for name in ("mailNickname", "userPrincipalName"):
+        if name in props and props[name] is None:
+            raise invalid_value(name, "User")
+    _check_values(em, props)
+    if "onPremisesExtensionAttributes" in props:
+        merged = dict(obj.props.get("onPremisesExtensionAttributes") or {})
+        merged.update(
+            {k: v for k, v in (props["onPremisesExtensionAttributes"] or {}).items() if not k.startswith("@")}
+        )
+        props["onPremisesExtensionAttributes"] = merged
+    _with_proxies(props)
+    st = em.store
+    new = {**obj.props, **props}
+    probe = DirObject(id=obj.id, kind="user", props=new, seq=0, created_seq=0)
+    prop = st.conflict_with(obj.id, st.keys_of(probe))
+    if prop:
+        raise conflict(prop)
+    changed = [k for k, v in props.items() if obj.props.get(k) != v and k != "passwordProfile"]
+    if changed or "passwordProfile" in props:
+        st.unindex(obj)
+        obj.props.update(props)
+        st.index(obj)
+        st.touch(obj, changed)
+    return Reply(204)
+
+
+def delete_user(em: Emulator, call: Call, ident: str) -> Reply:
+    """DELETE /users/{id | upn} -> 204; the user goes to /directory/deletedItems for 30 days."""
+    obj = find_user(em, ident)
+    em.store.soft_delete(obj)
+    return Reply(204)

@@ -1,0 +1,1 @@
+"""Tests of the Graph emulator (`idsync graph-emulator`)."""

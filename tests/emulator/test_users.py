@@ -1,0 +1,222 @@
+"""Users: creation rules, reads, updates, conflicts, soft delete and restore."""
+
+from __future__ import annotations
+
+from tests.emulator.conftest import PASSWORD, Graph
+
+
+async def test_create_returns_201_with_default_properties(graph: Graph) -> None:
+    u = await graph.create_user("ada", givenName="Ada", onPremisesImmutableId="aW1tMQ==")
+    assert u["userPrincipalName"] == "ada@example.com"
+    assert u["givenName"] == "Ada"
+    assert "onPremisesImmutableId" not in u  # returned only on $select, as in Graph
+    assert "passwordProfile" not in u
+    r = await graph.call("GET", f"/users/{u['id']}?$select=id,onPremisesImmutableId,accountEnabled")
+    assert r.body["onPremisesImmutableId"] == "aW1tMQ=="
+    assert r.body["accountEnabled"] is True
+
+
+async def test_required_properties_are_enforced(graph: Graph) -> None:
+    base = {
+        "accountEnabled": True,
+        "displayName": "Bob",
+        "mailNickname": "bob",
+        "userPrincipalName": "bob@example.com",
+        "passwordProfile": {"password": PASSWORD},
+    }
+    for missing in ("accountEnabled", "displayName", "mailNickname", "userPrincipalName"):
+        body = {k: v for k, v in base.items() if k != missing}
+        r = await graph.call("POST", "/users", body)
+        assert r.status == 400, missing
+        assert r.body["error"]["code"] == "Request_BadRequest"
+        assert f"'{missing}'" in r.body["error"]["message"]
+    r = await graph.call("POST", "/users", {k: v for k, v in base.items() if k != "passwordProfile"})
+    assert r.status == 400
+    assert "password must be specified" in r.body["error"]["message"]
+    r = await graph.call("POST", "/users", {**base, "passwordProfile": {"password": "short"}})
+    assert r.status == 400
+    assert "complexity" in r.body["error"]["message"]
+    assert (await graph.call("POST", "/users", base)).status == 201
+
+
+async def test_upn_must_use_a_verified_domain_and_valid_characters(graph: Graph) -> None:
+    body = {
+        "accountEnabled": True,
+        "displayName": "Eve",
+        "mailNickname": "eve",
+        "passwordProfile": {"password": PASSWORD},
+    }
+    r = await graph.call("POST", "/users", {**body, "userPrincipalName": "eve@contoso.com"})
+    assert r.status == 400
+    assert r.body["error"]["details"] == [
+        {"code": "InvalidValue", "message": "", "target": "userPrincipalName"}
+    ]
+    assert "verified domain" in r.body["error"]["message"]
+    r = await graph.call("POST", "/users", {**body, "userPrincipalName": "évé@example.com"})
+    assert r.status == 400
+    assert "userPrincipalName" in r.body["error"]["message"]
+    r = await graph.call(
+        "POST", "/users", {**body, "mailNickname": "x" * 65, "userPrincipalName": "e@example.com"}
+    )
+    assert r.status == 400
+    assert "mailNickname" in r.body["error"]["message"]
+
+
+async def test_unknown_readonly_and_unregistered_extension_properties_are_refused(graph: Graph) -> None:
+    u = await graph.create_user("carl")
+    r = await graph.call("PATCH", f"/users/{u['id']}", {"favouriteColour": "red"})
+    assert r.status == 400
+    assert r.body["error"]["code"] == "BadRequest"
+    assert "favouriteColour" in r.body["error"]["message"]
+    r = await graph.call("PATCH", f"/users/{u['id']}", {"proxyAddresses": ["SMTP:x@example.com"]})
+    assert r.status == 400
+    assert "read-only" in r.body["error"]["message"]
+    r = await graph.call("PATCH", f"/users/{u['id']}", {"extension_0123456789abcdef0123456789abcdef_x": "1"})
+    assert r.status == 400
+    assert "extension property" in r.body["error"]["message"]
+
+
+async def test_extension_property_is_written_and_selected(graph: Graph) -> None:
+    ext = graph.em.cfg.extension_name("idsyncAnchor")
+    u = await graph.create_user("dora", **{ext: "guid-1"})
+    r = await graph.call("GET", f"/users/{u['id']}")
+    assert ext not in r.body  # directory extensions only on $select
+    r = await graph.call("GET", f"/users/{u['id']}?$select=id,{ext}")
+    assert r.body[ext] == "guid-1"
+    r = await graph.call("GET", f"/users?$filter={ext} eq 'guid-1'&$select=id")
+    assert [x["id"] for x in r.body["value"]] == [u["id"]]
+
+
+async def test_get_by_id_or_upn_and_404_body(graph: Graph) -> None:
+    u = await graph.create_user("fay")
+    assert (await graph.call("GET", "/users/FAY@example.com")).body["id"] == u["id"]
+    r = await graph.call("GET", "/users/nobody@example.com", headers={"client-request-id": "abc-1"})
+    assert r.status == 404
+    err = r.body["error"]
+    assert err["code"] == "Request_ResourceNotFound"
+    assert "nobody@example.com" in err["message"]
+    assert err["innerError"]["client-request-id"] == "abc-1"
+    assert err["innerError"]["request-id"] and err["innerError"]["date"]
+
+
+async def test_list_select_filter_top_and_next_link(graph: Graph) -> None:
+    graph.em.seed_users(25)
+    r = await graph.call("GET", "/users?$top=10&$select=id,userPrincipalName")
+    seen = []
+    pages = 0
+    while True:
+        assert r.status == 200
+        pages += 1
+        for v in r.body["value"]:
+            assert set(v) == {"id", "userPrincipalName"}
+            seen.append(v["userPrincipalName"])
+        nxt = r.body.get("@odata.nextLink")
+        if not nxt:
+            break
+        assert nxt.startswith(graph.server.graph_url + "/users?")
+        r = await graph.call("GET", nxt)
+    assert pages == 3 and len(set(seen)) == 25
+    r = await graph.call("GET", "/users?$filter=userPrincipalName eq 'USER3@example.com'")
+    assert [v["userPrincipalName"] for v in r.body["value"]] == ["user3@example.com"]
+    r = await graph.call(
+        "GET", "/users?$filter=onPremisesImmutableId eq 'immuser4' or mail eq 'user5@example.com'"
+    )
+    assert sorted(v["userPrincipalName"] for v in r.body["value"]) == [
+        "user4@example.com",
+        "user5@example.com",
+    ]
+    ids = [v["id"] for v in (await graph.call("GET", "/users?$top=2")).body["value"]]
+    r = await graph.call("GET", f"/users?$filter=id in ('{ids[0]}', '{ids[1]}')")
+    assert sorted(v["id"] for v in r.body["value"]) == sorted(ids)
+    r = await graph.call("GET", "/users?$top=1000")
+    assert r.status == 400
+    r = await graph.call("GET", "/users?$filter=city eq 'Paris'")
+    assert r.status == 400
+    assert r.body["error"]["code"] == "Request_UnsupportedQuery"
+    r = await graph.call("GET", "/users?$select=id,nonsense")
+    assert r.status == 400
+    assert "nonsense" in r.body["error"]["message"]
+
+
+async def test_patch_is_204_and_keeps_other_properties(graph: Graph) -> None:
+    u = await graph.create_user("gus", jobTitle="Dev", department="R&D")
+    r = await graph.call(
+        "PATCH", f"/users/{u['id']}", {"jobTitle": "Lead", "@odata.type": "#microsoft.graph.user"}
+    )
+    assert r.status == 204 and r.body is None
+    r = await graph.call("GET", f"/users/{u['id']}?$select=jobTitle,department")
+    assert r.body["jobTitle"] == "Lead" and r.body["department"] == "R&D"
+    r = await graph.call("PATCH", f"/users/{u['id']}", {"displayName": None})
+    assert r.status == 400
+
+
+async def test_uniqueness_conflicts_have_graphs_body(graph: Graph) -> None:
+    a = await graph.create_user("hal", onPremisesImmutableId="aW1tLWhhbA==", mail="hal@example.com")
+    body = {
+        "accountEnabled": True,
+        "displayName": "Hal 2",
+        "mailNickname": "hal2",
+        "passwordProfile": {"password": PASSWORD},
+    }
+    cases = [
+        ({"userPrincipalName": "HAL@example.com"}, "userPrincipalName"),
+        (
+            {"userPrincipalName": "hal2@example.com", "onPremisesImmutableId": "aW1tLWhhbA=="},
+            "onPremisesImmutableId",
+        ),
+        ({"userPrincipalName": "hal2@example.com", "mail": "Hal@example.com"}, "proxyAddresses"),
+    ]
+    for extra, prop in cases:
+        r = await graph.call("POST", "/users", {**body, **extra})
+        assert r.status == 400, prop
+        err = r.body["error"]
+        assert err["code"] == "Request_BadRequest"
+        assert err["message"] == f"Another object with the same value for property {prop} already exists."
+        assert err["details"][0]["code"] == "ObjectConflict" and err["details"][0]["target"] == prop
+    b = await graph.create_user("ida")
+    r = await graph.call("PATCH", f"/users/{b['id']}", {"userPrincipalName": "hal@example.com"})
+    assert r.status == 400 and r.body["error"]["details"][0]["target"] == "userPrincipalName"
+    # patching an object with its own values is not a conflict
+    r = await graph.call("PATCH", f"/users/{a['id']}", {"onPremisesImmutableId": "aW1tLWhhbA=="})
+    assert r.status == 204
+
+
+async def test_soft_delete_restore_and_purge(graph: Graph) -> None:
+    u = await graph.create_user("jon")
+    g = await graph.create_group("team")
+    r = await graph.call(
+        "POST",
+        f"/groups/{g['id']}/members/$ref",
+        {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{u['id']}"},
+    )
+    assert r.status == 204
+    assert (await graph.call("DELETE", f"/users/{u['id']}")).status == 204
+    assert (await graph.call("GET", f"/users/{u['id']}")).status == 404
+    r = await graph.call("GET", "/directory/deletedItems/microsoft.graph.user")
+    assert [(v["id"], v["@odata.type"]) for v in r.body["value"]] == [(u["id"], "#microsoft.graph.user")]
+    assert r.body["value"][0]["deletedDateTime"]
+    assert (await graph.call("GET", f"/groups/{g['id']}/members")).body["value"] == []
+    # the UPN is free while the user is deleted; restoring into a taken UPN conflicts
+    other = await graph.create_user("jon")
+    r = await graph.call("POST", f"/directory/deletedItems/{u['id']}/restore")
+    assert r.status == 400 and r.body["error"]["details"][0]["code"] == "ObjectConflict"
+    assert (await graph.call("DELETE", f"/users/{other['id']}")).status == 204
+    assert (await graph.call("DELETE", f"/directory/deletedItems/{other['id']}")).status == 204
+    r = await graph.call("POST", f"/directory/deletedItems/{u['id']}/restore")
+    assert r.status == 200 and r.body["id"] == u["id"] and r.body["@odata.type"] == "#microsoft.graph.user"
+    assert (await graph.call("GET", f"/users/{u['id']}")).status == 200
+    members = (await graph.call("GET", f"/groups/{g['id']}/members")).body["value"]
+    assert [m["id"] for m in members] == [u["id"]]
+    r = await graph.call("POST", f"/directory/deletedItems/{other['id']}/restore")
+    assert r.status == 404
+
+
+async def test_deleted_users_are_purged_after_30_days(graph: Graph) -> None:
+    u = await graph.create_user("kim")
+    await graph.call("DELETE", f"/users/{u['id']}")
+    assert graph.em.advance_clock(29 * 86400) == 0
+    graph.token = graph.em.auth.issue()  # the old token expired with the clock
+    assert (await graph.call("GET", f"/directory/deletedItems/{u['id']}")).status == 200
+    assert graph.em.advance_clock(2 * 86400) == 1
+    graph.token = graph.em.auth.issue()
+    assert (await graph.call("GET", f"/directory/deletedItems/{u['id']}")).status == 404
