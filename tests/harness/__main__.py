@@ -11,7 +11,11 @@ from .stack import SERVICE_NAMES, SHARED_DIR, Stack, shared_stack_lock
 
 
 def _timings_line(timings: dict[str, float]) -> str:
-    return "bring-up: " + ", ".join(f"{k} {v:.2f}s" for k, v in timings.items())
+    started = [k for k in SERVICE_NAMES if k in timings]
+    if not started:
+        return "bring-up: everything was already running"
+    parts = [f"{k} {timings[k]:.2f}s" for k in [*started, "promtool"]]
+    return f"bring-up (in parallel): {', '.join(parts)}; total {timings['total']:.2f}s"
 
 
 def cmd_up(only: list[str]) -> int:

@@ -131,7 +131,7 @@ class Stack:
         return self._promtool
 
     def up(self, names: Iterable[str] = SERVICE_NAMES, *, parallel: bool = True) -> dict[str, float]:
-        """Start (or reuse) the named services, in parallel; return {name: seconds} and 'total'."""
+        """Start (or reuse) the named services, in parallel; return seconds per service started, 'total'."""
         t0 = time.monotonic()
         names = list(names)
         timings: dict[str, float] = {}
@@ -139,7 +139,8 @@ class Stack:
         def one(name: str) -> None:
             t = time.monotonic()
             self.get(name)
-            timings[name] = time.monotonic() - t
+            if name in self.started:  # reused services have no bring-up time
+                timings[name] = time.monotonic() - t
 
         if parallel:
             with ThreadPoolExecutor(max_workers=len(names) or 1) as pool:
