@@ -321,6 +321,28 @@ class HaLoop:
             promoted=True,
         )
 
+    def refresh(self) -> bool:
+        """Between cycles (e.g. during a long export): re-confirm leadership and extend the lease.
+
+        Returns False when this node is not (or no longer) a confirmed leader; the lease is then
+        held or revoked and the exporter's next `ensure()` fails.
+        """
+        with self._lock:
+            leader, lease = self.leader, self.lease
+            if leader is None or lease is None:
+                return False
+            started = self._clock()
+            try:
+                ok = self.coord.confirm(leader)
+            except CoordinationError:
+                lease.hold()
+                return False
+            if not ok:
+                lease.revoke("leadership lost: the leader znode is no longer ours")
+                return False
+            lease.renew(started)
+            return True
+
     def release(self, reason: str, health: Health | None = None) -> Decision:
         """Hand leadership over cleanly (switchover, shutdown)."""
         with self._lock:

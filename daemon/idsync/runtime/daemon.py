@@ -1,0 +1,201 @@
+"""`idsync run`: the asyncio main loop of one instance.
+
+Signals only set flags (Patroni's daemon): SIGTERM finishes the in-flight batch, releases
+leadership and closes the ZooKeeper session so a follower takes over at once; SIGHUP reloads
+the rules. The systemd watchdog is fed by the main loop only, so a hung loop gets restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from idsync.config import Config
+from idsync.ha.loop import HaLoop, Timing
+from idsync.ha.zk import Coordinator, ZkSettings
+from idsync.runtime.node import CycleOutcome, Node
+from idsync.runtime.notify import Notifier
+from idsync.runtime.pipeline import Pipeline
+from idsync.store import fence as store_fence
+from idsync.store import migrate
+from idsync.store.db import Store
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class DaemonOptions:
+    standalone: bool = False
+    once: bool = False  # run one cycle and exit (cycle command, tests)
+    full: bool = False  # the first cycle is a full sync
+
+
+def open_store(cfg: Config) -> Store:
+    s = cfg.store
+    store = Store(
+        s.dsn(),
+        s.schema_name,
+        min_size=s.pool_min_size,
+        max_size=s.pool_max_size,
+        connect_timeout=s.connect_timeout_seconds,
+        statement_timeout=s.statement_timeout_seconds,
+    ).open()
+    migrate.migrate(store)
+    return store
+
+
+def make_ha(cfg: Config) -> HaLoop:
+    zk = cfg.ha.zookeeper
+    settings = ZkSettings(
+        hosts=zk.hosts,
+        session_timeout=zk.session_timeout_seconds,
+        retry_timeout=cfg.ha.retry_timeout_seconds,
+        auth=zk.auth(),
+        tls=zk.tls,
+        ca_file=str(zk.ca_file) if zk.ca_file else None,
+    )
+    ha: HaLoop
+    coord = Coordinator(settings, cfg.node.cluster, cfg.node.name, on_state=lambda s: ha.on_state(s))
+    host, port = cfg.admin.host_port()
+    ha = HaLoop(
+        coord,
+        Timing(
+            session_timeout=zk.session_timeout_seconds,
+            loop_interval=cfg.ha.loop_interval_seconds,
+            request_timeout=cfg.target.graph.request_timeout_seconds,
+            grace=cfg.ha.failover_grace_seconds,
+        ),
+        admin_url=f"http://{host}:{port}",
+    )
+    return ha
+
+
+class Daemon:
+    """Owns the loop, the signals and the hand-over at shutdown."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        pipeline: Pipeline,
+        store: Store,
+        ha: HaLoop | None,
+        *,
+        notifier: Notifier | None = None,
+        on_cycle: Callable[[CycleOutcome], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.stop = threading.Event()
+        self.node = Node(cfg.node.name, pipeline, store, ha, stop=self.stop)
+        self.ha = ha
+        self.store = store
+        self.pipeline = pipeline
+        self.notifier = notifier or Notifier()
+        self.on_cycle = on_cycle
+        self._reload = False
+        self.interval = cfg.sync.interval_seconds
+
+    # -- signals ----------------------------------------------------------------------------
+
+    def install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_signal_handler(signal.SIGTERM, self._on_term)
+        loop.add_signal_handler(signal.SIGINT, self._on_term)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+
+    def _on_term(self) -> None:
+        log.info("daemon.stopping", reason="signal")
+        self.stop.set()
+        if self.ha:
+            self.ha.coord.wake.set()
+
+    def _on_hup(self) -> None:
+        self._reload = True
+        self.notifier.send(reloading="1", monotonic_usec=str(int(time.monotonic() * 1e6)))
+
+    # -- lease keeper -----------------------------------------------------------------------
+
+    def _keep_lease(self) -> None:
+        """While leader, re-confirm with ZooKeeper between cycles so a long export keeps its lease."""
+        assert self.ha is not None
+        period = max(
+            0.2, min(self.cfg.ha.loop_interval_seconds, self.cfg.ha.zookeeper.session_timeout_seconds / 6)
+        )
+        while not self.stop.wait(period):
+            ha = self.ha
+            lease = ha.lease
+            if ha.leader is None or lease is None:
+                continue
+            if ha.refresh():
+                try:
+                    with self.store.transaction() as conn:
+                        store_fence.renew(conn, lease.epoch, self.cfg.node.name, lease.remaining())
+                except Exception:  # the claim transaction refuses on its own when this fails
+                    log.warning("daemon.fence_renew_failed", exc_info=True)
+
+    # -- main loop --------------------------------------------------------------------------
+
+    async def run(self, opts: DaemonOptions) -> int:
+        loop = asyncio.get_running_loop()
+        if threading.current_thread() is threading.main_thread():
+            self.install_signals(loop)
+        if self.ha is not None:
+            await asyncio.to_thread(self.ha.coord.start)
+            threading.Thread(target=self._keep_lease, name="lease-keeper", daemon=True).start()
+        if opts.full:
+            self.node.request_full()
+        self.notifier.ready("starting")
+        log.info("daemon.started", standalone=opts.standalone, interval=self.interval)
+        try:
+            while not self.stop.is_set():
+                if self._reload:
+                    self._reload = False
+                    what = await asyncio.to_thread(self.pipeline.reload)
+                    log.info("daemon.reloaded", change=what)
+                    self.notifier.send(ready="1")
+                started = time.monotonic()
+                outcome = await self.node.run_cycle()
+                log.info("cycle", decision=outcome.sentence, seconds=round(time.monotonic() - started, 3))
+                pending = sum(outcome.report.pending.values())
+                self.notifier.send(
+                    status=f"{outcome.role} epoch {outcome.epoch}, {pending} pending", watchdog="1"
+                )
+                if self.on_cycle:
+                    self.on_cycle(outcome)
+                if opts.once:
+                    break
+                # A promotion or a release wants the next cycle at once (catch up, hand over).
+                if outcome.promoted:
+                    continue
+                await self._nap(self.interval - (time.monotonic() - started))
+        finally:
+            await self._shutdown()
+        return 0
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep until the next cycle, a ZooKeeper event (leader gone, switchover, pause) or stop."""
+        deadline = time.monotonic() + max(0.0, seconds)
+        wake = self.ha.coord.wake if self.ha else None
+        while not self.stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if wake is not None and wake.is_set():
+                wake.clear()
+                return
+            await asyncio.sleep(min(left, 0.05))
+
+    async def _shutdown(self) -> None:
+        self.notifier.stopping()
+        self.stop.set()
+        if self.ha is not None:
+            sentence = await asyncio.to_thread(self.node.release, "shutdown")
+            if sentence:
+                log.info("daemon.released", decision=sentence)
+            await asyncio.to_thread(self.ha.coord.stop)
+        self.pipeline.close()
+        log.info("daemon.stopped")

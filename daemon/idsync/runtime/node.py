@@ -1,0 +1,139 @@
+"""One turn of an instance: import and sync, decide the role, and export only as a fenced leader.
+
+`Node.run_cycle()` returns the sentence operators read in the log (Patroni style), e.g.
+"leader at epoch 3: exporting; exported 20 (20 ok); source +1 ~0 -0, 0 pending".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass
+
+import structlog
+
+from idsync.fencing import Unfenced
+from idsync.ha.loop import Decision, HaLoop, Health
+from idsync.log import bind_context
+from idsync.runtime.pipeline import CycleReport, ExportReport, Pipeline
+from idsync.store import fence as store_fence
+from idsync.store.db import Store
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class CycleOutcome:
+    sentence: str
+    role: str
+    epoch: int
+    report: CycleReport
+    export: ExportReport | None
+    promoted: bool = False
+
+
+class Node:
+    """Drives the pipeline under the HA loop (or standalone, always exporting)."""
+
+    def __init__(
+        self,
+        name: str,
+        pipeline: Pipeline,
+        store: Store,
+        ha: HaLoop | None,
+        *,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.name = name
+        self.pipeline = pipeline
+        self.store = store
+        self.ha = ha
+        self.stop = stop or threading.Event()
+        self.last_ok = 0.0
+        self.last: CycleOutcome | None = None
+        self._full_next = False
+        self._catch_up = False
+
+    def request_full(self) -> None:
+        self._full_next = True
+
+    def _health(self, report: CycleReport) -> Health:
+        return Health(
+            cycle_ok=report.ok,
+            last_cycle_ok=self.last_ok,
+            target_caught_up=report.target_caught_up,
+            rules_hash=report.rules_hash,
+            pending=report.pending,
+            reason=report.error,
+        )
+
+    def _renew_store_fence(self, decision: Decision) -> None:
+        """Mirror the lease into the store, where every claim transaction checks it."""
+        lease = decision.lease
+        with self.store.transaction() as conn:
+            if lease is not None and decision.role == "leader" and lease.valid():
+                store_fence.renew(conn, lease.epoch, self.name, lease.remaining())
+            elif decision.epoch:
+                store_fence.revoke(conn, decision.epoch)
+
+    async def run_cycle(self) -> CycleOutcome:
+        """One cycle; never raises for a failed phase (the sentence says what failed)."""
+        full, self._full_next = self._full_next, False
+        report = await asyncio.to_thread(self._import_and_sync, full)
+        if report.ok:
+            self.last_ok = time.time()
+
+        if self.ha is None:
+            decision = Decision("standalone: exporting", "leader", True, 0, None)
+            fence = Unfenced(self.name)
+            with self.store.transaction() as conn:
+                store_fence.renew(conn, 0, self.name, 3600)
+        else:
+            decision = await asyncio.to_thread(self.ha.run_cycle, self._health(report))
+            await asyncio.to_thread(self._renew_store_fence, decision)
+            fence = decision.lease  # type: ignore[assignment]
+        bind_context(role=decision.role, epoch=decision.epoch or None)
+
+        export: ExportReport | None = None
+        sentence = decision.sentence
+        if decision.promoted:
+            self._catch_up = True
+        if decision.export and fence is not None and not self.stop.is_set():
+            if self._catch_up:
+                await asyncio.to_thread(self.pipeline.catch_up_target)
+                self._catch_up = False
+            if not report.ok:
+                sentence += "; not exporting after a failed import/sync"
+            else:
+                export = await self.pipeline.export(fence, self.stop)
+                sentence += f"; {export.summary}"
+        sentence += f"; {report.summary}" if report.ok else f"; cycle failed: {report.error}"
+        outcome = CycleOutcome(sentence, decision.role, decision.epoch, report, export, decision.promoted)
+        self.last = outcome
+        return outcome
+
+    def _import_and_sync(self, full: bool) -> CycleReport:
+        started = time.monotonic()
+        try:
+            return self.pipeline.import_and_sync(full=full)
+        except Exception as exc:  # a failed phase must not kill the loop; the sentence reports it
+            log.exception("cycle.failed")
+            return CycleReport(
+                ok=False,
+                summary="",
+                rules_hash="",
+                target_caught_up=False,
+                error=f"{type(exc).__name__}: {exc}",
+                duration=time.monotonic() - started,
+            )
+
+    def release(self, reason: str) -> str | None:
+        """Hand over leadership (SIGTERM, switchover of a stopping node)."""
+        if self.ha is None or self.ha.leader is None:
+            return None
+        decision = self.ha.release(reason)
+        if decision.epoch:
+            with self.store.transaction() as conn:
+                store_fence.revoke(conn, decision.epoch)
+        return decision.sentence
