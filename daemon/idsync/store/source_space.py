@@ -233,6 +233,28 @@ def get(conn: psycopg.Connection, anchor: str) -> SourceObject | None:
     return SourceObject(anchor=row[0], object_type=row[1], dn=row[2], attrs=attrs, members=members)
 
 
+def get_many(conn: psycopg.Connection, anchors: Iterable[str]) -> dict[str, SourceObject]:
+    """The live objects among `anchors`, without their member lists (a delta merges into these)."""
+    anchors = list(anchors)
+    if not anchors:
+        return {}
+    rows = conn.execute(
+        "SELECT anchor, object_type, dn, attrs FROM source_object WHERE anchor = ANY(%s) AND NOT deleted",
+        (anchors,),
+    ).fetchall()
+    return {
+        r[0]: SourceObject(
+            anchor=r[0], object_type=r[1], dn=r[2], attrs={k: tuple(v) for k, v in r[3].items()}
+        )
+        for r in rows
+    }
+
+
+def live_anchors(conn: psycopg.Connection) -> dict[str, str]:
+    """Anchor → DN of every live object (for a syncrepl present phase: who was not listed)."""
+    return {r[0]: r[1] for r in conn.execute("SELECT anchor, dn FROM source_object WHERE NOT deleted")}
+
+
 def is_deleted(conn: psycopg.Connection, anchor: str) -> bool | None:
     row = conn.execute("SELECT deleted FROM source_object WHERE anchor = %s", (anchor,)).fetchone()
     return None if row is None else bool(row[0])
