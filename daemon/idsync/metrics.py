@@ -1,0 +1,76 @@
+"""Every Prometheus metric idsync exports, in one place (Prometheus naming: base units, _total).
+
+Components import the metric they update; the admin server exposes the registry at /metrics.
+Labels are low-cardinality by construction: object kinds, operations, phases and results.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+INFO = Gauge(
+    "idsync_info", "Build and identity of this instance", ["version", "node", "cluster"], registry=REGISTRY
+)
+LEADER = Gauge("idsync_leader", "1 while this node is the fenced leader, else 0", registry=REGISTRY)
+ROLE = Gauge("idsync_role", "1 for the role this node is in (leader, staging)", ["role"], registry=REGISTRY)
+EPOCH = Gauge("idsync_epoch", "The leadership epoch this node last saw", registry=REGISTRY)
+PROMOTIONS = Counter("idsync_promotions_total", "Times this node became leader", registry=REGISTRY)
+PAUSED = Gauge("idsync_paused", "1 while exports are paused cluster-wide", registry=REGISTRY)
+ZK_CONNECTED = Gauge(
+    "idsync_zookeeper_connected", "1 while the ZooKeeper session is connected", registry=REGISTRY
+)
+
+PENDING = Gauge("idsync_pending_exports", "Pending export operations by operation", ["op"], registry=REGISTRY)
+QUARANTINED = Gauge(
+    "idsync_quarantined_objects", "Objects set aside with a reason, by phase", ["phase"], registry=REGISTRY
+)
+GUARD_HOLDING = Gauge(
+    "idsync_deletion_guard_holding", "1 while the deletion guard holds all exports back", registry=REGISTRY
+)
+GUARD_DELETES = Gauge(
+    "idsync_deletion_guard_deletes", "Deletes pending while the guard evaluated the cycle", registry=REGISTRY
+)
+STAGING_DRIFT = Gauge(
+    "idsync_staging_drift_operations",
+    "On a staging node: what it would export while the leader reports nothing pending",
+    registry=REGISTRY,
+)
+
+LAST_SUCCESS = Gauge(
+    "idsync_last_success_timestamp_seconds",
+    "Unix time of the last successful run of a phase (cycle, source_import, target_import, sync, export)",
+    ["phase"],
+    registry=REGISTRY,
+)
+PHASE_SECONDS = Histogram(
+    "idsync_phase_duration_seconds",
+    "Duration of each phase of a cycle",
+    ["phase"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
+    registry=REGISTRY,
+)
+CYCLES = Counter("idsync_cycles_total", "Cycles run, by result", ["result"], registry=REGISTRY)
+
+IMPORTED = Counter(
+    "idsync_imported_objects_total",
+    "Objects imported, by side (source, target) and result (added, updated, deleted, unchanged, error)",
+    ["side", "result"],
+    registry=REGISTRY,
+)
+EXPORTED = Counter(
+    "idsync_exported_operations_total",
+    "Export operations, by operation and result (ok, adopted, retry, error)",
+    ["op", "result"],
+    registry=REGISTRY,
+)
+GRAPH_THROTTLED = Counter(
+    "idsync_graph_throttled_total", "Graph requests or batch items answered 429", registry=REGISTRY
+)
+GRAPH_RETRIES = Counter(
+    "idsync_graph_retries_total",
+    "Graph requests retried, by reason (throttled, server, connection)",
+    ["reason"],
+    registry=REGISTRY,
+)
