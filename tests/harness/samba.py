@@ -79,6 +79,9 @@ class Samba(Service):
             f"--option=pid directory = {d / 'run'}",
             f"--option=ncalrpc dir = {d / 'ncalrpc'}",
             f"--option=winbindd socket directory = {d / 'winbindd'}",
+            # Keep sysvol's NT ACLs in a tdb, not in security.* xattrs: provisioning then works on
+            # any filesystem and in unprivileged containers (as PSOpenAD's CI does).
+            "--option=vfs objects = dfs_samba4 acl_xattr xattr_tdb",
         ]
         with self.log.open("ab") as out:
             res = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
