@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from idsync import metrics
 from idsync.fencing import Unfenced
 from idsync.ha.loop import Decision, HaLoop, Health
 from idsync.log import bind_context
@@ -111,7 +112,39 @@ class Node:
         sentence += f"; {report.summary}" if report.ok else f"; cycle failed: {report.error}"
         outcome = CycleOutcome(sentence, decision.role, decision.epoch, report, export, decision.promoted)
         self.last = outcome
+        self._metrics(outcome, decision)
         return outcome
+
+    def _metrics(self, outcome: CycleOutcome, decision: Decision) -> None:
+        report = outcome.report
+        leading = decision.role == "leader" and (self.ha is None or decision.lease is not None)
+        metrics.LEADER.set(1 if leading and decision.export else 0)
+        for role in ("leader", "staging"):
+            metrics.ROLE.labels(role).set(1 if decision.role == role else 0)
+        metrics.EPOCH.set(decision.epoch)
+        if decision.promoted:
+            metrics.PROMOTIONS.inc()
+        metrics.CYCLES.labels("ok" if report.ok else "failed").inc()
+        metrics.PHASE_SECONDS.labels("cycle").observe(report.duration)
+        if report.ok:
+            metrics.LAST_SUCCESS.labels("cycle").set(self.last_ok)
+            for op in ("create", "update", "delete", "member_add", "member_remove"):
+                metrics.PENDING.labels(op).set(report.pending.get(op, 0))
+        if outcome.export is not None:
+            metrics.PHASE_SECONDS.labels("export").observe(outcome.export.duration)
+            if not outcome.export.fenced and not outcome.export.held:
+                metrics.LAST_SUCCESS.labels("export").set(time.time())
+        if self.ha is not None:
+            metrics.ZK_CONNECTED.set(1 if self.ha.coord.connected else 0)
+            view = self.ha.last_view
+            if view is not None:
+                metrics.PAUSED.set(1 if view.pause else 0)
+                leader = view.members.get(view.leader.node) if view.leader else None
+                mine = sum(report.pending.values())
+                drift = (
+                    mine if decision.role == "staging" and leader and not sum(leader.pending.values()) else 0
+                )
+                metrics.STAGING_DRIFT.set(drift)
 
     def _import_and_sync(self, full: bool) -> CycleReport:
         started = time.monotonic()
