@@ -1,0 +1,228 @@
+"""Desired state: what the rules say the target should hold, written in bulk by the sync engine.
+
+The engine streams changed source objects in pages (`changed_source`), evaluates the rules in
+Python, COPYs the verdicts into a temporary table (`stage`), and `apply_staged` turns them into
+set-based changes of `desired_object`. The anchors whose desired state changed land in the
+temporary table `_dirty` (objects to diff) and groups whose membership may have changed in
+`_dirty_groups`. Everything runs in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import psycopg
+
+_TEMP = """
+CREATE TEMP TABLE IF NOT EXISTS _desired_in (
+    anchor text PRIMARY KEY, object_type text NOT NULL, in_scope boolean NOT NULL,
+    target_anchor text, attrs jsonb
+) ON COMMIT DROP;
+CREATE TEMP TABLE IF NOT EXISTS _dirty (anchor text PRIMARY KEY) ON COMMIT DROP;
+CREATE TEMP TABLE IF NOT EXISTS _dirty_groups (anchor text PRIMARY KEY) ON COMMIT DROP;
+CREATE TEMP TABLE IF NOT EXISTS _presence (anchor text PRIMARY KEY) ON COMMIT DROP;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRow:
+    """A source object as the sync engine reads it (attrs: lower-case name → values)."""
+
+    anchor: str
+    object_type: str
+    dn: str
+    attrs: dict[str, list[str]]
+    deleted: bool
+    changed_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The rules' result for one object: in scope with attrs, or out of scope (None attrs)."""
+
+    anchor: str
+    object_type: str
+    in_scope: bool
+    target_anchor: str | None = None
+    attrs: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class DesiredChanges:
+    added: int
+    updated: int
+    removed: int
+
+
+def prepare(conn: psycopg.Connection) -> None:
+    """Create the engine's temporary tables for this transaction."""
+    conn.execute(_TEMP.encode())
+
+
+def source_high_water(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT coalesce(max(changed_seq), 0) FROM source_object").fetchone()
+    return int(row[0]) if row else 0
+
+
+def changed_source(
+    conn: psycopg.Connection, after: int, upto: int, page: int = 2000
+) -> Iterator[list[SourceRow]]:
+    """Pages of source objects with after < changed_seq <= upto, in changed_seq order (keyset)."""
+    last = after
+    while True:
+        rows = conn.execute(
+            "SELECT anchor, object_type, dn, attrs, deleted, changed_seq FROM source_object"
+            " WHERE changed_seq > %s AND changed_seq <= %s ORDER BY changed_seq LIMIT %s",
+            (last, upto, page),
+        ).fetchall()
+        if not rows:
+            return
+        yield [SourceRow(r[0], r[1], r[2], r[3], bool(r[4]), int(r[5])) for r in rows]
+        last = int(rows[-1][5])
+
+
+def stage(conn: psycopg.Connection, verdicts: Iterable[Verdict]) -> int:
+    """COPY a page of verdicts into `_desired_in`; returns how many."""
+    n = 0
+    with (
+        conn.cursor() as cur,
+        cur.copy("COPY _desired_in (anchor, object_type, in_scope, target_anchor, attrs) FROM STDIN") as cp,
+    ):
+        for v in verdicts:
+            attrs = (
+                orjson.dumps(v.attrs, option=orjson.OPT_SORT_KEYS).decode() if v.attrs is not None else None
+            )
+            cp.write_row((v.anchor, v.object_type, v.in_scope, v.target_anchor, attrs))
+            n += 1
+    return n
+
+
+def apply_staged(conn: psycopg.Connection, rules_hash: str, *, full: bool) -> DesiredChanges:
+    """Make desired_object agree with the staged verdicts; mark what changed as dirty.
+
+    Rows whose attributes are unchanged keep their changed_seq and are not diffed again (unless
+    the target changed). With `full`, desired rows whose source object is gone are removed too.
+    """
+    upserted = conn.execute(
+        "INSERT INTO desired_object AS d (anchor, object_type, target_anchor, attrs, rules_hash)"
+        " SELECT anchor, object_type, target_anchor, attrs, %s FROM _desired_in WHERE in_scope"
+        " ON CONFLICT (anchor) DO UPDATE SET object_type = excluded.object_type,"
+        " target_anchor = excluded.target_anchor, attrs = excluded.attrs, rules_hash = excluded.rules_hash,"
+        " changed_seq = nextval('change_seq'), updated_at = now()"
+        " WHERE d.attrs IS DISTINCT FROM excluded.attrs"
+        "  OR d.target_anchor IS DISTINCT FROM excluded.target_anchor"
+        "  OR d.object_type <> excluded.object_type"
+        " RETURNING anchor, (xmax = 0) AS inserted",
+        (rules_hash,),
+    ).fetchall()
+    removed = conn.execute(
+        "DELETE FROM desired_object d USING _desired_in i WHERE d.anchor = i.anchor AND NOT i.in_scope"
+        " RETURNING d.anchor"
+    ).fetchall()
+    gone: list[Any] = []
+    if full:
+        gone = conn.execute(
+            "DELETE FROM desired_object d WHERE NOT EXISTS (SELECT 1 FROM source_object s"
+            " WHERE s.anchor = d.anchor AND NOT s.deleted) RETURNING d.anchor"
+        ).fetchall()
+    with conn.cursor() as cur:
+        with cur.copy("COPY _dirty (anchor) FROM STDIN") as cp:
+            seen: set[str] = set()
+            for r in (*upserted, *removed, *gone):
+                if r[0] not in seen:
+                    seen.add(r[0])
+                    cp.write_row((r[0],))
+        with cur.copy("COPY _presence (anchor) FROM STDIN") as cp:
+            presence = {r[0] for r in upserted if r[1]} | {r[0] for r in removed} | {r[0] for r in gone}
+            for a in presence:
+                cp.write_row((a,))
+    added = sum(1 for r in upserted if r[1])
+    return DesiredChanges(added=added, updated=len(upserted) - added, removed=len(removed) + len(gone))
+
+
+def mark_dependents(conn: psycopg.Connection) -> None:
+    """Groups to re-resolve: staged groups, and groups with a member that entered or left scope."""
+    conn.execute(
+        "INSERT INTO _dirty_groups (anchor) SELECT anchor FROM _desired_in WHERE object_type = 'group'"
+        " ON CONFLICT DO NOTHING"
+    )
+    conn.execute(
+        "INSERT INTO _dirty_groups (anchor) SELECT DISTINCT m.group_anchor FROM source_member m"
+        " JOIN _presence p ON p.anchor = m.member_ref ON CONFLICT DO NOTHING"
+    )
+
+
+def mark_all(conn: psycopg.Connection) -> None:
+    """A full sync diffs every desired or linked object and every desired group."""
+    conn.execute(
+        "INSERT INTO _dirty (anchor) SELECT anchor FROM desired_object"
+        " UNION SELECT anchor FROM sync_link ON CONFLICT DO NOTHING"
+    )
+    conn.execute(
+        "INSERT INTO _dirty_groups (anchor) SELECT anchor FROM desired_object WHERE object_type = 'group'"
+        " ON CONFLICT DO NOTHING"
+    )
+
+
+def refresh_members(conn: psycopg.Connection, member_types: list[str]) -> None:
+    """Recompute desired_member of the dirty groups: source members that are themselves desired.
+
+    A member that is in scope but whose target object does not exist yet is kept here; its
+    member_add waits in the queue until the member's target object exists. Members out of scope
+    (or not resolved to an anchor yet, `dn:` references) are not desired members.
+    """
+    conn.execute(
+        "DELETE FROM desired_member m USING _dirty_groups g WHERE m.group_anchor = g.anchor"
+        " AND NOT EXISTS (SELECT 1 FROM source_member s JOIN desired_object dm ON dm.anchor = s.member_ref"
+        "  WHERE s.group_anchor = m.group_anchor AND s.member_ref = m.member_anchor)"
+    )
+    conn.execute(
+        "DELETE FROM desired_member m USING _dirty_groups g, desired_object d"
+        " WHERE m.group_anchor = g.anchor AND d.anchor = g.anchor AND NOT (d.object_type = ANY(%s))",
+        (member_types,),
+    )
+    conn.execute(
+        "INSERT INTO desired_member (group_anchor, member_anchor)"
+        " SELECT s.group_anchor, s.member_ref FROM _dirty_groups g"
+        " JOIN desired_object d ON d.anchor = g.anchor AND d.object_type = ANY(%s)"
+        " JOIN source_member s ON s.group_anchor = g.anchor"
+        " JOIN desired_object dm ON dm.anchor = s.member_ref"
+        " ON CONFLICT DO NOTHING",
+        (member_types,),
+    )
+
+
+def count(conn: psycopg.Connection) -> dict[str, int]:
+    rows = conn.execute("SELECT object_type, count(*) FROM desired_object GROUP BY object_type").fetchall()
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def get(conn: psycopg.Connection, anchor: str) -> dict[str, Any] | None:
+    """The desired attributes of one object, or None when it is not desired."""
+    row = conn.execute("SELECT attrs FROM desired_object WHERE anchor = %s", (anchor,)).fetchone()
+    return None if row is None else dict(row[0])
+
+
+def members(conn: psycopg.Connection, group_anchor: str) -> list[str]:
+    rows = conn.execute(
+        "SELECT member_anchor FROM desired_member WHERE group_anchor = %s ORDER BY member_anchor",
+        (group_anchor,),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def get_meta(conn: psycopg.Connection, key: str) -> str | None:
+    """A setting of this instance from `meta` (e.g. the rules hash of the last full sync)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = %s", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def set_meta(conn: psycopg.Connection, key: str, value: str) -> None:
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (%s, %s)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )

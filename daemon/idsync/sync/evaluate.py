@@ -1,0 +1,132 @@
+"""Applying the rules to one source object: is it in scope, and what should the target hold?
+
+Null semantics follow Entra Connect: a source attribute that is absent is null, and an expression
+that fails because one of the attributes it reads is null yields null (the target attribute is
+cleared) instead of an error. Any other failure is an EvaluationError for that object alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cel
+
+from idsync.sync.errors import EvaluationError
+from idsync.sync.functions import FUNCTIONS
+from idsync.sync.rules import Expression, Rules, TypeRules, normalize_dn
+from idsync.sync.targets import REQUIRED
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The rules' verdict on one object: out of scope, or in scope with its desired attributes."""
+
+    in_scope: bool
+    attrs: Mapping[str, Any] | None = None
+    target_anchor: str | None = None
+
+
+OUT_OF_SCOPE = Outcome(False)
+
+
+class Evaluator:
+    """Evaluates compiled rules; one instance per thread (it reuses one CEL context)."""
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        self._ctx = cel.Context(functions=dict(FUNCTIONS))
+        self._single: dict[str, tuple[str, ...]] = {}
+        self._multi: dict[str, tuple[str, ...]] = {}
+        for t in ("user", "group"):
+            tr = rules.of(t)
+            exprs = [f.expression for f in tr.flows]
+            if tr.scope.condition is not None:
+                exprs.append(tr.scope.condition)
+            self._single[t] = tuple(dict.fromkeys(n for e in exprs for n in e.single))
+            self._multi[t] = tuple(dict.fromkeys(n for e in exprs for n in e.multi))
+
+    def evaluate(self, anchor: str, object_type: str, dn: str, attrs: Mapping[str, Sequence[str]]) -> Outcome:
+        """Scope and flows for one live source object; raises EvaluationError naming the rule."""
+        tr = self.rules.of(object_type)
+        if not tr.enabled or not self._dn_in_scope(tr, dn):
+            return OUT_OF_SCOPE
+        if tr.scope.filter is not None and not tr.scope.filter.matches(attrs):
+            return OUT_OF_SCOPE
+        # Referenced names are looked up as written and in lower case (imported names are lower).
+        single: dict[str, Any] = {}
+        for name in self._single[object_type]:
+            vals = attrs.get(name) or attrs.get(name.lower())
+            single[name] = vals[0] if vals else None
+        multi = {n: list(attrs.get(n) or attrs.get(n.lower()) or ()) for n in self._multi[object_type]}
+        self._ctx.update(
+            {"source": single, "values": multi, "anchor": anchor, "dn": dn, "object_type": object_type}
+        )
+        if tr.scope.condition is not None:
+            verdict = self._run(tr.scope.condition, anchor, single, multi)
+            if verdict is not True and verdict is not None and verdict is not False:
+                raise EvaluationError(
+                    anchor,
+                    tr.scope.condition.rule,
+                    f"must give true or false, gave {verdict!r}",
+                    tr.scope.condition.text,
+                )
+            if verdict is not True:
+                return OUT_OF_SCOPE
+        out: dict[str, Any] = {}
+        for flow in tr.flows:
+            out[flow.attribute] = _json_value(self._run(flow.expression, anchor, single, multi))
+        self._check_required(tr, anchor, out)
+        target_anchor = out.get(tr.anchor_attribute)
+        if not isinstance(target_anchor, str) or not target_anchor:
+            raise EvaluationError(
+                anchor,
+                f"{object_type}.flows.{tr.anchor_attribute}",
+                f"the anchor attribute must be a non-empty string, got {target_anchor!r}",
+            )
+        return Outcome(True, out, target_anchor)
+
+    @staticmethod
+    def _dn_in_scope(tr: TypeRules, dn: str) -> bool:
+        if not tr.scope.include and not tr.scope.exclude:
+            return True
+        n = normalize_dn(dn)
+
+        def under(base: str) -> bool:
+            return n == base or n.endswith("," + base)
+
+        if tr.scope.include and not any(under(b) for b in tr.scope.include):
+            return False
+        return not any(under(b) for b in tr.scope.exclude)
+
+    def _run(
+        self, expr: Expression, anchor: str, single: Mapping[str, Any], multi: Mapping[str, list[str]]
+    ) -> Any:
+        try:
+            return expr.program.execute(self._ctx)
+        except Exception as exc:
+            # Null in, null out: a failure over an absent attribute is not the object's fault.
+            if any(single.get(n) is None for n in expr.single) or any(not multi.get(n) for n in expr.multi):
+                return None
+            reason = str(exc).split("\n", 1)[0] or type(exc).__name__
+            raise EvaluationError(anchor, expr.rule, reason, expr.text) from exc
+
+    @staticmethod
+    def _check_required(tr: TypeRules, anchor: str, out: Mapping[str, Any]) -> None:
+        for attribute in REQUIRED[tr.object_type]:
+            if attribute in out and out[attribute] in (None, ""):
+                raise EvaluationError(
+                    anchor, f"{tr.object_type}.flows.{attribute}", "is empty, but Graph requires it"
+                )
+
+
+def _json_value(value: Any) -> Any:
+    """CEL results as JSON values: tuples to lists, empty strings to null (Graph clears with null)."""
+    if value == "":
+        return None
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
