@@ -165,7 +165,8 @@ class Stack:
             if svc.shared:
                 continue
             svc.destroy()
-            stopped.append(name)
+            if not (isinstance(svc, Postgres) and svc.external):  # the machine's server is left running
+                stopped.append(name)
             if name == "samba" and self.persistent:
                 SAMBA_REGISTRY.unlink(missing_ok=True)
         self.services.clear()
