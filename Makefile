@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 PYTEST_ARGS ?=
 
-.PHONY: test demo bench deps venv lint typecheck pytest stack-up stack-down clean
+.PHONY: test demo bench deps venv lint typecheck pytest stack-up stack-down stack-status clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ stack-up: deps venv
 
 stack-down: venv
 	$(PY) -m tests.harness down
+
+stack-status: venv
+	$(PY) -m tests.harness status
 
 demo: deps venv
 	$(PY) -m tests.harness demo
