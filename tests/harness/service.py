@@ -79,11 +79,11 @@ class Service(ABC):
             raise ServiceStartError(self.name, f"already running as pid {self.pid}")
         t0 = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.check_can_start()  # before prepare(): do not provision a Samba that cannot run
         marker = self.workdir / ".prepared"
         if not marker.exists():
             self.prepare()
             marker.touch()
-        self.check_can_start()
         self.launch()
         try:
             wait_until(
