@@ -1,0 +1,1 @@
+"""Real `idsync run` processes and a Graph emulator process, for HA tests, chaos runs and the demo."""

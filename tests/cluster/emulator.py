@@ -1,0 +1,88 @@
+"""The Graph emulator as a separate process (`idsync graph-emulator`), as operators run it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tests.harness.ports import free_port
+
+DOMAIN = "test.idsync.lan"
+
+
+class EmulatorProcess:
+    """`idsync graph-emulator --anonymous` on a free loopback port, throttling off by default."""
+
+    def __init__(self, workdir: Path, *, throttle: bool = False, domain: str = DOMAIN) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.domain = domain
+        self.throttle = throttle
+        self.log_path = workdir / "graph-emulator.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> EmulatorProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            sys.executable, "-m", "idsync", "graph-emulator", "--listen", f"127.0.0.1:{self.port}",
+            "--anonymous", "--domain", self.domain,
+        ]  # fmt: skip
+        if not self.throttle:
+            cmd.append("--no-throttle")
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"graph emulator exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                self.get("/_emulator/health")
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"graph emulator did not answer within {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    # -- admin API --------------------------------------------------------------------------
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=10) as resp:
+            return orjson.loads(resp.read())
+
+    def post(self, path: str, body: Any) -> Any:
+        req = urllib.request.Request(
+            self.url + path,
+            data=orjson.dumps(body),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            raw = resp.read()
+            return orjson.loads(raw) if raw else None
+
+    def writes(self, since: int = 0) -> list[dict[str, Any]]:
+        """The emulator's log of write requests (method, path, status, User-Agent, ...)."""
+        return list(self.get(f"/_emulator/requests?writes=1&since={since}")["requests"])
+
+    def state(self) -> dict[str, Any]:
+        return dict(self.get("/_emulator/state"))
