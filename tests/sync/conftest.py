@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from idsync.model import SourceObject
-from idsync.store import migrate, pending, source_space, target_space
+from idsync.store import links, migrate, pending, source_space, target_space
 from idsync.store.db import Store
-from idsync.store.target_space import TargetObject
+from idsync.store.target_space import TargetObject, TargetPage, TargetRow
 from idsync.sync.engine import SyncEngine, SyncResult
 from idsync.sync.guard import Thresholds
 from idsync.sync.rules import Rules, load_rules, rules_from_mapping
@@ -77,9 +77,14 @@ class World:
         with self.store.transaction() as conn:
             source_space.delete(conn, anchors)
 
-    def target(self, *objs: TargetObject) -> None:
+    def target(self, object_type: str, *rows: TargetRow) -> None:
+        """A target import page of objects (e.g. cloud-only objects idsync must leave alone)."""
         with self.store.transaction() as conn:
-            target_space.upsert(conn, list(objs))
+            target_space.apply_page(conn, TargetPage(object_type, objects=rows))  # type: ignore[arg-type]
+
+    def target_page(self, page: TargetPage) -> None:
+        with self.store.transaction() as conn:
+            target_space.apply_page(conn, page)
 
     def sync(self, **kw: Any) -> SyncResult:
         return self.engine.run(**kw)
@@ -93,26 +98,26 @@ class World:
 
     def target_of(self, anchor: str) -> TargetObject | None:
         with self.store.connection() as conn:
-            tid = target_space.target_id(conn, anchor)
+            tid = links.target_id(conn, anchor)
             return target_space.get(conn, tid) if tid else None
 
     def target_members(self, group_anchor: str) -> set[str]:
         """The source anchors of the target group's members (via the links)."""
         with self.store.connection() as conn:
-            gid = target_space.target_id(conn, group_anchor)
+            gid = links.target_id(conn, group_anchor)
             assert gid is not None
-            ids = set(target_space.members(conn, gid))
+            ids = target_space.members(conn, gid)
             rows = conn.execute(
                 "SELECT anchor FROM sync_link WHERE target_id = ANY(%s)", (list(ids),)
             ).fetchall()
         return {r[0] for r in rows}
 
-    def export_all(self, *, approved: tuple[str, ...] = (), epoch: int = 1) -> int:
-        """Claim and apply every ready operation (as the exporter + target import would)."""
+    def export_all(self, *, approved: tuple[str, ...] = (), epoch: int = 1, limit: int = 100_000) -> int:
+        """Claim and apply up to `limit` ready operations (as the exporter + target import would)."""
         done = 0
         decision = self.engine.guard_decision(approved)
         with self.store.transaction() as conn:
-            ops = pending.claim(conn, epoch=epoch, node="test", limit=100_000, held=decision.held)
+            ops = pending.claim(conn, epoch=epoch, node="test", limit=limit, held=decision.held)
             for op in ops:
                 self._apply(conn, op)
                 pending.record_result(conn, op.id, "ok", epoch=epoch, node="test", target_id=op.target_id)
@@ -120,28 +125,27 @@ class World:
         return done
 
     def _apply(self, conn: Any, op: pending.PendingExport) -> None:
+        """What Graph would do, as the next delta page would report it."""
+        t: Any = op.object_type
         anchor_attr = self.rules.anchor_attribute(op.object_type)
-        if op.kind == "create":
-            self._ids += 1
-            tid = f"t-{op.anchor}"
-            attrs: Mapping[str, Any] = dict(op.payload)
-            target_space.upsert(conn, [TargetObject(tid, op.object_type, attrs.get(anchor_attr), attrs)])
-        elif op.kind == "update":
-            assert op.target_id
-            cur = target_space.get(conn, op.target_id)
-            assert cur is not None
-            merged = {**cur.attrs, **op.payload}
-            anchor = merged.get(anchor_attr, cur.anchor)
-            target_space.upsert(conn, [TargetObject(cur.id, cur.object_type, anchor, merged)])
+        page: TargetPage
+        if op.kind in ("create", "update"):
+            tid = op.target_id or f"t-{op.anchor}"
+            attrs: dict[str, Any] = dict(op.payload)
+            known = anchor_attr in attrs
+            page = TargetPage(t, objects=[TargetRow(tid, attrs, attrs.get(anchor_attr), known)])
         elif op.kind == "delete":
             assert op.target_id
-            target_space.mark_deleted(conn, [op.target_id])
-        elif op.kind == "member_add":
-            assert op.target_id and op.member_target_id
-            target_space.set_members(conn, op.target_id, added=[op.member_target_id])
-        elif op.kind == "member_remove":
-            assert op.target_id and op.member_target_id
-            target_space.set_members(conn, op.target_id, removed=[op.member_target_id])
+            page = TargetPage(t, removed=[op.target_id])
+        else:
+            assert op.target_id and op.member_target_id, op
+            pair = [(op.target_id, op.member_target_id)]
+            page = TargetPage(
+                "group",
+                members_added=pair if op.kind == "member_add" else (),
+                members_removed=pair if op.kind == "member_remove" else (),
+            )
+        target_space.apply_page(conn, page)
 
 
 @pytest.fixture

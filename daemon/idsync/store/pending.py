@@ -218,13 +218,21 @@ def rearm_unconfirmed(conn: psycopg.Connection, older_than: timedelta) -> int:
 # --- the exporter's side ------------------------------------------------------------------------
 
 
-def claim(conn: psycopg.Connection, *, epoch: int, node: str, limit: int, held: bool) -> list[PendingExport]:
+def claim(
+    conn: psycopg.Connection,
+    *,
+    epoch: int,
+    node: str,
+    limit: int,
+    held: bool,
+    claim_timeout: timedelta = timedelta(minutes=5),
+) -> list[PendingExport]:
     """Claim up to `limit` ready operations for an export batch, in export order.
 
-    Ready: not exported, not quarantined, past its back-off, not claimed by a live batch of this
-    epoch, and with every target id it needs. Nothing is claimed while the deletion guard holds
-    (`held`): the exporter runs nothing at all, not a partial batch. Raises StaleEpoch when a
-    newer epoch already claimed from this store.
+    Ready: not exported, not quarantined, past its back-off, not claimed by a batch of this epoch
+    within `claim_timeout` (a crashed batch's rows come back), and with every target id it needs.
+    Nothing is claimed while the deletion guard holds (`held`): the exporter runs nothing at
+    all, not a partial batch. Raises StaleEpoch when a newer epoch already claimed from this store.
     """
     if held:
         return []
@@ -244,13 +252,13 @@ def claim(conn: psycopg.Connection, *, epoch: int, node: str, limit: int, held: 
         " LEFT JOIN sync_link lm ON lm.anchor = p.member_anchor AND p.member_anchor <> ''"
         " WHERE p.exported_at IS NULL AND p.quarantined_at IS NULL"
         "  AND (p.not_before IS NULL OR p.not_before <= now())"
-        "  AND (p.claimed_epoch IS NULL OR p.claimed_epoch <> %(epoch)s)"
+        "  AND (p.claimed_epoch IS DISTINCT FROM %(epoch)s OR p.claimed_at < now() - %(timeout)s)"
         "  AND (p.kind NOT IN ('member_add', 'member_remove')"
         "   OR (lg.target_id IS NOT NULL AND lm.target_id IS NOT NULL))"
         f" ORDER BY {_ORDER} LIMIT %(limit)s FOR UPDATE OF p SKIP LOCKED)"
         " UPDATE pending_export q SET claimed_epoch = %(epoch)s, claimed_by = %(node)s, claimed_at = now()"
         " FROM ready WHERE q.id = ready.id RETURNING q.id",
-        {"epoch": epoch, "node": node, "limit": limit},
+        {"epoch": epoch, "node": node, "limit": limit, "timeout": claim_timeout},
     ).fetchall()
     ids = [r[0] for r in rows]
     if not ids:

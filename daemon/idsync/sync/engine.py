@@ -18,7 +18,7 @@ import psycopg
 import structlog
 
 from idsync.model import Quarantined
-from idsync.store import desired, pending, quarantine, target_space, watermarks
+from idsync.store import desired, links, pending, quarantine, watermarks
 from idsync.store.db import Store
 from idsync.sync import guard
 from idsync.sync.errors import EvaluationError
@@ -94,7 +94,7 @@ class SyncEngine:
             src_after = 0 if full else _mark(conn, SOURCE_WATERMARK)
             tgt_after = 0 if full else _mark(conn, TARGET_WATERMARK)
             src_upto = desired.source_high_water(conn)
-            tgt_upto = target_space.high_water(conn)
+            tgt_upto = links.target_high_water(conn)
 
             evaluated, bad = self._evaluate(conn, src_after, src_upto)
             changes = desired.apply_staged(conn, self.rules.hash, full=full)
@@ -103,12 +103,12 @@ class SyncEngine:
                 desired.mark_all(conn)
             member_types = [t for t in ("group",) if self.rules.of(t).members]
             desired.refresh_members(conn, member_types)
-            target_space.mark_changed(conn, tgt_after, tgt_upto)
+            links.mark_changed(conn, tgt_after, tgt_upto)
 
             soft = {}
             if self.soft_match:
                 soft = {t: a for t in ("user", "group") if (a := self.rules.of(t).soft_match)}
-            links = target_space.link(conn, soft)
+            linked = links.link(conn, soft)
             deprovision = {t: self.rules.of(t).deprovision for t in ("user", "group")}
             obj = pending.diff_objects(conn, deprovision)
             mem = pending.diff_members(conn)
@@ -132,7 +132,7 @@ class SyncEngine:
             pending=counts,
             guard=decision,
             duration_seconds=time.monotonic() - t0,
-            links={**links, "left": obj.get("left", 0)},
+            links={**linked, "left": obj.get("left", 0)},
         )
         log.info("sync.done", sentence=result.sentence())
         if decision.held:

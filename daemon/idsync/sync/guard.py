@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from idsync.store import pending, target_space
+from idsync.store import links, pending
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def evaluate(
     """Decide on the current delete set; a held set is recorded so it can be approved later."""
     keys = pending.delete_keys(conn)
     fp = pending.fingerprint(keys)
-    owned = target_space.owned_count(conn) if threshold.percent is not None else 0
+    owned = links.owned_count(conn) if threshold.percent is not None else 0
     if not exceeds(len(keys), owned, threshold):
         return GuardDecision(False, len(keys), threshold, fp, owned)
     approved = pending.approved_superset(conn, keys, approved_fingerprints)

@@ -1,0 +1,284 @@
+"""The sync engine on real PostgreSQL: desired state, diff, confirmation, deprovisioning, quarantine."""
+
+from __future__ import annotations
+
+import pytest
+
+from idsync.store import pending, quarantine
+from idsync.store.db import Store
+from idsync.store.target_space import TargetRow
+from tests.sync.conftest import World, ad_user, guid, make_world
+
+
+def test_create_export_confirm_leaves_an_empty_queue(world: World) -> None:
+    world.source(ad_user(1), ad_user(2, title="Chef"))
+    first = world.sync()
+    assert first.full and first.reason == "first sync"
+    creates = world.ops("create")
+    assert {o.anchor for o in creates} == {guid(1), guid(2)}
+    payload = next(o.payload for o in creates if o.anchor == guid(2))
+    assert payload["jobTitle"] == "Chef" and payload["accountEnabled"] is True
+    assert "city" not in payload  # a create carries no nulls
+
+    assert world.export_all() == 2
+    # Exported is not done: the operations wait for the target import to confirm them.
+    assert {o.kind for o in world.ops()} == {"create"}
+    assert all(o.exported_at is not None for o in world.ops())
+    confirm = world.sync()
+    assert not confirm.full and confirm.evaluated == 0
+    assert confirm.ops_confirmed == 2
+    assert world.ops() == []
+    target = world.target_of(guid(2))
+    assert target is not None and target.attrs["jobTitle"] == "Chef"
+
+
+def test_an_unchanged_source_is_not_evaluated_again(world: World) -> None:
+    world.source(*(ad_user(i) for i in range(5)))
+    assert world.sync().evaluated == 5
+    world.source(*(ad_user(i) for i in range(5)))  # the same data imported again
+    again = world.sync()
+    assert again.evaluated == 0 and again.ops_written == 0
+
+
+def test_an_update_carries_only_the_changed_attributes(world: World) -> None:
+    world.source(ad_user(1), ad_user(2))
+    world.sync()
+    world.export_all()
+    world.sync()
+    world.source(ad_user(1, department="Finance", title="Analyst"))
+    result = world.sync()
+    assert result.evaluated == 1
+    [update] = world.ops()
+    assert update.kind == "update" and update.anchor == guid(1)
+    assert update.payload == {"department": "Finance", "jobTitle": "Analyst"}
+    assert update.target_id == f"t-{guid(1)}"
+    world.export_all()
+    world.sync()
+    assert world.ops() == []
+
+    # Clearing a source attribute clears the target attribute (null), nothing else.
+    world.source(ad_user(1, department="", title="Analyst"))
+    world.sync()
+    assert [o.payload for o in world.ops()] == [{"department": None}]
+
+
+def test_a_newer_computation_replaces_the_older_one(world: World) -> None:
+    world.source(ad_user(1))
+    world.sync()
+    world.export_all()
+    world.sync()
+    world.source(ad_user(1, title="A"))
+    world.sync()
+    world.source(ad_user(1, title="B"))
+    world.sync()
+    [op] = world.ops()
+    assert op.payload == {"jobTitle": "B"}
+
+
+def test_a_change_made_in_the_cloud_is_reverted(world: World) -> None:
+    world.source(ad_user(1, title="Chef"))
+    world.sync()
+    world.export_all()
+    world.sync()
+    target = world.target_of(guid(1))
+    assert target is not None
+    world.target("user", TargetRow(target.id, {"jobTitle": "Boss"}))
+    world.sync()
+    assert [(o.kind, o.payload) for o in world.ops()] == [("update", {"jobTitle": "Chef"})]
+
+
+@pytest.mark.parametrize("how", ["moved out of scope", "deleted in the source"])
+@pytest.mark.parametrize("mode", ["delete", "disable", "leave"])
+def test_deprovisioning_follows_the_rule(store: Store, mode: str, how: str) -> None:
+    w = make_world(
+        store, {"user": {"deprovision": mode, "scope": {"include": ["OU=Staff,DC=example,DC=com"]}}}
+    )
+    w.source(ad_user(1), ad_user(2))
+    w.sync()
+    w.export_all()
+    w.sync()
+    if how == "moved out of scope":
+        w.source(ad_user(1, ou="OU=Leavers"))
+    else:
+        w.delete_source(guid(1))
+    w.sync()
+    ops = w.ops()
+    if mode == "delete":
+        assert [(o.kind, o.anchor) for o in ops] == [("delete", guid(1))]
+    elif mode == "disable":
+        assert [(o.kind, o.anchor, dict(o.payload)) for o in ops] == [
+            ("update", guid(1), {"accountEnabled": False})
+        ]
+    else:
+        assert ops == []
+    w.export_all()
+    w.sync()
+    assert w.ops() == []
+    if mode == "delete":
+        assert w.target_of(guid(1)) is None  # deleted and unlinked
+    elif mode == "disable":
+        t = w.target_of(guid(1))
+        assert t is not None and t.attrs["accountEnabled"] is False
+        # Back in scope: enabled again by an ordinary update.
+        w.source(ad_user(1))
+        w.sync()
+        assert [(o.kind, dict(o.payload)) for o in w.ops()] == [("update", {"accountEnabled": True})]
+    else:
+        assert w.target_of(guid(1)) is None  # no longer linked: idsync will never touch it again
+    assert w.target_of(guid(2)) is not None  # the other user is untouched
+
+
+def test_idsync_never_deletes_what_it_does_not_own(world: World) -> None:
+    # Cloud-only objects: one without any anchor, one carrying an anchor no source object has
+    # (e.g. synced by someone else). Neither is ever linked, so neither is ever deleted.
+    world.target(
+        "user",
+        TargetRow("cloud-1", {"userPrincipalName": "ceo@example.com", "displayName": "CEO"}),
+        TargetRow("foreign-1", {"userPrincipalName": "x@example.com"}, "Zm9yZWlnbg==", True),
+    )
+    world.target("group", TargetRow("cloud-g", {"displayName": "All"}))
+    world.source(ad_user(1))
+    world.sync()
+    world.export_all()
+    world.sync()
+    world.delete_source(guid(1))
+    world.sync(full=True)
+    deletes = world.ops("delete")
+    assert [o.target_id for o in deletes] == [f"t-{guid(1)}"]
+    # A source object deleted before it was ever exported produces no delete either.
+    world.source(ad_user(2))
+    world.sync()
+    world.delete_source(guid(2))
+    world.sync(full=True)
+    assert [o.target_id for o in world.ops("delete")] == [f"t-{guid(1)}"]
+    assert world.ops("create") == []
+
+
+def test_hard_match_adopts_an_object_that_already_carries_the_anchor(world: World) -> None:
+    world.source(ad_user(1, title="Chef"))
+    world.sync()
+    [create] = world.ops("create")
+    immutable_id = create.payload["onPremisesImmutableId"]
+    # The object exists already (e.g. created by a previous installation): it is joined, not duplicated.
+    world.target("user", TargetRow("old-1", {**create.payload, "jobTitle": "Cook"}, immutable_id, True))
+    world.sync()
+    assert [(o.kind, o.target_id, dict(o.payload)) for o in world.ops()] == [
+        ("update", "old-1", {"jobTitle": "Chef"})
+    ]
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_soft_match_adopts_a_cloud_object_only_when_enabled(store: Store, enabled: bool) -> None:
+    w = make_world(store, {}, soft_match=enabled)
+    w.target("user", TargetRow("cloud-1", {"userPrincipalName": "U1@example.com", "displayName": "U"}))
+    w.source(ad_user(1))
+    w.sync()
+    if not enabled:
+        assert [o.kind for o in w.ops()] == ["create"]
+        return
+    [adopt] = w.ops()
+    assert adopt.kind == "update" and adopt.target_id == "cloud-1"
+    # The update stamps the anchor, which makes the object idsync's from now on.
+    assert "onPremisesImmutableId" in adopt.payload and "displayName" in adopt.payload
+    w.export_all()
+    w.sync()
+    assert w.ops() == []
+    t = w.target_of(guid(1))
+    assert t is not None and t.id == "cloud-1" and t.anchor == adopt.payload["onPremisesImmutableId"]
+
+
+def test_a_bad_object_is_quarantined_while_the_others_sync(store: Store) -> None:
+    w = make_world(store, {"user": {"flows": {"employeeId": "string(int(source.employeeid))"}}})
+    w.source(ad_user(1, employeeid="7"), ad_user(2, employeeid="seven"), ad_user(3))
+    result = w.sync()
+    assert result.quarantined == 1
+    assert {o.anchor for o in w.ops("create")} == {guid(1), guid(3)}
+    with store.connection() as conn:
+        [q] = quarantine.listing(conn, "sync")
+    assert (
+        q.key == guid(2)
+        and "user.flows.employeeId" in q.reason
+        and "string(int(source.employeeid))" in q.reason
+    )
+    w.export_all()
+    w.sync()
+
+    # An object that breaks later keeps its last good desired state: an error never deprovisions.
+    w.source(ad_user(1, employeeid="x"))
+    assert w.sync().quarantined == 1
+    assert w.ops() == []
+    # Fixed in the source: released from quarantine and synced.
+    w.source(ad_user(2, employeeid="8"))
+    w.sync()
+    assert [(o.kind, o.anchor) for o in w.ops()] == [("create", guid(2))]
+    with store.connection() as conn:
+        assert [q.key for q in quarantine.listing(conn, "sync")] == [guid(1)]
+
+
+def test_a_rule_change_runs_a_full_sync_that_updates_only_affected_objects(store: Store) -> None:
+    w = make_world(store, {})
+    w.source(*(ad_user(i) for i in range(20)), *(ad_user(i, title="dev") for i in range(20, 25)))
+    w.sync()
+    w.export_all()
+    w.sync()
+    assert w.ops() == []
+
+    changed = make_world(store, {"user": {"flows": {"jobTitle": "upper(source.title)"}}})
+    result = changed.sync()
+    assert result.full and result.reason == "rules changed"
+    assert result.evaluated == 25
+    assert result.desired_updated == 5
+    ops = changed.ops()
+    assert {o.anchor for o in ops} == {guid(i) for i in range(20, 25)}
+    assert {(o.kind, o.payload["jobTitle"]) for o in ops} == {("update", "DEV")}
+    # The same rules again: back to delta syncs.
+    assert not changed.sync().full
+
+
+def test_export_errors_count_attempts_then_quarantine_without_blocking_others(world: World) -> None:
+    world.source(ad_user(1), ad_user(2))
+    world.sync()
+    store = world.store
+    bad = next(o for o in world.ops() if o.anchor == guid(1))
+    for attempt in range(1, 4):
+        with store.transaction() as conn:
+            rec = pending.record_result(
+                conn,
+                bad.id,
+                "error",
+                epoch=1,
+                node="a",
+                error="400 Request_BadRequest: invalid value",
+                max_attempts=3,
+            )
+        assert rec.attempts == attempt
+        with store.connection() as conn:
+            conn.execute(
+                "UPDATE pending_export SET not_before = NULL WHERE id = %s", (bad.id,)
+            )  # skip back-off
+    assert rec.quarantined
+    with store.connection() as conn:
+        errors = pending.listing(conn, errors_only=True)
+        q = quarantine.listing(conn, "export")
+    assert [(e.anchor, e.attempts, e.quarantined) for e in errors] == [(guid(1), 3, True)]
+    assert q[0].key == guid(1) and "create failed 3 times: 400 Request_BadRequest" in q[0].reason
+    # The quarantined operation is never claimed; the other one is.
+    assert world.export_all() == 1
+    world.sync()
+    assert [(o.anchor, o.quarantined) for o in world.ops()] == [(guid(1), True)]
+    # A corrected source value is a new computation: a fresh operation with zero attempts.
+    world.source(ad_user(1, title="fixed"))
+    world.sync()
+    [op] = world.ops()
+    assert op.anchor == guid(1) and not op.quarantined and op.attempts == 0
+
+
+def test_a_stale_epoch_cannot_claim(world: World) -> None:
+    from idsync.store.pending import StaleEpoch
+
+    world.source(ad_user(1))
+    world.sync()
+    with world.store.transaction() as conn:
+        assert len(pending.claim(conn, epoch=7, node="b", limit=10, held=False)) == 1
+    with world.store.transaction() as conn, pytest.raises(StaleEpoch, match="epoch 6 is stale"):
+        pending.claim(conn, epoch=6, node="a", limit=10, held=False)
