@@ -47,6 +47,23 @@ def pid_alive(pid: int | None) -> bool:
     return state not in ("Z", "X")
 
 
+def group_task_states(pgid: int) -> list[str]:
+    """The state letter (R, S, T, ...) of every thread of every process in process group `pgid`."""
+    states = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid:  # fields: state, ppid, pgrp, ...
+                continue
+            for task in (proc / "task").iterdir():
+                states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+        except (OSError, IndexError, ValueError):
+            continue  # the process or thread went away meanwhile
+    return states
+
+
 def pid_cmdline(pid: int) -> str:
     """The command line of `pid` as one string ("" if gone)."""
     try:

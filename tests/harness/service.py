@@ -10,7 +10,15 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .process import ServiceStartError, pid_alive, signal_group, spawn, terminate, wait_until
+from .process import (
+    ServiceStartError,
+    group_task_states,
+    pid_alive,
+    signal_group,
+    spawn,
+    terminate,
+    wait_until,
+)
 
 
 class SharedServiceError(RuntimeError):
@@ -127,14 +135,36 @@ class Service(ABC):
         return self.start()
 
     def pause(self) -> None:
-        """Freeze the service (SIGSTOP to its process group): connections stay open, nothing answers."""
+        """Freeze the service (SIGSTOP to its process group): connections stay open, nothing answers.
+
+        Returns once every thread is observed stopped: kill() only queues the signal, and a thread
+        busy on another core could otherwise still answer one more request.
+        """
         self._guard("pause")
         self._signal(signal.SIGSTOP)
+        assert self.pid is not None
+        pgid = self.pid
+        wait_until(
+            lambda: all(st in "tT" for st in group_task_states(pgid) or ["?"]),
+            service=self.name,
+            timeout=10,
+            log=self.log,
+            what="stopped by SIGSTOP",
+        )
 
     def resume(self) -> None:
-        """Undo pause() (SIGCONT)."""
+        """Undo pause() (SIGCONT); returns once no thread is stopped any more."""
         self._guard("resume")
         self._signal(signal.SIGCONT)
+        assert self.pid is not None
+        pgid = self.pid
+        wait_until(
+            lambda: not any(st in "tT" for st in group_task_states(pgid)),
+            service=self.name,
+            timeout=10,
+            log=self.log,
+            what="continued by SIGCONT",
+        )
 
     def destroy(self) -> None:
         """Stop the service and delete its directory."""
