@@ -1,185 +1,299 @@
-"""The target space as the sync engine sees it: joins (links) and what changed since the last sync.
+"""The target space: Entra ID objects as Graph delta reported them, keyed by Graph object id.
 
-The target connector fills `target_object` / `target_member` from Graph delta. Its contract with
-the sync engine: `target_object.anchor` holds the value of the type's anchor attribute (see
-`Rules.anchor_attribute`), `attrs` holds every managed attribute under its Graph name, and a
-change of a group's membership takes a new `changed_seq` on the group's row. The writers here
-(`upsert`, `mark_deleted`, `set_members`) follow that contract; tests and the connector can use them.
+The target import writes one delta page per transaction together with the link that continues
+it (`watermark`), so a crash resumes at the next page and nothing is applied twice. A round that
+starts without a delta link (first import, or a resync after Graph dropped the token) is a *full*
+round: it rebuilds membership from scratch and, when it completes, marks every object it did not
+see as deleted. Until a full round completes the target space is incomplete (`round_state`), and
+nothing may be diffed against it.
+
+`target_object.updated_at` is the last time an import saw the row (what the sweep compares);
+`changed_seq` moves only when the row changed, so the sync engine looks only at real changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
 import psycopg
 
+from idsync.model import ObjectType
+from idsync.store import watermarks
+from idsync.store.runs import RunCounts
+
+_TEMP = """
+CREATE TEMP TABLE IF NOT EXISTS _tgt_in (
+    id text PRIMARY KEY, attrs jsonb, anchor text, anchor_known boolean
+) ON COMMIT DELETE ROWS;
+"""
+WATERMARK = "target.delta.{}"
+
 
 @dataclass(frozen=True, slots=True)
-class TargetObject:
-    """One object of the target space (Graph id, type, anchor attribute value, attributes)."""
+class TargetRow:
+    """One object of a delta page: its id, the attributes the page carried (flattened names), and
+    idsync's anchor when the page said something about it (`anchor_known`)."""
 
     id: str
-    object_type: str
-    anchor: str | None
-    attrs: Mapping[str, Any]
-    deleted: bool = False
+    attrs: dict[str, Any]
+    anchor: str | None = None
+    anchor_known: bool = False
 
 
-# --- writers (the target import) ----------------------------------------------------------------
+@dataclass(frozen=True)
+class TargetPage:
+    """What one delta page says about one object type."""
+
+    object_type: ObjectType
+    objects: Sequence[TargetRow] = ()
+    removed: Sequence[str] = ()
+    members_added: Sequence[tuple[str, str]] = ()  # (group id, member id)
+    members_removed: Sequence[tuple[str, str]] = ()
 
 
-def upsert(conn: psycopg.Connection, objs: Sequence[TargetObject]) -> int:
-    """Insert or update target objects; only real changes take a new changed_seq."""
-    if not objs:
-        return 0
-    rows = conn.execute(
-        "INSERT INTO target_object AS t (id, object_type, anchor, attrs, deleted)"
-        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::jsonb[], %s::boolean[])"
-        " ON CONFLICT (id) DO UPDATE SET object_type = excluded.object_type, anchor = excluded.anchor,"
-        " attrs = excluded.attrs, deleted = excluded.deleted, changed_seq = nextval('change_seq'),"
-        " updated_at = now()"
-        " WHERE t.attrs IS DISTINCT FROM excluded.attrs OR t.anchor IS DISTINCT FROM excluded.anchor"
-        "  OR t.deleted <> excluded.deleted RETURNING id",
-        (
-            [o.id for o in objs],
-            [o.object_type for o in objs],
-            [o.anchor for o in objs],
-            [orjson.dumps(dict(o.attrs)).decode() for o in objs],
-            [o.deleted for o in objs],
-        ),
-    ).fetchall()
-    return len(rows)
+@dataclass(frozen=True)
+class DeltaPosition:
+    """Where the import of one object type stands (stored as a watermark).
+
+    `link` is a nextLink (`complete` False: a round is under way) or a deltaLink (`complete`
+    True). `full` says the round under way started from nothing; `round_start` is the database
+    time it started (the sweep deletes rows not seen since). `select` is the attribute set the
+    links were made for, `server` the Graph base URL.
+    """
+
+    link: str
+    complete: bool
+    full: bool
+    select: str
+    server: str
+    round_start: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
-def mark_deleted(conn: psycopg.Connection, ids: Iterable[str]) -> int:
-    """The target import saw these objects deleted."""
+def load_position(conn: psycopg.Connection, object_type: ObjectType) -> DeltaPosition | None:
+    """The stored position of `object_type`'s delta import, if any."""
+    wm = watermarks.get(conn, WATERMARK.format(object_type))
+    if wm is None:
+        return None
+    d = orjson.loads(wm.value)
+    return DeltaPosition(
+        link=d["link"],
+        complete=bool(d["complete"]),
+        full=bool(d["full"]),
+        select=str(d.get("select", "")),
+        server=wm.server or "",
+        round_start=d.get("round_start"),
+    )
+
+
+def save_position(conn: psycopg.Connection, object_type: ObjectType, pos: DeltaPosition) -> None:
+    """Store the position in the caller's transaction (with the page it follows)."""
+    value = orjson.dumps(
+        {
+            "link": pos.link,
+            "complete": pos.complete,
+            "full": pos.full,
+            "select": pos.select,
+            "round_start": pos.round_start,
+        }
+    )
+    watermarks.put(conn, WATERMARK.format(object_type), value, pos.server)
+
+
+def forget_position(conn: psycopg.Connection, object_type: ObjectType) -> None:
+    """Drop the stored position: the next import starts a full round."""
+    watermarks.delete(conn, WATERMARK.format(object_type))
+
+
+def round_state(conn: psycopg.Connection) -> dict[str, str]:
+    """Per object type: "complete", "incremental" (a delta round under way; the space is whole),
+    "full" (a full round under way: incomplete, do not diff) or "never" (never imported)."""
+    out: dict[str, str] = {}
+    for t in ("user", "group"):
+        pos = load_position(conn, t)  # type: ignore[arg-type]
+        if pos is None:
+            out[t] = "never"
+        elif pos.complete:
+            out[t] = "complete"
+        else:
+            out[t] = "full" if pos.full else "incremental"
+    return out
+
+
+def begin_full_round(conn: psycopg.Connection, object_type: ObjectType) -> str:
+    """Start a full round: membership of `object_type` groups is rebuilt from the round's pages.
+
+    Returns the database time the round starts (as ISO text), for `sweep_unseen`.
+    """
+    if object_type == "group":
+        conn.execute(
+            "DELETE FROM target_member m USING target_object g"
+            " WHERE g.id = m.group_id AND g.object_type = 'group'"
+        )
+    row = conn.execute("SELECT now()").fetchone()
+    assert row is not None
+    ts: datetime = row[0]
+    return ts.isoformat()
+
+
+def apply_page(conn: psycopg.Connection, page: TargetPage) -> RunCounts:
+    """Apply one delta page: upsert objects (attributes merged: a page may carry only some),
+    mark removed ones deleted, and merge `members@delta` into target_member."""
+    counts = RunCounts()
+    with conn.cursor() as cur:
+        if page.objects:
+            cur.execute(_TEMP.encode())
+            by_id: dict[str, TargetRow] = {}
+            for r in page.objects:
+                prev = by_id.get(r.id)
+                if prev is not None:  # the same object twice in a page: merge, later wins
+                    r = TargetRow(
+                        r.id,
+                        {**prev.attrs, **r.attrs},
+                        r.anchor if r.anchor_known else prev.anchor,
+                        r.anchor_known or prev.anchor_known,
+                    )
+                by_id[r.id] = r
+            with cur.copy("COPY _tgt_in (id, attrs, anchor, anchor_known) FROM STDIN") as cp:
+                for r in by_id.values():
+                    cp.write_row((r.id, orjson.dumps(r.attrs).decode(), r.anchor, r.anchor_known))
+            changed = (
+                "((t.attrs || i.attrs) <> t.attrs OR t.deleted"
+                " OR (i.anchor_known AND i.anchor IS DISTINCT FROM t.anchor))"
+            )
+            row = cur.execute(
+                f"SELECT count(*) FILTER (WHERE {changed}), count(*) FILTER (WHERE NOT {changed})"
+                " FROM _tgt_in i JOIN target_object t USING (id)"
+            ).fetchone()
+            assert row is not None
+            counts.updated, counts.unchanged = int(row[0]), int(row[1])
+            cur.execute(
+                "UPDATE target_object t SET attrs = t.attrs || i.attrs,"
+                " anchor = CASE WHEN i.anchor_known THEN i.anchor ELSE t.anchor END, deleted = false,"
+                f" changed_seq = CASE WHEN {changed} THEN nextval('change_seq') ELSE t.changed_seq END,"
+                " updated_at = now() FROM _tgt_in i WHERE t.id = i.id"
+            )
+            cur.execute(
+                "INSERT INTO target_object (id, object_type, anchor, attrs)"
+                " SELECT i.id, %s, i.anchor, i.attrs FROM _tgt_in i"
+                " WHERE NOT EXISTS (SELECT 1 FROM target_object t WHERE t.id = i.id)",
+                (page.object_type,),
+            )
+            counts.added = cur.rowcount
+        if page.removed:
+            counts.deleted = _delete(cur, page.removed)
+        touched: set[str] = set()
+        if page.members_added:
+            rows = cur.execute(
+                "INSERT INTO target_member (group_id, member_id)"
+                " SELECT * FROM unnest(%s::text[], %s::text[]) ON CONFLICT DO NOTHING RETURNING group_id",
+                ([g for g, _ in page.members_added], [m for _, m in page.members_added]),
+            ).fetchall()
+            touched.update(r[0] for r in rows)
+        if page.members_removed:
+            rows = cur.execute(
+                "DELETE FROM target_member m USING unnest(%s::text[], %s::text[]) AS x(g, mm)"
+                " WHERE m.group_id = x.g AND m.member_id = x.mm RETURNING m.group_id",
+                ([g for g, _ in page.members_removed], [m for _, m in page.members_removed]),
+            ).fetchall()
+            touched.update(r[0] for r in rows)
+        _touch(cur, touched)
+    return counts
+
+
+def _delete(cur: psycopg.Cursor[Any], ids: Iterable[str]) -> int:
     ids = list(ids)
-    rows = conn.execute(
+    rows = cur.execute(
         "UPDATE target_object SET deleted = true, changed_seq = nextval('change_seq'), updated_at = now()"
         " WHERE id = ANY(%s) AND NOT deleted RETURNING id",
         (ids,),
     ).fetchall()
-    conn.execute("DELETE FROM target_member WHERE group_id = ANY(%s) OR member_id = ANY(%s)", (ids, ids))
+    # Graph takes a deleted object out of its groups without always saying so in the group delta.
+    groups = cur.execute(
+        "DELETE FROM target_member WHERE member_id = ANY(%s) OR group_id = ANY(%s) RETURNING group_id",
+        (ids, ids),
+    ).fetchall()
+    _touch(cur, {r[0] for r in groups} - set(ids))
     return len(rows)
 
 
-def set_members(
-    conn: psycopg.Connection, group_id: str, added: Iterable[str] = (), removed: Iterable[str] = ()
-) -> None:
-    """Apply a membership delta of one group and bump the group's changed_seq."""
-    conn.execute(
-        "INSERT INTO target_member (group_id, member_id) SELECT %s, unnest(%s::text[])"
-        " ON CONFLICT DO NOTHING",
-        (group_id, list(added)),
-    )
-    conn.execute(
-        "DELETE FROM target_member WHERE group_id = %s AND member_id = ANY(%s)", (group_id, list(removed))
-    )
-    conn.execute(
-        "UPDATE target_object SET changed_seq = nextval('change_seq'), updated_at = now() WHERE id = %s",
-        (group_id,),
-    )
+def _touch(cur: psycopg.Cursor[Any], ids: set[str]) -> None:
+    if ids:
+        cur.execute(
+            "UPDATE target_object SET changed_seq = nextval('change_seq') WHERE id = ANY(%s)", (list(ids),)
+        )
 
 
-# --- what the sync engine reads -----------------------------------------------------------------
+def sweep_unseen(conn: psycopg.Connection, object_type: ObjectType, round_start: str) -> int:
+    """End of a full round: objects of the type not seen since `round_start` are gone from Entra ID.
 
-
-def high_water(conn: psycopg.Connection) -> int:
-    row = conn.execute("SELECT coalesce(max(changed_seq), 0) FROM target_object").fetchone()
-    return int(row[0]) if row else 0
-
-
-def mark_changed(conn: psycopg.Connection, after: int, upto: int) -> int:
-    """Mark source anchors whose target object changed (the confirming import) as dirty."""
-    conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS _tchanged (id text PRIMARY KEY, object_type text, anchor text)"
-        " ON COMMIT DROP"
-    )
-    n = conn.execute(
-        "INSERT INTO _tchanged SELECT id, object_type, anchor FROM target_object"
-        " WHERE changed_seq > %s AND changed_seq <= %s",
-        (after, upto),
-    ).rowcount
-    # Linked objects, and desired objects whose twin just appeared (a create that landed).
-    conn.execute(
-        "INSERT INTO _dirty (anchor) SELECT l.anchor FROM _tchanged c JOIN sync_link l ON l.target_id = c.id"
-        " UNION SELECT d.anchor FROM _tchanged c JOIN desired_object d"
-        "  ON d.object_type = c.object_type AND d.target_anchor = c.anchor WHERE c.anchor IS NOT NULL"
-        " ON CONFLICT DO NOTHING"
-    )
-    conn.execute(
-        "INSERT INTO _dirty_groups (anchor) SELECT l.anchor FROM _tchanged c"
-        " JOIN sync_link l ON l.target_id = c.id WHERE c.object_type = 'group' ON CONFLICT DO NOTHING"
-    )
+    Every group is touched too (its membership was rebuilt), so the sync engine re-checks them.
+    """
+    with conn.cursor() as cur:
+        ids = [
+            r[0]
+            for r in cur.execute(
+                "SELECT id FROM target_object WHERE object_type = %s AND NOT deleted AND updated_at < %s",
+                (object_type, round_start),
+            )
+        ]
+        n = _delete(cur, ids) if ids else 0
+        if object_type == "group":
+            cur.execute(
+                "UPDATE target_object SET changed_seq = nextval('change_seq')"
+                " WHERE object_type = 'group' AND NOT deleted"
+            )
     return n
 
 
-def link(conn: psycopg.Connection, soft_match: Mapping[str, str]) -> dict[str, int]:
-    """Join the dirty desired objects to target objects; unlink targets that are gone.
+# --- reads for the exporter and for tests ----------------------------------------------------
+@dataclass(frozen=True)
+class TargetObject:
+    """A row of the target space."""
 
-    Hard match: a live target object of the same type whose anchor equals the desired
-    target_anchor. Soft match (only for types in `soft_match`, type → attribute): exactly one live,
-    unlinked target object *without* an anchor whose attribute equals the desired value
-    (case-insensitively) — it is adopted, and the next update stamps the anchor on it.
-    """
-    gone = conn.execute(
-        "DELETE FROM sync_link l USING _dirty x WHERE l.anchor = x.anchor AND NOT EXISTS"
-        " (SELECT 1 FROM target_object t WHERE t.id = l.target_id AND NOT t.deleted) RETURNING l.anchor"
-    ).rowcount
-    hard = conn.execute(
-        "INSERT INTO sync_link (anchor, object_type, target_id, how)"
-        " SELECT DISTINCT ON (d.anchor) d.anchor, d.object_type, t.id,"
-        "  CASE WHEN EXISTS (SELECT 1 FROM pending_export p WHERE p.anchor = d.anchor AND p.kind = 'create'"
-        "   AND p.exported_at IS NOT NULL) THEN 'created' ELSE 'hard' END"
-        " FROM _dirty x JOIN desired_object d ON d.anchor = x.anchor"
-        " JOIN target_object t ON t.object_type = d.object_type AND t.anchor = d.target_anchor"
-        "  AND NOT t.deleted"
-        " WHERE NOT EXISTS (SELECT 1 FROM sync_link l WHERE l.anchor = d.anchor)"
-        "  AND NOT EXISTS (SELECT 1 FROM sync_link l WHERE l.target_id = t.id)"
-        " ORDER BY d.anchor, t.id ON CONFLICT DO NOTHING"
-    ).rowcount
-    soft = 0
-    for object_type, attribute in soft_match.items():
-        soft += conn.execute(
-            "INSERT INTO sync_link (anchor, object_type, target_id, how)"
-            " SELECT d.anchor, d.object_type, min(t.id), 'soft'"
-            " FROM _dirty x JOIN desired_object d ON d.anchor = x.anchor AND d.object_type = %(t)s"
-            " JOIN target_object t ON t.object_type = d.object_type AND t.anchor IS NULL AND NOT t.deleted"
-            "  AND lower(t.attrs->>%(a)s) = lower(d.attrs->>%(a)s)"
-            " WHERE NOT EXISTS (SELECT 1 FROM sync_link l WHERE l.anchor = d.anchor)"
-            "  AND NOT EXISTS (SELECT 1 FROM sync_link l WHERE l.target_id = t.id)"
-            " GROUP BY d.anchor, d.object_type HAVING count(*) = 1 ON CONFLICT DO NOTHING",
-            {"t": object_type, "a": attribute},
-        ).rowcount
-    return {"unlinked": gone, "hard": hard, "soft": soft}
-
-
-def target_id(conn: psycopg.Connection, anchor: str) -> str | None:
-    """The target id linked to a source anchor, or None."""
-    row = conn.execute("SELECT target_id FROM sync_link WHERE anchor = %s", (anchor,)).fetchone()
-    return None if row is None else str(row[0])
-
-
-def owned_count(conn: psycopg.Connection) -> int:
-    """How many live target objects idsync owns (linked): the base of the percentage guard."""
-    row = conn.execute(
-        "SELECT count(*) FROM sync_link l JOIN target_object t ON t.id = l.target_id AND NOT t.deleted"
-    ).fetchone()
-    return int(row[0]) if row else 0
+    id: str
+    object_type: ObjectType
+    anchor: str | None
+    attrs: dict[str, Any]
+    deleted: bool
 
 
 def get(conn: psycopg.Connection, target_id: str) -> TargetObject | None:
+    """One target object by Graph id."""
     row = conn.execute(
         "SELECT id, object_type, anchor, attrs, deleted FROM target_object WHERE id = %s", (target_id,)
     ).fetchone()
-    return None if row is None else TargetObject(row[0], row[1], row[2], row[3], bool(row[4]))
+    return TargetObject(*row) if row else None
 
 
-def members(conn: psycopg.Connection, group_id: str) -> list[str]:
+def by_anchor(conn: psycopg.Connection, object_type: ObjectType, anchor: str) -> list[TargetObject]:
+    """Live target objects carrying `anchor` (more than one means a duplicate in the tenant)."""
     rows = conn.execute(
-        "SELECT member_id FROM target_member WHERE group_id = %s ORDER BY member_id", (group_id,)
+        "SELECT id, object_type, anchor, attrs, deleted FROM target_object"
+        " WHERE object_type = %s AND anchor = %s AND NOT deleted ORDER BY id",
+        (object_type, anchor),
     ).fetchall()
-    return [r[0] for r in rows]
+    return [TargetObject(*r) for r in rows]
+
+
+def members(conn: psycopg.Connection, group_id: str) -> set[str]:
+    """Member ids of a group as imported."""
+    rows = conn.execute("SELECT member_id FROM target_member WHERE group_id = %s", (group_id,))
+    return {r[0] for r in rows}
+
+
+def counts(conn: psycopg.Connection) -> dict[str, int]:
+    """Live objects per type and member links (for reports and tests)."""
+    out = {
+        r[0]: int(r[1])
+        for r in conn.execute(
+            "SELECT object_type, count(*) FROM target_object WHERE NOT deleted GROUP BY object_type"
+        )
+    }
+    row = conn.execute("SELECT count(*) FROM target_member").fetchone()
+    out["member"] = int(row[0]) if row else 0
+    return out
