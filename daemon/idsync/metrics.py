@@ -74,3 +74,13 @@ GRAPH_RETRIES = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+
+HEALTHY = Gauge(
+    "idsync_healthy",
+    "1 while this node passes the checks a node must pass to take over (set when scraped)",
+    registry=REGISTRY,
+)
+
+# Known label values start at 0, so rate() and increase() see a node that never succeeded.
+for _result in ("ok", "failed"):
+    CYCLES.labels(_result)
