@@ -74,13 +74,14 @@ def changed_source(
     last = after
     while True:
         rows = conn.execute(
-            "SELECT anchor, object_type, dn, attrs, deleted, changed_seq FROM source_object"
+            "SELECT anchor, object_type, dn, attrs::text, deleted, changed_seq FROM source_object"
             " WHERE changed_seq > %s AND changed_seq <= %s ORDER BY changed_seq LIMIT %s",
             (last, upto, page),
         ).fetchall()
         if not rows:
             return
-        yield [SourceRow(r[0], r[1], r[2], r[3], bool(r[4]), int(r[5])) for r in rows]
+        # orjson parses the attribute documents several times faster than psycopg's json loader.
+        yield [SourceRow(r[0], r[1], r[2], orjson.loads(r[3]), bool(r[4]), int(r[5])) for r in rows]
         last = int(rows[-1][5])
 
 
@@ -106,6 +107,7 @@ def apply_staged(conn: psycopg.Connection, rules_hash: str, *, full: bool) -> De
     Rows whose attributes are unchanged keep their changed_seq and are not diffed again (unless
     the target changed). With `full`, desired rows whose source object is gone are removed too.
     """
+    conn.execute("ANALYZE _desired_in")
     upserted = conn.execute(
         "INSERT INTO desired_object AS d (anchor, object_type, target_anchor, attrs, rules_hash)"
         " SELECT anchor, object_type, target_anchor, attrs, %s FROM _desired_in WHERE in_scope"
@@ -167,6 +169,12 @@ def mark_all(conn: psycopg.Connection) -> None:
     )
 
 
+def analyze(conn: psycopg.Connection) -> None:
+    """Give the planner the real size of the dirty sets (temp tables have no statistics)."""
+    conn.execute("ANALYZE _dirty")
+    conn.execute("ANALYZE _dirty_groups")
+
+
 def refresh_members(conn: psycopg.Connection, member_types: list[str]) -> None:
     """Recompute desired_member of the dirty groups: source members that are themselves desired.
 
@@ -174,6 +182,7 @@ def refresh_members(conn: psycopg.Connection, member_types: list[str]) -> None:
     member_add waits in the queue until the member's target object exists. Members out of scope
     (or not resolved to an anchor yet, `dn:` references) are not desired members.
     """
+    conn.execute("ANALYZE _dirty_groups")
     conn.execute(
         "DELETE FROM desired_member m USING _dirty_groups g WHERE m.group_anchor = g.anchor"
         " AND NOT EXISTS (SELECT 1 FROM source_member s JOIN desired_object dm ON dm.anchor = s.member_ref"
@@ -226,3 +235,11 @@ def set_meta(conn: psycopg.Connection, key: str, value: str) -> None:
         " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         (key, value),
     )
+
+
+def attrs_of(conn: psycopg.Connection, anchors: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Desired attributes of several objects by anchor (for names in previews)."""
+    rows = conn.execute(
+        "SELECT anchor, attrs FROM desired_object WHERE anchor = ANY(%s)", (list(anchors),)
+    ).fetchall()
+    return {r[0]: dict(r[1]) for r in rows}

@@ -13,7 +13,8 @@ change of a group's membership takes a new `changed_seq` on the group's row.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import psycopg
 
@@ -100,3 +101,19 @@ def owned_count(conn: psycopg.Connection) -> int:
         "SELECT count(*) FROM sync_link l JOIN target_object t ON t.id = l.target_id AND NOT t.deleted"
     ).fetchone()
     return int(row[0]) if row else 0
+
+
+def target_attrs(conn: psycopg.Connection, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Target attributes of several objects by Graph id (the "old" side of a preview)."""
+    rows = conn.execute("SELECT id, attrs FROM target_object WHERE id = ANY(%s)", (list(ids),)).fetchall()
+    return {r[0]: dict(r[1]) for r in rows}
+
+
+def linked_target_attrs(conn: psycopg.Connection, anchors: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Target attributes of linked objects by source anchor (names of objects no longer desired)."""
+    rows = conn.execute(
+        "SELECT l.anchor, t.attrs FROM sync_link l JOIN target_object t ON t.id = l.target_id"
+        " WHERE l.anchor = ANY(%s)",
+        (list(anchors),),
+    ).fetchall()
+    return {r[0]: dict(r[1]) for r in rows}

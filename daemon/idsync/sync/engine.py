@@ -49,6 +49,7 @@ class SyncResult:
     guard: guard.GuardDecision
     duration_seconds: float
     links: dict[str, int] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per step, for tuning
 
     def sentence(self) -> str:
         kind = f"full sync ({self.reason})" if self.full else "delta sync"
@@ -96,22 +97,30 @@ class SyncEngine:
             src_upto = desired.source_high_water(conn)
             tgt_upto = links.target_high_water(conn)
 
+            lap = _Laps()
             evaluated, bad = self._evaluate(conn, src_after, src_upto)
+            lap("evaluate")
             changes = desired.apply_staged(conn, self.rules.hash, full=full)
+            lap("desired")
             desired.mark_dependents(conn)
             if full:
                 desired.mark_all(conn)
             member_types = [t for t in ("group",) if self.rules.of(t).members]
             desired.refresh_members(conn, member_types)
+            lap("members")
             links.mark_changed(conn, tgt_after, tgt_upto)
+            desired.analyze(conn)
 
             soft = {}
             if self.soft_match:
                 soft = {t: a for t in ("user", "group") if (a := self.rules.of(t).soft_match)}
             linked = links.link(conn, soft)
+            lap("link")
             deprovision = {t: self.rules.of(t).deprovision for t in ("user", "group")}
             obj = pending.diff_objects(conn, deprovision)
+            lap("diff_objects")
             mem = pending.diff_members(conn)
+            lap("diff_members")
             rearmed = pending.rearm_unconfirmed(conn, self.confirm_timeout)
 
             watermarks.put(conn, SOURCE_WATERMARK, str(src_upto).encode())
@@ -119,6 +128,7 @@ class SyncEngine:
             desired.set_meta(conn, RULES_HASH_KEY, self.rules.hash)
             decision = guard.evaluate(conn, self.thresholds, approved_fingerprints)
             counts = pending.counts(conn)
+            lap("guard")
         result = SyncResult(
             full=full,
             reason=reason,
@@ -133,6 +143,7 @@ class SyncEngine:
             guard=decision,
             duration_seconds=time.monotonic() - t0,
             links={**linked, "left": obj.get("left", 0)},
+            phases=lap.phases,
         )
         log.info("sync.done", sentence=result.sentence())
         if decision.held:
@@ -196,3 +207,16 @@ class SyncEngine:
 def _mark(conn: psycopg.Connection, name: str) -> int:
     wm = watermarks.get(conn, name)
     return int(wm.value.decode()) if wm else 0
+
+
+class _Laps:
+    """Seconds spent in each step of a cycle."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+        self._t = time.monotonic()
+
+    def __call__(self, name: str) -> None:
+        now = time.monotonic()
+        self.phases[name] = round(now - self._t, 4)
+        self._t = now
