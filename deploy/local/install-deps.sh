@@ -6,13 +6,17 @@ set -euo pipefail
 #   `zookeeper` package would add only a system service and a full (X11) JRE.
 # - samba-dsdb-modules, samba-ad-provision: only Recommends of `samba`, but an AD DC needs them.
 # - python3-venv: `make venv`; iproute2: `ss` names the holder of Samba's port 389 in errors.
+# - prometheus-alertmanager: only for amtool (checks deploy/alertmanager); systemd: only for
+#   systemd-analyze (verifies systemd/*.service); neither runs as a service here.
+#   python3-yaml: tests/ops reads compose.yaml with it when the venv has no PyYAML.
 PKGS=(
   postgresql
   libzookeeper-java default-jre-headless
   samba samba-dsdb-modules samba-ad-provision
   slapd ldap-utils
-  prometheus
-  python3-venv iproute2
+  prometheus prometheus-alertmanager
+  systemd
+  python3-venv python3-yaml iproute2
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -32,7 +36,7 @@ echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian starts these as system services; the harness runs its own instances.
-for svc in zookeeper slapd samba-ad-dc smbd nmbd prometheus prometheus-node-exporter; do
+for svc in zookeeper slapd samba-ad-dc smbd nmbd prometheus prometheus-node-exporter prometheus-alertmanager; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl stop "$svc" || true
   fi
