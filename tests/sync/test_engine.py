@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from idsync.store import pending, quarantine
@@ -282,3 +284,71 @@ def test_a_stale_epoch_cannot_claim(world: World) -> None:
         assert len(pending.claim(conn, epoch=7, node="b", limit=10, held=False)) == 1
     with world.store.transaction() as conn, pytest.raises(StaleEpoch, match="epoch 6 is stale"):
         pending.claim(conn, epoch=6, node="a", limit=10, held=False)
+
+
+def test_a_source_write_still_committing_is_not_skipped_by_the_watermark(world: World) -> None:
+    """Sequence values become visible at commit, out of order: the sync must wait for writers."""
+    import threading
+    import time
+
+    from idsync.store import source_space
+
+    world.source(ad_user(0))
+    world.sync()
+    with world.store.transaction() as slow:  # takes a sequence value first, commits last
+        source_space.upsert(slow, [ad_user(1)])
+        world.source(ad_user(2))  # a later value, already committed
+        results = []
+        worker = threading.Thread(target=lambda: results.append(world.sync()))
+        worker.start()
+        deadline = time.monotonic() + 10
+        with world.store.connection() as probe:
+            while time.monotonic() < deadline:  # until the sync waits on the writer's lock
+                row = probe.execute(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'source_object'::regclass"
+                ).fetchone()
+                if row and row[0]:
+                    break
+            else:
+                pytest.fail("the sync did not wait for the uncommitted source write")
+    worker.join(timeout=30)
+    assert results and results[0].evaluated == 2
+    assert {o.anchor for o in world.ops("create")} == {guid(0), guid(1), guid(2)}
+
+
+def test_engine_from_config_uses_the_rules_file_and_thresholds(store: Store, tmp_path: Path) -> None:
+    from idsync.config import load_config
+    from idsync.sync.engine import engine_from_config
+    from idsync.sync.errors import RulesError
+
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[user]\ndeprovision = "disable"\n[user.flows]\njobTitle = "upper(source.title)"\n')
+    cfg = tmp_path / "idsync.toml"
+    cfg.write_text(
+        f"""
+[store]
+dsn = "postgresql://x@127.0.0.1:1/x"
+[source]
+kind = "ad"
+[source.ldap]
+urls = ["ldap://127.0.0.1:1"]
+base_dns = ["DC=example,DC=com"]
+[target.graph]
+graph_endpoint = "http://127.0.0.1:1"
+anonymous = true
+[ha.zookeeper]
+hosts = "127.0.0.1:1"
+[sync]
+rules_file = "{rules}"
+deletion_threshold_count = 50
+deletion_threshold_percent = 5
+soft_match = true
+"""
+    )
+    engine = engine_from_config(store, load_config(cfg))
+    assert engine.rules.user.deprovision == "disable"
+    assert engine.thresholds.count == 50 and engine.thresholds.percent == 5
+    assert engine.soft_match
+    rules.write_text('[user.flows]\njobTitle = "upper(source.title"\n')
+    with pytest.raises(RulesError, match=r"user\.flows\.jobTitle: CEL compile error"):
+        engine_from_config(store, load_config(cfg))

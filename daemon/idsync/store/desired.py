@@ -62,9 +62,21 @@ def prepare(conn: psycopg.Connection) -> None:
     conn.execute(_TEMP.encode())
 
 
-def source_high_water(conn: psycopg.Connection) -> int:
-    row = conn.execute("SELECT coalesce(max(changed_seq), 0) FROM source_object").fetchone()
-    return int(row[0]) if row else 0
+def stable_high_waters(conn: psycopg.Connection) -> tuple[int, int]:
+    """The highest changed_seq of the source and the target space that no writer can undercut.
+
+    A sequence value is taken when a row is written but becomes visible only at commit, so a
+    plain max() could pass over a row an import is still committing (and the watermark would
+    skip it for good). Taking SHARE locks waits for the writers in flight and holds new ones
+    back only for the two max() reads; run it in its own short transaction, before the sync's.
+    """
+    conn.execute("LOCK TABLE source_object, target_object IN SHARE MODE")
+    row = conn.execute(
+        "SELECT (SELECT coalesce(max(changed_seq), 0) FROM source_object),"
+        " (SELECT coalesce(max(changed_seq), 0) FROM target_object)"
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
 
 
 def changed_source(

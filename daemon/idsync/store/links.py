@@ -19,11 +19,6 @@ from typing import Any
 import psycopg
 
 
-def target_high_water(conn: psycopg.Connection) -> int:
-    row = conn.execute("SELECT coalesce(max(changed_seq), 0) FROM target_object").fetchone()
-    return int(row[0]) if row else 0
-
-
 def mark_changed(conn: psycopg.Connection, after: int, upto: int) -> int:
     """Mark source anchors whose target object changed (the confirming import) as dirty."""
     conn.execute(

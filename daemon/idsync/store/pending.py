@@ -404,6 +404,8 @@ def fingerprint(keys: Sequence[str]) -> str:
 
 
 def record_hold(conn: psycopg.Connection, fp: str, keys: Sequence[str]) -> None:
+    """Remember a held delete set under its fingerprint (sets older than 30 days are forgotten)."""
+    conn.execute("DELETE FROM deletion_hold WHERE held_at < now() - interval '30 days'")
     conn.execute(
         "INSERT INTO deletion_hold (fingerprint, keys, deletes) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
         (fp, list(keys), len(keys)),

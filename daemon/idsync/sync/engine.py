@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import psycopg
 import structlog
@@ -23,7 +24,10 @@ from idsync.store.db import Store
 from idsync.sync import guard
 from idsync.sync.errors import EvaluationError
 from idsync.sync.evaluate import Evaluator
-from idsync.sync.rules import Rules
+from idsync.sync.rules import Rules, load_rules
+
+if TYPE_CHECKING:
+    from idsync.config import Config
 
 log = structlog.get_logger(__name__)
 
@@ -87,6 +91,8 @@ class SyncEngine:
         """Run one sync: desired state, links, diff, guard. Commits once, at the end."""
         t0 = time.monotonic()
         with self.store.transaction() as conn:
+            src_upto, tgt_upto = desired.stable_high_waters(conn)
+        with self.store.transaction() as conn:
             previous = desired.get_meta(conn, RULES_HASH_KEY)
             reason = "requested" if full else ""
             if not full and previous != self.rules.hash:
@@ -94,8 +100,6 @@ class SyncEngine:
             desired.prepare(conn)
             src_after = 0 if full else _mark(conn, SOURCE_WATERMARK)
             tgt_after = 0 if full else _mark(conn, TARGET_WATERMARK)
-            src_upto = desired.source_high_water(conn)
-            tgt_upto = links.target_high_water(conn)
 
             lap = _Laps()
             evaluated, bad = self._evaluate(conn, src_after, src_upto)
@@ -220,3 +224,13 @@ class _Laps:
         now = time.monotonic()
         self.phases[name] = round(now - self._t, 4)
         self._t = now
+
+
+def engine_from_config(store: Store, cfg: Config) -> SyncEngine:
+    """The engine as `[sync]` and `[source] kind` configure it (rules file or the kind's preset).
+
+    Raises RulesError listing every problem of the rules.
+    """
+    rules = load_rules(cfg.sync.rules_file, source_kind=cfg.source.kind)
+    thresholds = guard.Thresholds(cfg.sync.deletion_threshold_count, cfg.sync.deletion_threshold_percent)
+    return SyncEngine(store, rules, thresholds=thresholds, soft_match=cfg.sync.soft_match)
