@@ -190,10 +190,14 @@ def link(store: Store, object_type: str, anchor: str, target_id: str) -> None:
         )
 
 
-def rearm(store: Store) -> None:
-    """Make every exported operation pending again (as if the confirming import never came)."""
+def rearm(store: Store, *kinds: str) -> None:
+    """Make exported operations (of `kinds`, else all) pending again, as if no import confirmed them."""
     with store.transaction() as conn:
-        conn.execute("UPDATE pending_export SET exported_at = NULL, claimed_epoch = NULL, not_before = NULL")
+        conn.execute(
+            "UPDATE pending_export SET exported_at = NULL, claimed_epoch = NULL, not_before = NULL"
+            " WHERE cardinality(%s::text[]) = 0 OR kind = ANY(%s)",
+            (list(kinds), list(kinds)),
+        )
 
 
 def user_payload(n: int, **extra: Any) -> dict[str, Any]:
