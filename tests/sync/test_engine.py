@@ -352,3 +352,19 @@ soft_match = true
     rules.write_text('[user.flows]\njobTitle = "upper(source.title"\n')
     with pytest.raises(RulesError, match=r"user\.flows\.jobTitle: CEL compile error"):
         engine_from_config(store, load_config(cfg))
+
+
+def test_absent_null_and_empty_list_are_the_same_value(world: World) -> None:
+    world.source(ad_user(1))  # no telephoneNumber: businessPhones = []
+    world.sync()
+    world.export_all()
+    world.sync()
+    target = world.target_of(guid(1))
+    assert target is not None
+    # The import reports businessPhones as null and leaves city out: nothing to update.
+    world.target("user", TargetRow(target.id, {"businessPhones": None, "city": None}))
+    world.sync()
+    assert world.ops() == []
+    world.source(ad_user(1, telephonenumber="+1 555"))
+    world.sync()
+    assert [dict(o.payload) for o in world.ops()] == [{"businessPhones": ["+1 555"]}]

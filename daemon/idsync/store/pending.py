@@ -108,7 +108,8 @@ def diff_objects(conn: psycopg.Connection, deprovision: Mapping[str, str]) -> di
 
     create: desired, not linked — the full desired attributes (nulls left out).
     update: desired and linked — only the managed attributes whose value differs, each with its
-        full desired value; null clears.
+        full desired value; null clears. Absent, null and [] are the same value (Graph reports an
+        empty multi-valued attribute as [] and an unset single-valued one as null or not at all).
     delete / disable: linked, no longer desired, per the type's deprovision setting. Only linked
         objects (created, hard- or soft-matched by idsync) are ever deleted; `leave` unlinks.
     """
@@ -124,7 +125,8 @@ def diff_objects(conn: psycopg.Connection, deprovision: Mapping[str, str]) -> di
         " JOIN sync_link l ON l.anchor = d.anchor"
         " JOIN target_object t ON t.id = l.target_id AND NOT t.deleted"
         " CROSS JOIN LATERAL (SELECT jsonb_object_agg(e.key, e.value) AS payload FROM jsonb_each(d.attrs) e"
-        "  WHERE e.value IS DISTINCT FROM coalesce(t.attrs -> e.key, 'null'::jsonb)) p"
+        "  WHERE nullif(nullif(e.value, 'null'::jsonb), '[]'::jsonb)"
+        "   IS DISTINCT FROM nullif(nullif(t.attrs -> e.key, 'null'::jsonb), '[]'::jsonb)) p"
         " WHERE p.payload IS NOT NULL"
     )
     by_mode: dict[str, list[str]] = {"delete": [], "disable": [], "leave": []}
