@@ -368,3 +368,31 @@ def test_absent_null_and_empty_list_are_the_same_value(world: World) -> None:
     world.source(ad_user(1, telephonenumber="+1 555"))
     world.sync()
     assert [dict(o.payload) for o in world.ops()] == [{"businessPhones": ["+1 555"]}]
+
+
+def test_no_diff_against_a_target_space_that_is_not_fully_imported(store: Store) -> None:
+    from idsync.store import target_space
+    from idsync.store.target_space import DeltaPosition
+
+    w = make_world(store, {}, check_target_rounds=True)
+    w.source(ad_user(1), ad_user(2))
+    first = w.sync()
+    assert first.deferred == "target import incomplete (user: never imported, group: never imported)"
+    assert "diff deferred" in first.sentence()
+    assert w.ops() == []  # not 2 creates for objects that may well exist
+    # A full round under way is no better; a complete one lets the owed diff run for everything.
+    with store.transaction() as conn:
+        for t in ("user", "group"):
+            pos = DeltaPosition(link="next", complete=False, full=True, select="", server="emu")
+            target_space.save_position(conn, t, pos)  # type: ignore[arg-type]
+    assert (
+        w.sync().deferred
+        == "target import incomplete (user: full round under way, group: full round under way)"
+    )
+    with store.transaction() as conn:
+        for t in ("user", "group"):
+            pos = DeltaPosition(link="delta", complete=True, full=True, select="", server="emu")
+            target_space.save_position(conn, t, pos)  # type: ignore[arg-type]
+    done = w.sync()
+    assert done.deferred is None and done.evaluated == 0
+    assert {o.anchor for o in w.ops("create")} == {guid(1), guid(2)}

@@ -19,7 +19,7 @@ import psycopg
 import structlog
 
 from idsync.model import Quarantined
-from idsync.store import desired, links, pending, quarantine, watermarks
+from idsync.store import desired, links, pending, quarantine, target_space, watermarks
 from idsync.store.db import Store
 from idsync.sync import guard
 from idsync.sync.errors import EvaluationError
@@ -34,6 +34,7 @@ log = structlog.get_logger(__name__)
 SOURCE_WATERMARK = "sync.source_seq"
 TARGET_WATERMARK = "sync.target_seq"
 RULES_HASH_KEY = "sync.rules_hash"
+DIFF_OWED_KEY = "sync.diff_owed"  # a diff was deferred: the next complete one covers everything
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,16 @@ class SyncResult:
     duration_seconds: float
     links: dict[str, int] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)  # seconds per step, for tuning
+    deferred: str | None = None  # why the diff did not run (the target space is incomplete)
 
     def sentence(self) -> str:
         kind = f"full sync ({self.reason})" if self.full else "delta sync"
+        if self.deferred:
+            return (
+                f"{kind}: {self.evaluated} objects evaluated, {self.quarantined} quarantined,"
+                f" desired +{self.desired_added} ~{self.desired_updated} -{self.desired_removed};"
+                f" diff deferred: {self.deferred} ({self.duration_seconds:.2f}s)"
+            )
         queued = ", ".join(f"{k} {v}" for k, v in sorted(self.pending.items())) or "empty"
         return (
             f"{kind}: {self.evaluated} objects evaluated, {self.quarantined} quarantined,"
@@ -78,6 +86,7 @@ class SyncEngine:
         soft_match: bool = False,
         page_size: int = 2000,
         confirm_timeout: timedelta = timedelta(minutes=30),
+        check_target_rounds: bool = False,
     ) -> None:
         self.store = store
         self.rules = rules
@@ -85,6 +94,7 @@ class SyncEngine:
         self.soft_match = soft_match
         self.page_size = page_size
         self.confirm_timeout = confirm_timeout
+        self.check_target_rounds = check_target_rounds
         self._evaluator = Evaluator(rules)
 
     def run(self, *, full: bool = False, approved_fingerprints: tuple[str, ...] = ()) -> SyncResult:
@@ -100,14 +110,39 @@ class SyncEngine:
             desired.prepare(conn)
             src_after = 0 if full else _mark(conn, SOURCE_WATERMARK)
             tgt_after = 0 if full else _mark(conn, TARGET_WATERMARK)
+            incomplete = self._incomplete_target(conn)
+            owed = desired.get_meta(conn, DIFF_OWED_KEY) == "1"
 
             lap = _Laps()
             evaluated, bad = self._evaluate(conn, src_after, src_upto)
             lap("evaluate")
             changes = desired.apply_staged(conn, self.rules.hash, full=full)
             lap("desired")
+            if incomplete:
+                # Diffing against a half-imported target would queue creates for objects that
+                # exist: keep the desired state, owe a full diff, leave the target watermark.
+                desired.set_meta(conn, DIFF_OWED_KEY, "1")
+                watermarks.put(conn, SOURCE_WATERMARK, str(src_upto).encode())
+                desired.set_meta(conn, RULES_HASH_KEY, self.rules.hash)
+                counts = pending.counts(conn)
+                decision = guard.evaluate(conn, self.thresholds, approved_fingerprints)
+                return self._result(
+                    full,
+                    reason,
+                    evaluated,
+                    bad,
+                    changes,
+                    {},
+                    {},
+                    {},
+                    counts,
+                    decision,
+                    t0,
+                    lap,
+                    deferred=f"target import incomplete ({incomplete})",
+                )
             desired.mark_dependents(conn)
-            if full:
+            if full or owed:
                 desired.mark_all(conn)
             member_types = [t for t in ("group",) if self.rules.of(t).members]
             desired.refresh_members(conn, member_types)
@@ -130,9 +165,32 @@ class SyncEngine:
             watermarks.put(conn, SOURCE_WATERMARK, str(src_upto).encode())
             watermarks.put(conn, TARGET_WATERMARK, str(tgt_upto).encode())
             desired.set_meta(conn, RULES_HASH_KEY, self.rules.hash)
+            if owed:
+                desired.set_meta(conn, DIFF_OWED_KEY, "0")
             decision = guard.evaluate(conn, self.thresholds, approved_fingerprints)
             counts = pending.counts(conn)
             lap("guard")
+        obj["written"] += rearmed
+        return self._result(
+            full, reason, evaluated, bad, changes, linked, obj, mem, counts, decision, t0, lap
+        )
+
+    def _result(
+        self,
+        full: bool,
+        reason: str,
+        evaluated: int,
+        bad: int,
+        changes: desired.DesiredChanges,
+        linked: dict[str, int],
+        obj: dict[str, int],
+        mem: dict[str, int],
+        counts: dict[str, int],
+        decision: guard.GuardDecision,
+        t0: float,
+        lap: _Laps,
+        deferred: str | None = None,
+    ) -> SyncResult:
         result = SyncResult(
             full=full,
             reason=reason,
@@ -141,18 +199,29 @@ class SyncEngine:
             desired_added=changes.added,
             desired_updated=changes.updated,
             desired_removed=changes.removed,
-            ops_written=obj["written"] + mem["written"] + rearmed,
-            ops_confirmed=obj["confirmed"] + mem["confirmed"],
+            ops_written=obj.get("written", 0) + mem.get("written", 0),
+            ops_confirmed=obj.get("confirmed", 0) + mem.get("confirmed", 0),
             pending=counts,
             guard=decision,
             duration_seconds=time.monotonic() - t0,
             links={**linked, "left": obj.get("left", 0)},
             phases=lap.phases,
+            deferred=deferred,
         )
         log.info("sync.done", sentence=result.sentence())
         if decision.held:
             log.warning("sync.deletes_held", deletes=decision.deletes, fingerprint=decision.fingerprint)
         return result
+
+    def _incomplete_target(self, conn: psycopg.Connection) -> str:
+        """Why the target space cannot be diffed against now ('' when it can)."""
+        if not self.check_target_rounds:
+            return ""
+        state = target_space.round_state(conn)
+        bad = {t: s for t, s in state.items() if s in ("full", "never")}
+        return ", ".join(
+            f"{t}: {'never imported' if s == 'never' else 'full round under way'}" for t, s in bad.items()
+        )
 
     def confirm(self) -> SyncResult:
         """Process only what the target import changed (drops operations that landed).
@@ -233,4 +302,6 @@ def engine_from_config(store: Store, cfg: Config) -> SyncEngine:
     """
     rules = load_rules(cfg.sync.rules_file, source_kind=cfg.source.kind)
     thresholds = guard.Thresholds(cfg.sync.deletion_threshold_count, cfg.sync.deletion_threshold_percent)
-    return SyncEngine(store, rules, thresholds=thresholds, soft_match=cfg.sync.soft_match)
+    return SyncEngine(
+        store, rules, thresholds=thresholds, soft_match=cfg.sync.soft_match, check_target_rounds=True
+    )
