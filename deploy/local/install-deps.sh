@@ -8,7 +8,8 @@ set -euo pipefail
 # - python3-venv: `make venv`; iproute2: `ss` names the holder of Samba's port 389 in errors.
 # - prometheus-alertmanager: only for amtool (checks deploy/alertmanager); systemd: only for
 #   systemd-analyze (verifies systemd/*.service); neither runs as a service here.
-#   python3-yaml: tests/ops reads compose.yaml with it when the venv has no PyYAML.
+#   python3-yaml: tests/ops reads compose.yaml with it when the venv has no PyYAML;
+#   python3-seccomp: tests/ops runs the daemon under the units' syscall filter.
 PKGS=(
   postgresql
   libzookeeper-java default-jre-headless
@@ -16,7 +17,7 @@ PKGS=(
   slapd ldap-utils
   prometheus prometheus-alertmanager
   systemd
-  python3-venv python3-yaml iproute2
+  python3-venv python3-yaml python3-seccomp iproute2
 )
 missing=()
 for p in "${PKGS[@]}"; do
