@@ -155,7 +155,11 @@ def _land_everything(store: Store, rules: Any) -> float:
 
 
 def run(
-    users: int = 100_000, groups: int = 2_000, avg_members: int = 100, changed: int = 1_000
+    users: int = 100_000,
+    groups: int = 2_000,
+    avg_members: int = 100,
+    changed: int = 1_000,
+    keep: bool = False,
 ) -> list[Figure]:
     dsn, stack = _dsn()
     schema = f"bench_sync_{uuid.uuid4().hex[:8]}"
@@ -246,7 +250,14 @@ def run(
                 )
             )
     finally:
+        if keep:
+            print(f"kept schema {schema} for inspection", file=sys.stderr)
         with psycopg.connect(dsn, autocommit=True) as conn:
+            if keep:
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS bench_sync_kept CASCADE"))
+                conn.execute(
+                    sql.SQL("ALTER SCHEMA {} RENAME TO bench_sync_kept").format(sql.Identifier(schema))
+                )
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
         stack.remove()
     return figures
@@ -262,8 +273,9 @@ if __name__ == "__main__":
     p.add_argument("--groups", type=int, default=2_000)
     p.add_argument("--members", type=int, default=100)
     p.add_argument("--changed", type=int, default=1_000)
+    p.add_argument("--keep", action="store_true", help="keep the schema as bench_sync_kept")
     a = p.parse_args()
-    for fig in run(a.users, a.groups, a.members, a.changed):
+    for fig in run(a.users, a.groups, a.members, a.changed, a.keep):
         base = (
             f" (baseline {fig.baseline:.3f}{fig.unit} {fig.baseline_name}, ratio {fig.ratio:.1f})"
             if fig.baseline

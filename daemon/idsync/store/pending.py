@@ -32,11 +32,9 @@ class StaleEpoch(StoreError):
 
 OBJECT_KINDS = ("create", "update", "delete")
 MEMBER_KINDS = ("member_add", "member_remove")
-# Export order: users before groups, creates before members, deletes last.
-_ORDER = (
-    "CASE p.kind WHEN 'create' THEN 0 WHEN 'update' THEN 1 WHEN 'member_add' THEN 2"
-    " WHEN 'member_remove' THEN 3 ELSE 4 END, CASE p.object_type WHEN 'user' THEN 0 ELSE 1 END, p.id"
-)
+# Export order (migration 0003's generated column): users before groups, creates before updates
+# before member operations before deletes.
+_ORDER = "p.priority, p.id"
 
 
 @dataclass(frozen=True, slots=True)
