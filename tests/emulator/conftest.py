@@ -15,7 +15,7 @@ import pytest
 from idsync.emulator.app import EmulatorServer
 from idsync.emulator.config import EmulatorConfig
 from idsync.emulator.core import Emulator
-from tests.emulator.tlsutil import TestPKI, make_pki
+from tests.emulator.tlsutil import PKIFiles, make_pki
 
 PASSWORD = "Xy7!long-enough"
 
@@ -124,13 +124,13 @@ async def graph(server: EmulatorServer) -> AsyncIterator[Graph]:
 
 
 @pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKIFiles:
     """A test CA and a 127.0.0.1 server certificate."""
     return make_pki(Path(tmp_path_factory.mktemp("pki")))
 
 
 @pytest.fixture
-async def tls_server(pki: TestPKI, emulator_config: EmulatorConfig) -> AsyncIterator[EmulatorServer]:
+async def tls_server(pki: PKIFiles, emulator_config: EmulatorConfig) -> AsyncIterator[EmulatorServer]:
     """An emulator serving HTTPS with the test certificate."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(pki.server_cert, pki.server_key)

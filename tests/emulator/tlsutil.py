@@ -14,7 +14,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
 @dataclass(frozen=True)
-class TestPKI:
+class PKIFiles:
     """Paths of the CA certificate and of the server's certificate and key (PEM)."""
 
     ca_cert: Path
@@ -22,7 +22,7 @@ class TestPKI:
     server_key: Path
 
 
-def make_pki(directory: Path) -> TestPKI:
+def make_pki(directory: Path) -> PKIFiles:
     """Write a CA and a server certificate signed by it into `directory`."""
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -64,7 +64,7 @@ def make_pki(directory: Path) -> TestPKI:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    pki = TestPKI(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    pki = PKIFiles(directory / "ca.pem", directory / "server.pem", directory / "server.key")
     pki.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     pki.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     pki.server_key.write_bytes(

@@ -33,8 +33,8 @@ class Call:
 
     @property
     def is_write(self) -> bool:
-        """Graph counts POST/PATCH/PUT/DELETE against the write quota."""
-        return self.method in WRITE_METHODS
+        """Graph counts POST/PATCH/PUT/DELETE against the write quota (a `$batch` envelope is not one)."""
+        return self.method in WRITE_METHODS and self.path != "/$batch"
 
     def json(self) -> dict[str, Any]:
         """The body as a JSON object, or Graph's 400 for anything else."""
