@@ -75,13 +75,24 @@ LAST = [
     "Yilmaz",
     "Zimmer",
 ]
-DEPARTMENTS = ["Engineering", "Finance", "Sales", "Support", "Marketing", "Operations", "Legal", "People"]
+DEPARTMENTS = [
+    "Engineering",
+    "Finance",
+    "Sales",
+    "Support",
+    "Marketing",
+    "Operations",
+    "Legal",
+    "People",
+]
 
 
 def ldif(base_dn: str, domain: str, users: int, groups: int, ou: str = "idsync-demo") -> str:
     rnd = random.Random(20260101)
     root = f"OU={ou},{base_dn}"
-    out = [f"dn: {root}\nobjectClass: organizationalUnit\nou: {ou}\n"]
+    out = [
+        f"dn: {root}\nobjectClass: organizationalUnit\nou: {ou}\n",
+    ]
     for sub in ("Staff", "Groups"):
         out.append(f"dn: OU={sub},{root}\nobjectClass: organizationalUnit\nou: {sub}\n")
     user_dns = []
