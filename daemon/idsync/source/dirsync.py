@@ -28,7 +28,7 @@ from idsync.source.controls import (
 )
 from idsync.source.errors import BadEntry, CookieRejected, SearchFailed
 from idsync.source.full import read_object
-from idsync.source.normalize import MEMBER, lower_keys, parse_extended_dn
+from idsync.source.normalize import MEMBER, first_rdn, lower_keys, parse_extended_dn
 from idsync.source.run import Extra, RunContext
 from idsync.store import source_space
 
@@ -104,6 +104,7 @@ def apply_batch(
     """Turn one DirSync batch into upserts, deletes and member deltas, committed with `extra`."""
     norm, scope = ctx.normalizer, ctx.scope
     deletes: list[str] = []
+    tombstones: list[str] = []
     bad: list[Quarantined] = []
     changed: dict[str, tuple[str, dict[str, Sequence[bytes]]]] = {}
     for entry in entries:
@@ -115,7 +116,7 @@ def apply_batch(
             bad.append(ctx.bad(exc, None))
             continue
         if _is_deleted(raw):
-            deletes.append(anchor)
+            tombstones.append(anchor)
             changed.pop(anchor, None)
         else:
             prev = changed.get(anchor)
@@ -142,6 +143,9 @@ def apply_batch(
                 continue
             attrs: dict[str, tuple[str, ...] | None] = dict(cur.attrs)
             attrs.update(norm.attrs(dn, raw))  # absent = unchanged; present without values = cleared
+            rdn = first_rdn(dn) if dn != cur.dn else None
+            if rdn is not None and rdn[0] in scope.attribute_names:
+                attrs[rdn[0]] = (rdn[1],)  # a rename does not always resend the naming attribute
             full, added, removed = _member_changes(raw)
             members = None
             if cur.object_type == "group":
@@ -159,14 +163,17 @@ def apply_batch(
             objects.append(SourceObject(anchor, cur.object_type, dn, final, members))
         except BadEntry as exc:
             bad.append(ctx.bad(BadEntry(exc.dn, exc.reason, anchor), cur.object_type if cur else None))
-    ctx.commit(objects, bad=bad, deletes=deletes, member_deltas=member_deltas, extra=extra)
+    ctx.commit(
+        objects, bad=bad, deletes=deletes, tombstones=tombstones, member_deltas=member_deltas, extra=extra
+    )
 
 
 def run_delta(ctx: RunContext, nc: str, start: watermark.Position) -> watermark.Position:
     """Apply DirSync batches from `start` until the server has no more; returns the last position."""
     session = ctx.session
     controls = [extended_dn_control()]
-    attrs = [*ctx.scope.attributes, MEMBER, "isDeleted"]
+    # `name` changes on every rename and move: without it DirSync would not report moves at all
+    attrs = [*ctx.scope.attributes, MEMBER, "isDeleted", "name"]
     search_filter = f"(|{ctx.scope.user_filter}{ctx.scope.group_filter}(isDeleted=TRUE))"
     pos = start
     for _ in range(MAX_BATCHES):

@@ -14,6 +14,8 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ldap3.utils.dn import parse_dn
+
 from idsync.model import ObjectType, SourceObject
 from idsync.source.errors import BadEntry
 
@@ -93,6 +95,34 @@ def member_ref(value: str | bytes) -> str:
     """A member value → the member's anchor when the server gave its GUID, else `dn:<dn>`."""
     ext = parse_extended_dn(value)
     return ext.guid if ext.guid else "dn:" + ext.dn
+
+
+def unescape_dn_value(value: str) -> str:
+    """An RDN value without its DN escaping (`\\,` and `\\2C` both become `,`)."""
+    out = bytearray()
+    i = 0
+    while i < len(value):
+        ch = value[i]
+        if ch == "\\" and i + 1 < len(value):
+            pair = value[i + 1 : i + 3]
+            if len(pair) == 2 and all(c in "0123456789abcdefABCDEF" for c in pair):
+                out += bytes.fromhex(pair)
+                i += 3
+                continue
+            out += value[i + 1].encode()
+            i += 2
+            continue
+        out += ch.encode()
+        i += 1
+    return out.decode("utf-8", "replace")
+
+
+def first_rdn(dn: str) -> tuple[str, str] | None:
+    """The naming attribute (lower case) and its unescaped value, e.g. ("cn", "Smith, John")."""
+    parts = parse_dn(dn)
+    if not parts:
+        return None
+    return parts[0][0].lower(), unescape_dn_value(parts[0][1])
 
 
 def split_dn(dn: str) -> list[str]:

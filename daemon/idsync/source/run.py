@@ -61,11 +61,16 @@ class RunContext:
         *,
         bad: Sequence[Quarantined] = (),
         deletes: Sequence[str] = (),
+        tombstones: Sequence[str] = (),
         member_deltas: Sequence[MemberDelta] = (),
         seen_run: int | None = None,
         extra: Extra | None = None,
     ) -> None:
-        """Write one page in one transaction (with `extra`, e.g. the cookie that produced it)."""
+        """Write one page in one transaction (with `extra`, e.g. the cookie that produced it).
+
+        `deletes` left the scope; `tombstones` were deleted in the directory (and so also leave
+        every group that listed them).
+        """
         with self.store.transaction() as conn:
             counts = source_space.upsert(conn, objects, seen_run=seen_run) if objects else RunCounts()
             if member_deltas:
@@ -76,8 +81,13 @@ class RunContext:
                 source_space.apply_member_deltas(
                     conn, [d for d in member_deltas if d.group_anchor in touched]
                 )
-            if deletes:
-                counts.deleted += source_space.delete(conn, deletes)
+            if deletes or tombstones:
+                counts.deleted += source_space.delete(conn, [*deletes, *tombstones])
+            if tombstones:
+                # a deleted object leaves its groups, and DirSync does not report those groups
+                dropped = source_space.drop_member_refs(conn, tombstones)
+                counted = {o.anchor for o in objects} | {d.group_anchor for d in member_deltas}
+                counts.updated += len(dropped - counted)
             if bad:
                 quarantine.put(conn, bad)
                 counts.errors += len(bad)
@@ -88,7 +98,7 @@ class RunContext:
         self.counts.add(counts)
         self.quarantined += len(bad)
         self.pages += 1
-        self.seen += len(objects) + len(bad) + len(deletes)
+        self.seen += len(objects) + len(bad) + len(deletes) + len(tombstones)
         if self.seen >= self._next_progress:
             self._next_progress = self.seen + self.settings.progress_every
             elapsed = time.monotonic() - self.started

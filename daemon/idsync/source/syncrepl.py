@@ -60,7 +60,8 @@ def run_delta(ctx: RunContext, base: str, cookie: bytes, save) -> bytes:
     new_cookie = cookie
     present: set[str] = set()
     present_phase = False
-    deletes: list[str] = []
+    deletes: list[str] = []  # left the scope
+    tombstones: list[str] = []  # deleted in the directory
     objects: list[SourceObject] = []
     bad: list[Quarantined] = []
     for item in res.intermediates:
@@ -71,7 +72,7 @@ def run_delta(ctx: RunContext, base: str, cookie: bytes, save) -> bytes:
             new_cookie = info.cookie
         if info.kind == "syncIdSet":
             if info.refresh_deletes:
-                deletes.extend(info.uuids)
+                tombstones.extend(info.uuids)
             else:
                 present.update(info.uuids)
                 present_phase = True
@@ -85,7 +86,7 @@ def run_delta(ctx: RunContext, base: str, cookie: bytes, save) -> bytes:
         if state.cookie:
             new_cookie = state.cookie
         if state.state == ctl.STATE_DELETE:
-            deletes.append(state.entry_uuid)
+            tombstones.append(state.entry_uuid)
             continue
         present.add(state.entry_uuid)
         if state.state == ctl.STATE_PRESENT:
@@ -118,7 +119,7 @@ def run_delta(ctx: RunContext, base: str, cookie: bytes, save) -> bytes:
             known = source_space.live_anchors(conn)
         missing = [a for a, dn in known.items() if a not in present and is_under(dn, base)]
         log.info("source.syncrepl.present_phase", listed=len(present), deleted=len(missing), base=base)
-        deletes.extend(missing)
+        tombstones.extend(missing)
     size = ctx.settings.batch_size
     chunks = [objects[i : i + size] for i in range(0, len(objects), size)] or [[]]
     for i, chunk in enumerate(chunks):
@@ -127,6 +128,7 @@ def run_delta(ctx: RunContext, base: str, cookie: bytes, save) -> bytes:
             chunk,
             bad=bad if last else (),
             deletes=deletes if last else (),
+            tombstones=tombstones if last else (),
             extra=(lambda conn: save(conn, new_cookie)) if last else None,
         )
     return new_cookie

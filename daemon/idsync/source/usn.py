@@ -71,4 +71,4 @@ def run_delta(ctx: RunContext, ncs: list[str], since: int, controls: list[Contro
                 raw = entry["raw_attributes"].get("objectGUID")
                 if raw:
                     deletes.append(guid_str(bytes(raw[0])))
-            ctx.commit(deletes=deletes)
+            ctx.commit(tombstones=deletes)

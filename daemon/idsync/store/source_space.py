@@ -186,6 +186,23 @@ def delete(conn: psycopg.Connection, anchors: Iterable[str]) -> int:
     return len(rows)
 
 
+def drop_member_refs(conn: psycopg.Connection, refs: Iterable[str]) -> set[str]:
+    """Remove deleted objects from every group they were in (the directory drops those links).
+
+    Groups that lost a member get a new `changed_seq`; returns their anchors.
+    """
+    refs = list(refs)
+    if not refs:
+        return set()
+    rows = conn.execute(
+        "DELETE FROM source_member WHERE member_ref = ANY(%s) RETURNING group_anchor", (refs,)
+    ).fetchall()
+    groups = {r[0] for r in rows}
+    with conn.cursor() as cur:
+        _touch(cur, groups)
+    return groups
+
+
 def sweep_unseen(conn: psycopg.Connection, run_id: int, object_types: Sequence[str]) -> int:
     """After a completed full import: objects it did not see are deleted in the source."""
     rows = conn.execute(
