@@ -277,9 +277,20 @@ class LdapConnector:
                 return session
         raise SourceUnavailable(reasons)
 
-    def session(self) -> LdapSession:
-        """This thread's session, (re)opened when missing or dead."""
+    def session(self, *, check: bool = False) -> LdapSession:
+        """This thread's session, (re)opened when missing or dead.
+
+        With `check`, a cached session is probed first (its root DSE re-read): a server restart
+        is only noticed on the next request, and an import should not start on a dead socket.
+        """
         cur: LdapSession | None = getattr(self._local, "session", None)
+        if cur is not None and cur.alive and check:
+            try:
+                cur.info = cur._read_info()
+            except (SourceUnavailable, SearchFailed):
+                log.info("source.reconnect", url=cur.url, reason="connection lost since the last import")
+                cur.close()
+                cur = None
         if cur is None or not cur.alive:
             cur = self.open()
             self._local.session = cur

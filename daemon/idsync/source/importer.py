@@ -124,7 +124,7 @@ class SourceImporter:
         In a delta mode, the delta position is taken *before* reading, and stored with the
         sweep, so the next delta replays whatever changed while the full import ran.
         """
-        session = self.connector.session()
+        session = self.connector.session(check=True)
         run_id = runs.start(self.store, "source.full")
         ctx = self._context(session, run_id, "full")
         log.info("source.import_start", kind="full", run=run_id, server=session.info.name, reason=fallback)
@@ -183,7 +183,7 @@ class SourceImporter:
         mode = self.settings.delta_mode
         if mode == "none":
             return self.full_import()
-        session = self.connector.session()
+        session = self.connector.session(check=True)
         try:
             plan = self._delta_plan(session)
         except CookieRejected as exc:
