@@ -155,5 +155,5 @@ async def test_admin_state_reset_and_clock(graph: Graph) -> None:
         assert (await r.json())["users"] == []
     async with graph.session.post(graph.server.url + "/_emulator/clock", json={"advance": 7200}) as r:
         assert r.status == 200
-    r = await graph.call("GET", "/users")
-    assert r.status == 401 and "expired" in r.body["error"]["message"]
+    after = await graph.call("GET", "/users")
+    assert after.status == 401 and "expired" in after.body["error"]["message"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ssl
 import uuid
 from typing import Any
@@ -46,12 +47,12 @@ def _drop(request: web.Request) -> web.Response:
 
 async def _graph(request: web.Request, em: Emulator) -> web.Response:
     body = await request.read() if request.body_exists else None
-    headers = {k.lower(): v for k, v in request.headers.items()}
+    headers = request.headers  # case-insensitive, as Call expects
     path = request.path[len("/v1.0") :] or "/"
     call = Call(
         method=request.method,
         path=path,
-        query=dict(request.query),
+        query=request.query,
         headers=headers,
         body=body,
         base_url=f"{request.scheme}://{request.host}/v1.0",
@@ -145,6 +146,7 @@ async def _admin(request: web.Request, em: Emulator, what: str) -> web.Response:
         if what == "seed" and m == "POST":
             data = orjson.loads(await request.read())
             ids = em.seed_users(int(data.get("users", 0)), data.get("prefix", "user"), data.get("domain"))
+            gc.freeze()  # bulk objects are long-lived: keep them out of every GC pass
             return _json(200, {"users": len(ids), "first": ids[:1]})
         if what == "token" and m == "POST":
             return _json(200, {"access_token": em.auth.issue()})
@@ -248,6 +250,7 @@ class EmulatorServer:
         if self.state_path:
             persistence.load(self.emulator, self.state_path)
             self._saved_seq = self.emulator.store.seq
+            gc.freeze()
         self._runner = web.AppRunner(
             build_app(self.emulator, self.state_path), access_log=None, handle_signals=False
         )

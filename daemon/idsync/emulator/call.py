@@ -17,7 +17,8 @@ WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 class Call:
     """One request to the Graph namespace.
 
-    `path` is decoded and relative to the version (`/users/abc`); `headers` keys are lower-case;
+    `path` is decoded and relative to the version (`/users/abc`); `headers` is looked up with
+    lower-case names (a case-insensitive mapping, or a dict with lower-case keys);
     `base_url` is the emulator's own `scheme://host:port/v1.0`, used to build every link.
     """
 
