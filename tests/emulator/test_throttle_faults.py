@@ -157,3 +157,15 @@ async def test_admin_state_reset_and_clock(graph: Graph) -> None:
         assert r.status == 200
     after = await graph.call("GET", "/users")
     assert after.status == 401 and "expired" in after.body["error"]["message"]
+
+
+async def test_resource_unit_budget_throttles_reads_by_cost(graph: Graph) -> None:
+    graph.em.configure(read_budget=5, read_window=10.0)
+    assert (await graph.call("GET", "/users")).headers["x-ms-resource-unit"] == "2"  # 2 RU
+    r = await graph.call("GET", "/users?$select=id")  # $select: 1 RU
+    assert r.headers["x-ms-resource-unit"] == "1"
+    assert (await graph.call("GET", "/users")).status == 200  # 5 of 5 used
+    r = await graph.call("GET", "/domains")
+    assert r.status == 429
+    assert r.headers["x-ms-throttle-information"] == "ResourceUnitLimitExceeded"
+    assert r.headers["x-ms-throttle-scope"].startswith("Tenant_Application/ReadWrite/")
