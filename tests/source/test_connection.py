@@ -1,0 +1,71 @@
+"""Servers tried in order, jittered backoff between rounds, a refused bind never retried."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from idsync.source.connection import LdapConnector
+from idsync.source.errors import SourceBindFailed, SourceUnavailable
+from idsync.source.settings import LdapSourceSettings
+from tests.harness import LdapEndpoint
+from tests.source.fakeldap import ROOT_DSE, FakeLdapServer, Reply, SearchRequest
+
+
+def dead_url() -> str:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens here now
+    return f"ldap://127.0.0.1:{port}"
+
+
+def root_only(req: SearchRequest) -> Reply:
+    return Reply([ROOT_DSE] if req.base == "" else [])
+
+
+def test_the_next_server_is_used_when_the_first_is_down() -> None:
+    srv = FakeLdapServer(root_only)
+    try:
+        s = LdapSourceSettings(
+            kind="ad", urls=(dead_url(), srv.url), base_dns=("DC=fake",), connect_timeout=1
+        )
+        conn = LdapConnector(s, sleep=lambda _: pytest.fail("no backoff needed"))
+        session = conn.session()
+        assert session.url == srv.url and session.info.name == "fake-dc.example.org"
+        assert conn.session() is session  # one session per thread, reused
+        conn.close()
+    finally:
+        srv.close()
+
+
+def test_all_servers_down_backs_off_with_jitter_then_names_every_server() -> None:
+    urls = (dead_url(), dead_url())
+    s = LdapSourceSettings(
+        kind="ad",
+        urls=urls,
+        base_dns=("DC=fake",),
+        connect_timeout=1,
+        connect_attempts=3,
+        backoff_initial=2.0,
+    )
+    pauses: list[float] = []
+    conn = LdapConnector(s, sleep=pauses.append, rand=lambda: 1.0)
+    with pytest.raises(SourceUnavailable) as exc:
+        conn.session()
+    assert pauses == [2.0, 4.0]
+    assert set(exc.value.reasons) == set(urls)
+
+
+def test_wrong_password_fails_at_once_naming_the_account(samba: LdapEndpoint) -> None:
+    s = LdapSourceSettings(
+        kind="ad",
+        urls=(samba.url,),
+        base_dns=(samba.base_dn,),
+        bind_dn=samba.bind_dn,
+        password=lambda: "wrong",
+    )
+    conn = LdapConnector(s, sleep=lambda _: pytest.fail("a refused bind must not be retried"))
+    with pytest.raises(SourceBindFailed, match="Administrator.*invalidCredentials"):
+        conn.session()
