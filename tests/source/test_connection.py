@@ -67,5 +67,5 @@ def test_wrong_password_fails_at_once_naming_the_account(samba: LdapEndpoint) ->
         password=lambda: "wrong",
     )
     conn = LdapConnector(s, sleep=lambda _: pytest.fail("a refused bind must not be retried"))
-    with pytest.raises(SourceBindFailed, match="Administrator.*invalidCredentials"):
+    with pytest.raises(SourceBindFailed, match=r"Administrator.*invalidCredentials"):
         conn.session()

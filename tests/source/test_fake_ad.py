@@ -165,7 +165,7 @@ def test_the_dirsync_control_goes_out_with_flags_as_a_signed_32_bit_integer(
     [ds] = [r for r in srv.requests if DIRSYNC_OID in r.controls]
     critical, value = ds.controls[DIRSYNC_OID]
     assert critical is True
-    # SEQUENCE { Flags 0x80000800 as 4 bytes, MaxBytes 0x7fffffff, Cookie "" }; ldap3's helper sends 02 05 00 80 …
+    # SEQUENCE { Flags 0x80000800 in 4 bytes, MaxBytes 0x7fffffff, Cookie "" }; ldap3 sends 02 05 00 80 …
     assert value == bytes.fromhex("300e02048000080002047fffffff0400")
     assert ds.controls[EXTENDED_DN_OID] == (False, bytes.fromhex("3003020101"))
     # and it is really on the wire like that, inside the LDAP message
