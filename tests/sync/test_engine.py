@@ -396,3 +396,19 @@ def test_no_diff_against_a_target_space_that_is_not_fully_imported(store: Store)
     done = w.sync()
     assert done.deferred is None and done.evaluated == 0
     assert {o.anchor for o in w.ops("create")} == {guid(1), guid(2)}
+
+
+def test_an_export_no_import_confirms_is_armed_again(store: Store) -> None:
+    from datetime import timedelta
+
+    w = make_world(store, {}, confirm_timeout=timedelta(0))
+    w.source(ad_user(1))
+    w.sync()
+    with store.transaction() as conn:  # the call "succeeded", but nothing reached the target
+        [op] = pending.claim(conn, epoch=1, node="a", limit=10, held=False)
+        pending.record_result(conn, op.id, "ok", epoch=1, node="a")
+    assert w.ops()[0].exported_at is not None
+    w.sync()  # no confirming import within the timeout: export it again
+    [again] = w.ops()
+    assert again.kind == "create" and again.exported_at is None
+    assert w.export_all(epoch=1) == 1

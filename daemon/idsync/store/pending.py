@@ -211,7 +211,9 @@ def _reconcile(conn: psycopg.Connection, dirty: str, kinds: tuple[str, ...]) -> 
 def rearm_unconfirmed(conn: psycopg.Connection, older_than: timedelta) -> int:
     """Exported operations no import has confirmed for this long are exported again."""
     return conn.execute(
-        "UPDATE pending_export SET exported_at = NULL WHERE exported_at < now() - %s", (older_than,)
+        "UPDATE pending_export SET exported_at = NULL, claimed_epoch = NULL, claimed_by = NULL,"
+        " claimed_at = NULL WHERE exported_at < now() - %s",
+        (older_than,),
     ).rowcount
 
 
