@@ -355,3 +355,28 @@ def test_standalone_node_is_always_the_leader(stores: Callable[[str], Store]) ->
     snap = snapshot_from(node, None, 1.0, last_loop=time.monotonic())
     assert (snap.role, snap.lease_valid, snap.healthy) == ("leader", True, True)
     assert codes(snap)["/leader"] == 200
+
+
+async def test_wired_into_the_daemon(stores: Callable[[str], Store]) -> None:  # noqa: F811
+    """The wiring the daemon uses: LiveState fed by on_cycle, the store's pending reader."""
+    from idsync.config import load_config
+    from idsync.runtime.admin import store_pending_reader
+    from idsync.runtime.daemon import Daemon, DaemonOptions
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "deploy/config/idsync.example.toml", {})
+    p = RecordingPipeline(stores("wired"))
+    daemon = Daemon(cfg, p, p.store, None)
+    state = LiveState(daemon.node, daemon.ha, daemon.interval)
+    daemon.on_cycle = state.observe
+    server = AdminServer(state, settings(), pending=store_pending_reader(p.store))
+    await server.start()
+    try:
+        assert (await get(server.url + "/readiness"))[0] == 503  # no cycle yet
+        await daemon.run(DaemonOptions(standalone=True, once=True))
+        status, data = await get(server.url + "/leader")
+        assert status == 200 and data["node"] == "idsync-a" and data["seconds_since_loop"] < 5
+        assert (await get(server.url + "/liveness"))[0] == 200
+        status, data = await get(server.url + "/pending?details=1")
+        assert status == 200 and data["operations"] == [] and data["pending"] == {"create": 3}
+    finally:
+        await server.stop()
