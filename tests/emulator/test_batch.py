@@ -158,3 +158,20 @@ async def test_batch_items_are_throttled_individually(graph: Graph, emulator_con
     assert int(throttled["headers"]["Retry-After"]) >= 1
     assert throttled["body"]["error"]["code"] == "TooManyRequests"
     assert throttled["headers"]["x-ms-throttle-information"] == "WriteLimitExceeded"
+
+
+async def test_a_stringified_json_body_is_refused_per_item(graph: Graph) -> None:
+    import orjson
+
+    reqs = [
+        {
+            "id": "1",
+            "method": "POST",
+            "url": "/users",
+            "headers": JSON,
+            "body": orjson.dumps(new_user("str")).decode(),
+        }
+    ]
+    r = await graph.call("POST", "/$batch", {"requests": reqs})
+    assert r.status == 200 and r.body["responses"][0]["status"] == 400
+    assert (await graph.call("GET", "/users/str@example.com")).status == 404

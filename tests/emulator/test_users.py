@@ -220,3 +220,28 @@ async def test_deleted_users_are_purged_after_30_days(graph: Graph) -> None:
     assert graph.em.advance_clock(2 * 86400) == 1
     graph.token = graph.em.auth.issue()
     assert (await graph.call("GET", f"/directory/deletedItems/{u['id']}")).status == 404
+
+
+async def test_restore_with_auto_reconcile_proxy_conflict(graph: Graph) -> None:
+    u = await graph.create_user("lou", mail="lou@example.com")
+    await graph.call("DELETE", f"/users/{u['id']}")
+    await graph.create_user("lou2", mail="lou@example.com")  # takes the address meanwhile
+    r = await graph.call("POST", f"/directory/deletedItems/{u['id']}/restore")
+    assert r.status == 400 and r.body["error"]["details"][0]["target"] == "proxyAddresses"
+    r = await graph.call(
+        "POST", f"/directory/deletedItems/{u['id']}/restore", {"autoReconcileProxyConflict": True}
+    )
+    assert r.status == 200
+    r = await graph.call("GET", f"/users/{u['id']}?$select=proxyAddresses")
+    assert r.body["proxyAddresses"] == []
+
+
+async def test_startswith_filter(graph: Graph) -> None:
+    graph.em.seed_users(12)
+    r = await graph.call(
+        "GET", "/users?$filter=startswith(userPrincipalName,'USER1')&$select=userPrincipalName"
+    )
+    got = {v["userPrincipalName"] for v in r.body["value"]}
+    assert got == {"user1@example.com", "user10@example.com", "user11@example.com"}
+    r = await graph.call("GET", "/users?$filter=startswith(jobTitle,'Eng')")
+    assert r.status == 400 and r.body["error"]["code"] == "Request_UnsupportedQuery"

@@ -121,13 +121,8 @@ def _sub_call(outer: Call, r: dict[str, Any]) -> Call:
         body = r["body"]
         ct = headers.get("content-type", "")
         if "json" in ct:
-            if isinstance(body, str):
-                try:
-                    call.body = base64.b64decode(body, validate=True)
-                except (binascii.Error, ValueError):
-                    call.body = body.encode()
-            else:
-                call.parsed = body
+            # a JSON body travels inline; a string here is a JSON string, not an object
+            call.parsed = body
         elif isinstance(body, str):
             try:
                 call.body = base64.b64decode(body, validate=True)

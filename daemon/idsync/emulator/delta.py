@@ -57,7 +57,7 @@ def _start(em: Emulator, call: Call, kind: str) -> dict[str, Any]:
     ids: list[str] | None = None
     if "$filter" in q:
         joiner, clauses = parse_filter(q["$filter"])
-        if any(c.prop != "id" for c in clauses) or (joiner == "and" and len(clauses) > 1):
+        if any(c.prop != "id" or c.op != "eq" for c in clauses) or (joiner == "and" and len(clauses) > 1):
             raise GraphError(
                 400,
                 "Request_UnsupportedQuery",

@@ -46,9 +46,17 @@ def get_deleted(em: Emulator, call: Call, ident: str) -> Reply:
 
 
 def restore(em: Emulator, call: Call, ident: str) -> Reply:
-    """POST /directory/deletedItems/{id}/restore -> 200; conflicts if its UPN etc. was reused meanwhile."""
+    """POST /directory/deletedItems/{id}/restore -> 200; conflicts if its UPN etc. was reused meanwhile
+    (proxy address conflicts are resolved with `{"autoReconcileProxyConflict": true}`)."""
     obj = _find_deleted(em, ident)
     st = em.store
+    body = call.json() if call.body or call.parsed is not None else {}
+    if body.get("autoReconcileProxyConflict") is True:
+        # Graph drops the restored user's proxy addresses that an active object now holds
+        keep = [
+            a for a in obj.props.get("proxyAddresses") or [] if a.split(":", 1)[-1].lower() not in st.by_proxy
+        ]
+        obj.props["proxyAddresses"] = keep
     prop = st.conflict_with(obj.id, st.keys_of(obj))
     if prop:
         raise conflict(prop)

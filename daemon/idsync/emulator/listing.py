@@ -32,6 +32,7 @@ FILTERABLE = {
     },
     "group": {"id", "displayName", "mailNickname", "securityEnabled", "mailEnabled", "mail"},
 }
+STARTSWITH = {"displayName", "givenName", "surname", "mail", "mailNickname", "userPrincipalName"}
 CASE_INSENSITIVE = {"userPrincipalName", "mail", "displayName", "mailNickname", "givenName", "surname"}
 
 
@@ -46,6 +47,8 @@ def link(base: str, path: str, params: dict[str, str]) -> str:
 def _matcher(kind: str, joiner: str, clauses: list[Clause]) -> Callable[[DirObject], bool]:
     def match_one(o: DirObject, c: Clause) -> bool:
         v = o.props.get(c.prop)
+        if c.op == "startswith":
+            return isinstance(v, str) and v.lower().startswith(str(c.values[0]).lower())
         if c.prop in CASE_INSENSITIVE and isinstance(v, str):
             lv = v.lower()
             return any(isinstance(x, str) and x.lower() == lv for x in c.values)
@@ -58,7 +61,7 @@ def _matcher(kind: str, joiner: str, clauses: list[Clause]) -> Callable[[DirObje
 
 def _candidates(em: Emulator, kind: str, joiner: str, clauses: list[Clause]) -> Iterable[DirObject] | None:
     """A short candidate list from the unique indexes, when the filter allows one."""
-    if joiner != "or" and len(clauses) != 1:
+    if (joiner != "or" and len(clauses) != 1) or any(c.op != "eq" for c in clauses):
         return None
     st = em.store
     out: dict[str, DirObject] = {}
@@ -107,7 +110,7 @@ def list_objects(em: Emulator, call: Call, kind: str, relations: frozenset[str] 
         joiner, clauses = parse_filter(filt)
         allowed = FILTERABLE[kind] | extension_names(em.cfg)
         for c in clauses:
-            if c.prop not in allowed:
+            if c.prop not in allowed or (c.op == "startswith" and c.prop not in STARTSWITH):
                 raise GraphError(
                     400,
                     "Request_UnsupportedQuery",

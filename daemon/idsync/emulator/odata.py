@@ -43,10 +43,11 @@ def parse_top(query: Mapping[str, str], default: int, maximum: int) -> int:
 
 @dataclass(frozen=True)
 class Clause:
-    """One `prop eq 'value'` or `prop in ('a','b')` term of a $filter."""
+    """One `prop eq 'value'`, `prop in ('a','b')` or `startswith(prop,'v')` term of a $filter."""
 
     prop: str
     values: tuple[Any, ...]
+    op: str = "eq"
 
 
 # prop eq 'v' | prop eq true | prop in ('a', 'b')
@@ -75,7 +76,8 @@ def _bad_filter(text: str) -> GraphError:
 
 
 def parse_filter(text: str) -> tuple[str, list[Clause]]:
-    """Parse the $filter subset idsync uses: `eq` / `in` terms joined by all-`or` or all-`and`.
+    """Parse the $filter subset Graph's directory supports without advanced queries: `eq`, `in`
+    and `startswith(prop,'v')` terms joined by all-`or` or all-`and`.
 
     Returns ("or" | "and", clauses). Anything else is a 400, as Graph answers an unsupported
     filter.
@@ -104,7 +106,21 @@ def parse_filter(text: str) -> tuple[str, list[Clause]]:
         if i + 2 >= len(toks):
             raise _bad_filter(text)
         op = toks[i + 1]
-        if op == ("kw", "eq"):
+        if prop == "startswith" and op[0] == "lp":
+            # startswith ( prop , 'value' )
+            if (
+                i + 6 > len(toks)
+                or toks[i + 2][0] != "word"
+                or toks[i + 3][0] != "comma"
+                or toks[i + 5][0] != "rp"
+            ):
+                raise _bad_filter(text)
+            value = literal(toks[i + 4])
+            if not isinstance(value, str):
+                raise _bad_filter(text)
+            clauses.append(Clause(toks[i + 2][1], (value,), "startswith"))
+            i += 6
+        elif op == ("kw", "eq"):
             clauses.append(Clause(prop, (literal(toks[i + 2]),)))
             i += 3
         elif op == ("kw", "in"):
