@@ -222,6 +222,20 @@ async def test_metrics_exposes_every_idsync_metric(serve: Callable[..., Any]) ->
     assert healthy.samples[0].value == 0.0
 
 
+async def test_a_scrape_never_shows_a_leader_without_a_lease(serve: Callable[..., Any]) -> None:
+    from idsync import metrics
+
+    def leader_value(text: str) -> float:
+        return {f.name: f for f in text_string_to_metric_families(text)}["idsync_leader"].samples[0].value
+
+    state = FixedState(LEADER)
+    server = await serve(state)
+    metrics.LEADER.set(1)  # the last cycle exported
+    assert leader_value((await get(server.url + "/metrics"))[1]) == 1.0
+    state.snap = FENCED_LEADER  # the lease went between cycles (or the loop hangs)
+    assert leader_value((await get(server.url + "/metrics"))[1]) == 0.0
+
+
 def op(i: int, kind: str = "create") -> PendingExport:
     return PendingExport(
         id=i,

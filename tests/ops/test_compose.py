@@ -295,3 +295,31 @@ def test_sample_data_loads_into_samba(samba: LdapEndpoint, samba_ou: str, tmp_pa
     conn.unbind()
     again = sample_data.ldif(samba_ou, "test.idsync.lan", users=12, groups=3, ou="demo")
     assert again == ldif.read_text()  # deterministic
+
+
+async def test_idsync_healthcheck_probes_the_admin_api(compose: dict[str, Any], tmp_path: Path) -> None:
+    """The container healthcheck, run against a real admin server with the stack's token."""
+    import asyncio
+
+    from idsync.config.service import AdminSettings
+    from idsync.runtime.admin import AdminServer
+    from tests.harness.ports import free_port
+    from tests.ops.test_admin import LEADER, FixedState
+
+    svc = compose["services"]["idsync-a"]
+    test = svc["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]
+    token_path = re.search(r"open\('([^']+)'\)", test[3])
+    assert token_path is not None
+    token = in_container(svc, token_path.group(1))
+    port = free_port()
+    server = AdminServer(FixedState(LEADER), AdminSettings(listen=f"0.0.0.0:{port}", token_file=token))
+    await server.start()
+    try:
+        for token_file, expect_ok in ((token, True), (tmp_path / "wrong", False)):
+            (tmp_path / "wrong").write_text("not-the-token")
+            code = test[3].replace(token_path.group(1), str(token_file)).replace(":9470/", f":{port}/")
+            proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code)
+            assert (await proc.wait() == 0) is expect_ok, token_file
+    finally:
+        await server.stop()

@@ -172,8 +172,14 @@ CHECKS: dict[str, Callable[[NodeSnapshot], list[str]]] = {
 
 
 def refresh_gauges(s: NodeSnapshot) -> None:
-    """Gauges that describe the node right now, set when Prometheus scrapes."""
+    """Gauges that describe the node right now, set when Prometheus scrapes.
+
+    `idsync_leader` is set by each cycle; a lease lost since (ZooKeeper's thread revokes it at
+    once) or a hung loop must not keep reporting a leader, so a scrape only ever lowers it.
+    """
     metrics.HEALTHY.set(1 if s.healthy else 0)
+    if not (s.role == "leader" and s.lease_valid):
+        metrics.LEADER.set(0)
 
 
 # -- the adapter over a running node --------------------------------------------------------
