@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from idsync.emulator.config import DEFAULT_CLIENT_ID
 from tests.harness.ldap import LdapEndpoint
 from tests.harness.ports import free_port
 
@@ -78,6 +79,8 @@ def write_config(spec: ClusterSpec, node: str, workdir: Path, schema: str) -> tu
             "graph_endpoint": spec.graph_url,
             "anonymous": True,
             "request_timeout_seconds": spec.request_timeout,
+            # The emulator registers this directory extension for its default app.
+            "anchor_extension_attribute": f"extension_{DEFAULT_CLIENT_ID.replace('-', '')}_idsyncAnchor",
         },
         "sync": {"interval_seconds": spec.interval, "deletion_threshold_count": spec.deletion_threshold},
         "ha": {

@@ -32,13 +32,13 @@ class RecordingPipeline:
         self.catch_ups = 0
         self.fail_next = False
 
-    def import_and_sync(self, *, full: bool = False) -> CycleReport:
+    async def import_and_sync(self, *, full: bool = False) -> CycleReport:
         if self.fail_next:
             self.fail_next = False
             raise RuntimeError("LDAP server down")
         return CycleReport(True, "source +0 ~0 -0", "r1", True, {"create": self.batches})
 
-    def catch_up_target(self) -> None:
+    async def catch_up_target(self) -> None:
         self.catch_ups += 1
 
     async def export(self, fence: Fence, stop: StopFlag) -> ExportReport:

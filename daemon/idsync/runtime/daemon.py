@@ -197,5 +197,5 @@ class Daemon:
             if sentence:
                 log.info("daemon.released", decision=sentence)
             await asyncio.to_thread(self.ha.coord.stop)
-        self.pipeline.close()
+        await asyncio.to_thread(self.pipeline.close)
         log.info("daemon.stopped")

@@ -81,7 +81,7 @@ class Node:
     async def run_cycle(self) -> CycleOutcome:
         """One cycle; never raises for a failed phase (the sentence says what failed)."""
         full, self._full_next = self._full_next, False
-        report = await asyncio.to_thread(self._import_and_sync, full)
+        report = await self._import_and_sync(full)
         if report.ok:
             self.last_ok = time.time()
 
@@ -102,7 +102,7 @@ class Node:
             self._catch_up = True
         if decision.export and fence is not None and not self.stop.is_set():
             if self._catch_up:
-                await asyncio.to_thread(self.pipeline.catch_up_target)
+                await self.pipeline.catch_up_target()
                 self._catch_up = False
             if not report.ok:
                 sentence += "; not exporting after a failed import/sync"
@@ -146,10 +146,10 @@ class Node:
                 )
                 metrics.STAGING_DRIFT.set(drift)
 
-    def _import_and_sync(self, full: bool) -> CycleReport:
+    async def _import_and_sync(self, full: bool) -> CycleReport:
         started = time.monotonic()
         try:
-            return self.pipeline.import_and_sync(full=full)
+            return await self.pipeline.import_and_sync(full=full)
         except Exception as exc:  # a failed phase must not kill the loop; the sentence reports it
             log.exception("cycle.failed")
             return CycleReport(

@@ -41,11 +41,11 @@ class ExportReport:
 class Pipeline(Protocol):
     """The data path of one instance (ARCHITECTURE.md, steps 1-5)."""
 
-    def import_and_sync(self, *, full: bool = False) -> CycleReport:
-        """Import source and target, run the sync rules, refresh pending exports (blocking)."""
+    async def import_and_sync(self, *, full: bool = False) -> CycleReport:
+        """Import source and target, run the sync rules, refresh pending exports."""
         ...
 
-    def catch_up_target(self) -> None:
+    async def catch_up_target(self) -> None:
         """Import the target until caught up (a new leader does this before its first export)."""
         ...
 

@@ -1,0 +1,64 @@
+"""`idsync run`: the daemon — import, sync and, as the fenced leader, export, every cycle."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--standalone",
+        action="store_true",
+        help="no ZooKeeper, always export (a single node: trials, demos, tests)",
+    )
+    parser.add_argument("--once", action="store_true", help="run one cycle and exit")
+    parser.add_argument("--full", action="store_true", help="make the first cycle a full import and sync")
+
+
+def run(args: argparse.Namespace) -> int:
+    from idsync.config import ConfigError, load_config
+    from idsync.log import configure_from_config, get_logger
+    from idsync.store.errors import StoreError
+    from idsync.sync.errors import RulesError
+
+    try:
+        cfg = load_config(args.config, check_files=True)
+    except ConfigError as exc:
+        print(f"idsync: {exc}", file=sys.stderr)
+        return 2
+    configure_from_config(cfg, args.log_level)
+    log = get_logger("idsync.run")
+    try:
+        return asyncio.run(_main(cfg, args))
+    except (StoreError, RulesError) as exc:
+        log.error("daemon.cannot_start", error=str(exc))
+        print(f"idsync: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _main(cfg: object, args: argparse.Namespace) -> int:
+    from idsync.config import Config
+    from idsync.runtime.daemon import Daemon, DaemonOptions, make_ha, open_store
+    from idsync.runtime.datapath import DataPath
+
+    assert isinstance(cfg, Config)
+    store = await asyncio.to_thread(open_store, cfg)
+    ha = None if args.standalone else make_ha(cfg)
+
+    def approvals() -> tuple[str, ...]:
+        if ha is None or not ha.coord.connected:
+            return ()
+        try:
+            return tuple(ha.coord.approvals())
+        except Exception:
+            return ()
+
+    pipeline = DataPath(cfg, store, approvals=approvals)
+    daemon = Daemon(cfg, pipeline, store, ha)
+    try:
+        return await daemon.run(DaemonOptions(standalone=args.standalone, once=args.once, full=args.full))
+    finally:
+        await pipeline.aclose()
+        store.close()

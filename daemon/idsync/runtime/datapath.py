@@ -1,0 +1,171 @@
+"""The real pipeline: LDAP source, Graph target, sync engine and exporter, in one instance.
+
+Source import and sync are blocking (ldap3, psycopg) and run in worker threads; the Graph client
+is asyncio and runs on the daemon's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import structlog
+
+from idsync import metrics
+from idsync.config import Config
+from idsync.fencing import Fence
+from idsync.runtime.pipeline import CycleReport, ExportReport, StopFlag
+from idsync.source.importer import ImportResult as SourceResult
+from idsync.source.importer import SourceImporter
+from idsync.source.settings import LdapSourceSettings
+from idsync.store import quarantine
+from idsync.store.db import Store
+from idsync.sync.engine import SyncEngine, SyncResult, engine_from_config
+from idsync.target.graph import GraphTarget
+
+log = structlog.get_logger(__name__)
+
+
+class DataPath:
+    """ARCHITECTURE.md's data path for one instance (the `Pipeline` the daemon drives)."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        *,
+        approvals: Callable[[], tuple[str, ...]] = tuple,
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.approvals = approvals
+        self.engine: SyncEngine = engine_from_config(store, cfg)
+        self.source = SourceImporter(LdapSourceSettings.from_config(cfg.source), store)
+        self.target = self._target()
+        self.guard_held = False
+        self.last_sync: SyncResult | None = None
+
+    def _target(self) -> GraphTarget:
+        rules = self.engine.rules
+        return GraphTarget(
+            self.cfg.target.graph,
+            node=self.cfg.node.name,
+            user_attributes=rules.managed_attributes("user"),
+            group_attributes=rules.managed_attributes("group"),
+        )
+
+    @property
+    def rules_hash(self) -> str:
+        return self.engine.rules.hash
+
+    async def import_and_sync(self, *, full: bool = False) -> CycleReport:
+        t0 = time.monotonic()
+        src = await asyncio.to_thread(self._source, full)
+        t1 = time.monotonic()
+        metrics.PHASE_SECONDS.labels("source_import").observe(t1 - t0)
+        metrics.LAST_SUCCESS.labels("source_import").set(time.time())
+        tgt = await self.target.import_delta(self.store)
+        t2 = time.monotonic()
+        metrics.PHASE_SECONDS.labels("target_import").observe(t2 - t1)
+        metrics.LAST_SUCCESS.labels("target_import").set(time.time())
+        caught_up = all(t.complete for t in tgt.types.values())
+        for t in tgt.types.values():
+            for result in ("added", "updated", "deleted", "unchanged"):
+                metrics.IMPORTED.labels("target", result).inc(getattr(t.counts, result))
+        approved = await asyncio.to_thread(self.approvals)
+        res = await asyncio.to_thread(self.engine.run, full=full, approved_fingerprints=approved)
+        metrics.PHASE_SECONDS.labels("sync").observe(time.monotonic() - t2)
+        metrics.LAST_SUCCESS.labels("sync").set(time.time())
+        self.last_sync = res
+        self.guard_held = res.guard.held
+        metrics.GUARD_HOLDING.set(1 if res.guard.held else 0)
+        metrics.GUARD_DELETES.set(res.guard.deletes)
+        await asyncio.to_thread(self._quarantine_metrics)
+        changed = f"source +{src.added} ~{src.updated} -{src.deleted}"
+        if src.kind == "full":
+            changed = f"source full import ({src.added + src.updated + src.unchanged} objects)"
+        target = f"target {tgt.objects} changes" if caught_up else "target import incomplete"
+        pending = sum(res.pending.values())
+        guard = "; deletion guard holds exports" if res.guard.held else ""
+        return CycleReport(
+            ok=True,
+            summary=f"{changed}, {target}, {pending} pending{guard}",
+            rules_hash=self.rules_hash,
+            target_caught_up=caught_up,
+            pending=dict(res.pending),
+            duration=time.monotonic() - t0,
+        )
+
+    def _source(self, full: bool) -> SourceResult:
+        res = self.source.full_import() if full else self.source.delta_import()
+        for result in ("added", "updated", "deleted", "unchanged"):
+            metrics.IMPORTED.labels("source", result).inc(getattr(res, result))
+        metrics.IMPORTED.labels("source", "error").inc(res.errors)
+        return res
+
+    def _quarantine_metrics(self) -> None:
+        with self.store.connection() as conn:
+            counts = quarantine.count(conn)
+        for phase in ("import", "sync", "export"):
+            metrics.QUARANTINED.labels(phase).set(counts.get(phase, 0))
+
+    async def catch_up_target(self) -> None:
+        """A new leader's first step: read what the previous leader wrote."""
+        for _ in range(10):
+            res = await self.target.import_delta(self.store)
+            if all(t.complete for t in res.types.values()):
+                return
+        log.warning("target.catch_up_incomplete")
+
+    async def export(self, fence: Fence, stop: StopFlag) -> ExportReport:
+        if self.guard_held:
+            return ExportReport("deletion guard holds all exports", held="deletion guard")
+        exporter = self.target.exporter(self.store, fence)
+        chunk = exporter.batch_size * exporter.concurrency
+        t0 = time.monotonic()
+        ok = failed = attempted = throttled = 0
+        fenced = ""
+        # Chunks of a few batches, so SIGTERM stops at the next chunk (in-flight batches finish).
+        while not stop.is_set():
+            rep = await exporter.export(limit=chunk, held=self.guard_held)
+            attempted += len(rep.results)
+            ok += rep.count("ok", "adopted")
+            failed += rep.count("error")
+            throttled += rep.throttled
+            for r in rep.results:
+                metrics.EXPORTED.labels(r.kind, r.outcome).inc()
+            metrics.GRAPH_THROTTLED.inc(rep.throttled)
+            if rep.fenced:
+                fenced = rep.fenced
+                break
+            if len(rep.results) < chunk:
+                break
+        seconds = time.monotonic() - t0
+        if not attempted and not fenced:
+            return ExportReport("nothing to export", duration=seconds)
+        summary = (
+            f"exported {attempted} ({ok} ok, {failed} rejected, {throttled} throttled) in {seconds:.1f}s"
+        )
+        if fenced:
+            summary += f"; stopped: {fenced}"
+        return ExportReport(summary, attempted, ok, failed, fenced=bool(fenced), duration=seconds)
+
+    def reload(self) -> str:
+        old = self.rules_hash
+        self.engine = engine_from_config(self.store, self.cfg)
+        rules = self.engine.rules
+        schema = replace(
+            self.target.schema,
+            user_attributes=rules.managed_attributes("user"),
+            group_attributes=rules.managed_attributes("group"),
+        )
+        self.target.schema = self.target.importer.schema = schema
+        return "rules unchanged" if old == self.rules_hash else f"rules {old[:12]} -> {self.rules_hash[:12]}"
+
+    def close(self) -> None:
+        self.source.close()
+
+    async def aclose(self) -> None:
+        await self.target.close()
