@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -244,6 +245,8 @@ def test_export_errors_count_attempts_then_quarantine_without_blocking_others(wo
     bad = next(o for o in world.ops() if o.anchor == guid(1))
     for attempt in range(1, 4):
         with store.transaction() as conn:
+            claimed = pending.claim(conn, epoch=1, node="a", limit=10, held=False)
+            assert bad.id in {o.id for o in claimed}
             rec = pending.record_result(
                 conn,
                 bad.id,
@@ -253,6 +256,11 @@ def test_export_errors_count_attempts_then_quarantine_without_blocking_others(wo
                 error="400 Request_BadRequest: invalid value",
                 max_attempts=3,
             )
+            for other in claimed:  # the rest of the batch did not run (e.g. the batch was cut short)
+                if other.id != bad.id:
+                    pending.record_result(
+                        conn, other.id, "retry", epoch=1, node="a", retry_after=timedelta(0)
+                    )
         assert rec.attempts == attempt
         with store.connection() as conn:
             conn.execute(
@@ -399,8 +407,6 @@ def test_no_diff_against_a_target_space_that_is_not_fully_imported(store: Store)
 
 
 def test_an_export_no_import_confirms_is_armed_again(store: Store) -> None:
-    from datetime import timedelta
-
     w = make_world(store, {}, confirm_timeout=timedelta(0))
     w.source(ad_user(1))
     w.sync()
@@ -412,3 +418,18 @@ def test_an_export_no_import_confirms_is_armed_again(store: Store) -> None:
     [again] = w.ops()
     assert again.kind == "create" and again.exported_at is None
     assert w.export_all(epoch=1) == 1
+
+
+def test_a_result_for_an_operation_recomputed_in_flight_does_not_settle_the_new_one(world: World) -> None:
+    world.source(ad_user(1))
+    world.sync()
+    with world.store.transaction() as conn:
+        [op] = pending.claim(conn, epoch=1, node="a", limit=10, held=False)
+    world.source(ad_user(1, title="Chef"))  # changes while the create is on its way
+    world.sync()
+    with world.store.transaction() as conn:
+        rec = pending.record_result(conn, op.id, "ok", epoch=1, node="a")
+    assert rec.superseded
+    [new] = world.ops()
+    assert new.exported_at is None and new.payload["jobTitle"] == "Chef"
+    assert world.export_all() == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
@@ -38,9 +39,12 @@ def busy(store: Store) -> World:
     w.sync()
     [create] = w.ops("create")
     with store.transaction() as conn:
-        pending.record_result(
-            conn, create.id, "error", epoch=1, node="a", error="400 ObjectConflict: userPrincipalName"
-        )
+        for op in pending.claim(conn, epoch=1, node="a", limit=100, held=False):
+            if op.id == create.id:
+                error = "400 ObjectConflict: userPrincipalName"
+                pending.record_result(conn, op.id, "error", epoch=1, node="a", error=error)
+            else:  # the rest of the batch was not sent
+                pending.record_result(conn, op.id, "retry", epoch=1, node="a", retry_after=timedelta(0))
     return w
 
 

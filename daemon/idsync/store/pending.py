@@ -279,7 +279,8 @@ class ResultRecorded:
     op_id: int
     attempts: int
     quarantined: bool
-    gone: bool = False  # the operation was replaced or confirmed meanwhile
+    gone: bool = False  # the operation was confirmed or dropped meanwhile
+    superseded: bool = False  # recomputed while in flight: the new version still has to run
 
 
 def record_result(
@@ -303,16 +304,17 @@ def record_result(
     retry: a transient failure (throttling); retried after `retry_after`, not counted as an attempt.
     error: counted; after `max_attempts` the operation is quarantined (phase export) with the
     reason, and never blocks the others.
+    An operation the sync recomputed while it was in flight (its claim was cleared) is only
+    journaled: the result belongs to the old version, and the new one still has to run.
     """
     row = conn.execute(
-        "SELECT object_type, anchor, kind, member_anchor, attempts, target_id FROM pending_export"
-        " WHERE id = %s"
-        " FOR UPDATE",
+        "SELECT object_type, anchor, kind, member_anchor, attempts, target_id, claimed_epoch"
+        " FROM pending_export WHERE id = %s FOR UPDATE",
         (op_id,),
     ).fetchone()
     if row is None:
         return ResultRecorded(op_id, 0, False, gone=True)
-    object_type, anchor, kind, member_anchor, attempts, old_target = row
+    object_type, anchor, kind, member_anchor, attempts, old_target, claimed_epoch = row
     conn.execute(
         "INSERT INTO export_journal (epoch, node, object_type, anchor, kind, member_anchor, target_id,"
         " request_id, http_status, outcome, error) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
@@ -330,6 +332,8 @@ def record_result(
             error,
         ),
     )
+    if claimed_epoch != epoch:
+        return ResultRecorded(op_id, int(attempts), False, superseded=True)
     quarantined = False
     if outcome in ("ok", "adopted"):
         conn.execute(
@@ -341,7 +345,7 @@ def record_result(
         conn.execute(
             "UPDATE pending_export SET not_before = now() + %s, last_error = %s, claimed_epoch = NULL"
             " WHERE id = %s",
-            (retry_after or timedelta(seconds=30), error, op_id),
+            (retry_after if retry_after is not None else timedelta(seconds=30), error, op_id),
         )
     else:
         attempts = int(attempts) + 1
