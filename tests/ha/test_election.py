@@ -188,3 +188,14 @@ def test_partitioned_leader_stops_writing_before_the_follower_promotes(
         assert b.coord.read().leader.node == "b"  # type: ignore[union-attr]
     finally:
         proxy.close()
+
+
+def test_pause_stops_automatic_promotion_but_not_failover(make_node: Callable[..., HaLoop]) -> None:
+    a, b = make_node("a"), make_node("b")
+    a.run_cycle(healthy())
+    a.coord.set_pause(PauseRecord(by="ops", at=time.time()))
+    a.coord.stop()  # the leader dies during maintenance
+    assert b.run_cycle(healthy()).sentence == "staging: no leader, paused: no automatic promotion"
+    b.coord.request_failover(FailoverRequest(to="b", by="ops", at=time.time()))
+    assert b.run_cycle(healthy()).sentence.startswith("promoted: epoch 2, forced by failover")
+    assert b.run_cycle(healthy()).sentence == "leader at epoch 2: paused by ops, exports held"

@@ -31,9 +31,15 @@ def _candidate(view: ClusterView, node: str, *, need_healthy: bool) -> MemberRec
     if member is None:
         known = ", ".join(sorted(view.members)) or "none"
         raise ControlError(f"unknown node {node!r}: it is not a running member (members: {known})")
-    if need_healthy and not member.healthy:
-        raise ControlError(f"node {node!r} is not healthy: {member.reason or 'no reason given'}")
+    if need_healthy and not healthy(member, time.time()):
+        why = "no cycle completed recently (hung?)" if member.healthy else member.reason or "no reason given"
+        raise ControlError(f"node {node!r} is not healthy: {why}")
     return member
+
+
+def healthy(member: MemberRecord, now: float) -> bool:
+    """Healthy as the member says, and still cycling (a hung process keeps its znodes)."""
+    return member.healthy and not member.stale(now)
 
 
 def switchover(
@@ -48,7 +54,7 @@ def switchover(
         if to == old:
             raise ControlError(f"{to} is already the leader")
         _candidate(view, to, need_healthy=True)
-    elif not any(m.healthy for n, m in view.members.items() if n != old):
+    elif not any(healthy(m, time.time()) for n, m in view.members.items() if n != old):
         raise ControlError("switchover is not possible: no healthy staging node to take over")
     started = time.monotonic()
     coord.request_switchover(SwitchoverRequest(to=to or "", by=by, at=time.time(), leader=old))
@@ -62,7 +68,7 @@ def failover(
     view = coord.read()
     if view.leader is not None:
         leader = view.members.get(view.leader.node)
-        if leader is not None and leader.healthy:
+        if leader is not None and healthy(leader, time.time()):
             raise ControlError(
                 f"leader {view.leader.node} is healthy: "
                 f"use `idsync switchover --to {to}` for a planned hand-over"
@@ -134,7 +140,7 @@ def render_status(view: ClusterView, cluster: str, now: float | None = None) -> 
         role = "leader" if view.leader and view.leader.node == name else m.role
         age = f"{now - m.last_cycle_ok:.0f}s ago" if m.last_cycle_ok else "never"
         pending = sum(m.pending.values())
-        health = "ok" if m.healthy else "UNHEALTHY"
+        health = "ok" if healthy(m, now) else "UNHEALTHY"
         row = f"{name:<16} {role:<8} {health:<8} {age:>10} {pending:>8}  {m.reason}"
         lines.append(row.rstrip())
     if not view.members:

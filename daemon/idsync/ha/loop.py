@@ -131,6 +131,7 @@ class HaLoop:
             pending=dict(health.pending),
             admin_url=self.admin_url,
             version=__version__,
+            interval=self.timing.loop_interval,
         )
 
     def _demote(self, reason: str) -> Decision:
@@ -271,6 +272,9 @@ class HaLoop:
                 return Decision(
                     "staging: no leader, handed over; letting another node take over", "staging", False, 0
                 )
+        if view.pause is not None and not forced and not (sw is not None and sw.to == self.node):
+            # Maintenance mode, as in Patroni: nothing changes leadership by itself.
+            return Decision("staging: no leader, paused: no automatic promotion", "staging", False, 0)
         if not healthy and not forced:
             return Decision(f"staging: no leader, not taking over: {why}", "staging", False, 0)
 

@@ -78,7 +78,12 @@ class MemberRecord:
     pending: dict[str, int] = field(default_factory=dict)
     admin_url: str = ""
     version: str = ""
+    interval: float = 0.0  # seconds between this node's cycles
     updated: float = field(default_factory=time.time)
+
+    def stale(self, now: float) -> bool:
+        """True when the node has not completed a cycle for much longer than its interval (hung)."""
+        return bool(self.interval) and now - self.last_cycle > 3 * self.interval + 5
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,100 @@
+"""A local idsync cluster: N `idsync run` processes, one Graph emulator, real ZK/PG/Samba."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from idsync.ha.records import ClusterView
+from idsync.ha.zk import Coordinator, ZkSettings
+from tests.cluster.emulator import EmulatorProcess
+from tests.cluster.instance import ClusterSpec, Instance, wait_for, write_config
+
+
+class LocalCluster:
+    """Starts, disrupts and observes the nodes of one test cluster."""
+
+    def __init__(self, workdir: Path, spec: ClusterSpec, emulator: EmulatorProcess) -> None:
+        self.workdir = workdir
+        self.spec = spec
+        self.emulator = emulator
+        self.nodes: dict[str, Instance] = {}
+        self.schemas: list[str] = []
+        self._ctl: Coordinator | None = None
+
+    def add(self, name: str) -> Instance:
+        schema = f"t_{name}_{uuid.uuid4().hex[:8]}"
+        self.schemas.append(schema)
+        path, port = write_config(self.spec, name, self.workdir / name, schema)
+        inst = Instance(name, path, port, self.workdir / name)
+        self.nodes[name] = inst
+        return inst
+
+    def start(self, *names: str) -> None:
+        for n in names:
+            (self.nodes.get(n) or self.add(n)).start()
+
+    # -- observation ------------------------------------------------------------------------
+
+    @property
+    def ctl(self) -> Coordinator:
+        if self._ctl is None:
+            self._ctl = Coordinator(
+                ZkSettings(hosts=self.spec.zk_hosts, session_timeout=10, retry_timeout=2),
+                self.spec.cluster,
+                "observer",
+            )
+            self._ctl.start(timeout=10)
+        return self._ctl
+
+    def view(self) -> ClusterView:
+        return self.ctl.read()
+
+    def leader(self) -> str | None:
+        v = self.view()
+        return v.leader.node if v.leader else None
+
+    def wait_leader(self, timeout: float = 30, *, other_than: str | None = None) -> str:
+        def ok() -> str | None:
+            name = self.leader()
+            return name if name and name != other_than else None
+
+        return str(wait_for(ok, timeout, f"a leader other than {other_than}" if other_than else "a leader"))
+
+    def state(self) -> dict[str, Any]:
+        return self.emulator.state()
+
+    def ctl_args(self) -> list[str]:
+        return ["--zookeeper", self.spec.zk_hosts, "--cluster", self.spec.cluster]
+
+    # -- teardown ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        for inst in self.nodes.values():
+            if inst.alive:
+                inst.resume()
+                inst.kill()
+        if self._ctl is not None:
+            self._ctl.stop()
+        with contextlib.suppress(psycopg.Error), psycopg.connect(self.spec.pg_dsn, autocommit=True) as conn:
+            for s in self.schemas:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{s}" CASCADE')
+
+
+def wait_converged(check: Any, timeout: float, what: str = "the target to match AD") -> None:
+    """Poll `check()` (a list of differences) until it is empty."""
+    last: list[str] = []
+
+    def done() -> bool:
+        nonlocal last
+        last = list(check())
+        return not last
+
+    try:
+        wait_for(done, timeout, what, step=0.25)
+    except AssertionError:
+        raise AssertionError(f"{what}: still {len(last)} differences, e.g. {last[:5]}") from None
