@@ -354,9 +354,22 @@ soft_match = true
 """
     )
     engine = engine_from_config(store, load_config(cfg))
+    assert engine.rules.anchor_attribute("group") == "extension_idsync_idsyncSourceAnchor"
     assert engine.rules.user.deprovision == "disable"
     assert engine.thresholds.count == 50 and engine.thresholds.percent == 5
     assert engine.soft_match
+    # The group anchor follows the extension the target configuration names.
+    text = cfg.read_text()
+    cfg.write_text(
+        text.replace(
+            "anonymous = true",
+            'anonymous = true\nanchor_extension_attribute = "extension_0123456789abcdef0123456789abcdef_src"',
+        )
+    )
+    assert (
+        engine_from_config(store, load_config(cfg)).rules.anchor_attribute("group")
+        == "extension_0123456789abcdef0123456789abcdef_src"
+    )
     rules.write_text('[user.flows]\njobTitle = "upper(source.title"\n')
     with pytest.raises(RulesError, match=r"user\.flows\.jobTitle: CEL compile error"):
         engine_from_config(store, load_config(cfg))

@@ -21,7 +21,7 @@ import structlog
 from idsync.model import Quarantined
 from idsync.store import desired, links, pending, quarantine, target_space, watermarks
 from idsync.store.db import Store
-from idsync.sync import guard
+from idsync.sync import defaults, guard
 from idsync.sync.errors import EvaluationError
 from idsync.sync.evaluate import Evaluator
 from idsync.sync.rules import Rules, load_rules
@@ -295,12 +295,23 @@ class _Laps:
         self._t = now
 
 
+def group_anchor_of(cfg: Config) -> str | None:
+    """The group anchor extension the target configuration names (the target connector's rule):
+    `anchor_extension_attribute`, else the extension of the app (`client_id`), else None."""
+    graph = cfg.target.graph
+    if graph.anchor_extension_attribute:
+        return graph.anchor_extension_attribute
+    if graph.client_id:
+        return defaults.group_anchor_attribute(str(graph.client_id))
+    return None
+
+
 def engine_from_config(store: Store, cfg: Config) -> SyncEngine:
     """The engine as `[sync]` and `[source] kind` configure it (rules file or the kind's preset).
 
     Raises RulesError listing every problem of the rules.
     """
-    rules = load_rules(cfg.sync.rules_file, source_kind=cfg.source.kind)
+    rules = load_rules(cfg.sync.rules_file, source_kind=cfg.source.kind, group_anchor=group_anchor_of(cfg))
     thresholds = guard.Thresholds(cfg.sync.deletion_threshold_count, cfg.sync.deletion_threshold_percent)
     return SyncEngine(
         store, rules, thresholds=thresholds, soft_match=cfg.sync.soft_match, check_target_rounds=True

@@ -181,14 +181,12 @@ def _unknown_keys(rule: str, data: Mapping[str, Any], known: set[str], problems:
 
 
 def _type_rules(
-    object_type: ObjectType, data: Mapping[str, Any], extension_app: str, problems: list[RuleProblem]
+    object_type: ObjectType, data: Mapping[str, Any], group_anchor: str, problems: list[RuleProblem]
 ) -> TypeRules:
     t = object_type
     _unknown_keys(t, data, _TYPE_KEYS, problems)
     enabled = bool(data.get("enabled", True))
-    default_anchor = (
-        "onPremisesImmutableId" if t == "user" else defaults.group_anchor_attribute(extension_app)
-    )
+    default_anchor = "onPremisesImmutableId" if t == "user" else group_anchor
     anchor_attribute = str(data.get("anchor_attribute") or default_anchor)
 
     deprovision = data.get("deprovision", "delete")
@@ -282,8 +280,15 @@ def _type_rules(
     )
 
 
-def rules_from_mapping(data: Mapping[str, Any], *, origin: str, source_kind: str = "ad") -> Rules:
-    """Build and validate rules from a parsed TOML document (its preset defaults to the source kind)."""
+def rules_from_mapping(
+    data: Mapping[str, Any], *, origin: str, source_kind: str = "ad", group_anchor: str | None = None
+) -> Rules:
+    """Build and validate rules from a parsed TOML document (its preset defaults to the source kind).
+
+    The group anchor attribute is, in order: `[group] anchor_attribute`, the extension of
+    `directory_extension_app`, `group_anchor` (what the target configuration names), and
+    `extension_idsync_idsyncSourceAnchor`.
+    """
     problems: list[RuleProblem] = []
     _unknown_keys("", data, _TOP_KEYS, problems)
     preset_name = str(data.get("preset", source_kind))
@@ -298,7 +303,9 @@ def rules_from_mapping(data: Mapping[str, Any], *, origin: str, source_kind: str
             RuleProblem("directory_extension_app", "must be an application id (letters, digits, dashes)")
         )
     preset = defaults.PRESETS[preset_name]
-    effective: dict[str, Any] = {"engine": ENGINE_VERSION, "directory_extension_app": extension_app}
+    if data.get("directory_extension_app") or not group_anchor:
+        group_anchor = defaults.group_anchor_attribute(extension_app)
+    effective: dict[str, Any] = {"engine": ENGINE_VERSION, "group_anchor": group_anchor}
     built: dict[str, TypeRules] = {}
     for t in OBJECT_TYPES:
         section = data.get(t, {})
@@ -307,17 +314,23 @@ def rules_from_mapping(data: Mapping[str, Any], *, origin: str, source_kind: str
             section = {}
         merged = _merge(preset.get(t, {}), section)
         effective[t] = merged
-        built[t] = _type_rules(t, merged, extension_app, problems)
+        built[t] = _type_rules(t, merged, group_anchor, problems)
     if problems:
         raise RulesError(origin, problems)
     digest = hashlib.sha256(orjson.dumps(effective, option=orjson.OPT_SORT_KEYS)).hexdigest()
     return Rules(origin=origin, user=built["user"], group=built["group"], hash=digest, effective=effective)
 
 
-def load_rules(path: Path | None, *, source_kind: str = "ad") -> Rules:
-    """Load the rules file (`[sync] rules_file`), or the preset for the source kind when None."""
+def load_rules(path: Path | None, *, source_kind: str = "ad", group_anchor: str | None = None) -> Rules:
+    """Load the rules file (`[sync] rules_file`), or the preset for the source kind when None.
+
+    `group_anchor` is the group anchor extension the target configuration names (see
+    rules_from_mapping for the order of precedence).
+    """
     if path is None:
-        return rules_from_mapping({}, origin=f"preset {source_kind}", source_kind=source_kind)
+        return rules_from_mapping(
+            {}, origin=f"preset {source_kind}", source_kind=source_kind, group_anchor=group_anchor
+        )
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -326,4 +339,4 @@ def load_rules(path: Path | None, *, source_kind: str = "ad") -> Rules:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RulesError(str(path), [RuleProblem("file", f"TOML syntax error: {exc}")]) from exc
-    return rules_from_mapping(data, origin=str(path), source_kind=source_kind)
+    return rules_from_mapping(data, origin=str(path), source_kind=source_kind, group_anchor=group_anchor)
