@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -16,6 +19,7 @@ import pytest
 from idsync.emulator.app import EmulatorServer
 from idsync.emulator.persistence import StateFileError
 from tests.emulator.conftest import Graph, make_config
+from tests.emulator.tlsutil import PKIFiles
 
 
 async def test_restart_keeps_objects_and_delta_tokens(tmp_path: Path) -> None:
@@ -71,7 +75,7 @@ async def test_broken_state_file_is_refused_with_its_name(tmp_path: Path) -> Non
         await EmulatorServer(make_config(), state_path=str(path)).start()
 
 
-def test_cli_serves_and_saves_on_sigterm(tmp_path: Path) -> None:
+def test_cli_serves_https_with_faults_and_saves_on_sigterm(tmp_path: Path, pki: PKIFiles) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -92,6 +96,12 @@ def test_cli_serves_and_saves_on_sigterm(tmp_path: Path) -> None:
             str(state),
             "--write-budget",
             "100",
+            "--tls-cert",
+            str(pki.server_cert),
+            "--tls-key",
+            str(pki.server_key),
+            "--fault",
+            '{"kind": "status", "status": 503, "count": 1, "path": "^/domains"}',
         ],
         cwd=root,
         stdout=subprocess.PIPE,
@@ -100,7 +110,9 @@ def test_cli_serves_and_saves_on_sigterm(tmp_path: Path) -> None:
     )
     try:
         line = proc.stdout.readline().decode() if proc.stdout else ""
-        assert f"http://127.0.0.1:{port}/v1.0" in line, line
+        assert f"https://127.0.0.1:{port}/v1.0" in line, line
+        ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
+        base = f"https://127.0.0.1:{port}"
         body = orjson.dumps(
             {
                 "accountEnabled": True,
@@ -110,17 +122,21 @@ def test_cli_serves_and_saves_on_sigterm(tmp_path: Path) -> None:
                 "passwordProfile": {"password": "Xy7!long-enough"},
             }
         )
-        import urllib.request
 
         req = urllib.request.Request(
-            f"http://127.0.0.1:{port}/v1.0/users",
+            f"{base}/v1.0/users",
             data=body,
             method="POST",
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
             assert r.status == 201
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_emulator/config", timeout=10) as r:
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"{base}/v1.0/domains", timeout=10, context=ctx)
+        assert e.value.code == 503  # the --fault rule
+        with urllib.request.urlopen(f"{base}/v1.0/domains", timeout=10, context=ctx) as r:
+            assert r.status == 200
+        with urllib.request.urlopen(f"{base}/_emulator/config", timeout=10, context=ctx) as r:
             cfg = orjson.loads(r.read())
         assert (
             cfg["write_budget"] == 100 and cfg["domains"] == ["corp.example"] and "client_secret" not in cfg

@@ -169,3 +169,55 @@ async def test_resource_unit_budget_throttles_reads_by_cost(graph: Graph) -> Non
     assert r.status == 429
     assert r.headers["x-ms-throttle-information"] == "ResourceUnitLimitExceeded"
     assert r.headers["x-ms-throttle-scope"].startswith("Tenant_Application/ReadWrite/")
+
+
+async def test_replication_delay_hides_new_objects_until_it_passes(graph: Graph) -> None:
+    graph.em.configure(replication_delay=30.0)
+    u = await graph.create_user("zed")
+    g = await graph.create_group("zeds")
+    assert (await graph.call("GET", f"/users/{u['id']}")).status == 404
+    assert (await graph.call("PATCH", f"/users/{u['id']}", {"jobTitle": "x"})).status == 404
+    r = await graph.call(
+        "POST",
+        f"/groups/{g['id']}/members/$ref",
+        {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{u['id']}"},
+    )
+    assert r.status == 400
+    assert (
+        r.body["error"]["message"]
+        == "The source resource object or one of the objects being referenced don't exist."
+    )
+    # uniqueness is enforced at once: a retried create conflicts even before the object is visible
+    r = await graph.call(
+        "POST",
+        "/users",
+        {
+            "accountEnabled": True,
+            "displayName": "Z",
+            "mailNickname": "zed",
+            "userPrincipalName": "zed@example.com",
+            "passwordProfile": {"password": "Xy7!long-enough"},
+        },
+    )
+    assert r.status == 400 and r.body["error"]["details"][0]["code"] == "ObjectConflict"
+    graph.em.advance_clock(31)
+    graph.token = graph.em.auth.issue()
+    assert (await graph.call("GET", f"/users/{u['id']}")).status == 200
+    r = await graph.call(
+        "POST",
+        f"/groups/{g['id']}/members/$ref",
+        {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{u['id']}"},
+    )
+    assert r.status == 204
+
+
+async def test_latency_fault_delays_the_answer(graph: Graph) -> None:
+    import time
+
+    graph.em.faults.add(Fault(kind="latency", latency=0.3, path="^/domains$"))
+    t0 = time.monotonic()
+    assert (await graph.call("GET", "/domains")).status == 200
+    assert time.monotonic() - t0 >= 0.3
+    t0 = time.monotonic()
+    assert (await graph.call("GET", "/domains")).status == 200  # count 1: spent
+    assert time.monotonic() - t0 < 0.3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import signal
 import sys
 from pathlib import Path
@@ -35,6 +36,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--read-window", type=float, metavar="S", help="resource-unit window in seconds")
     parser.add_argument("--no-throttle", action="store_true", help="turn both budgets off")
     parser.add_argument("--token-lifetime", type=float, metavar="S", help="access token lifetime")
+    parser.add_argument(
+        "--replication-delay",
+        type=float,
+        metavar="S",
+        help="keep new objects invisible for S seconds (Graph's eventual consistency)",
+    )
+    parser.add_argument(
+        "--fault",
+        action="append",
+        metavar="JSON",
+        help='a fault rule active from the start, e.g. \'{"kind": "status", "status": 503, '
+        '"probability": 0.05, "count": null}\' (repeatable)',
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     from idsync.emulator.app import EmulatorServer
     from idsync.emulator.config import EmulatorConfig
+    from idsync.emulator.faults import Fault
     from idsync.emulator.persistence import StateFileError
 
     cfg = EmulatorConfig(anonymous=args.anonymous)
@@ -60,7 +75,14 @@ def run(args: argparse.Namespace) -> int:
         cfg.domains = args.domain
     if args.extension:
         cfg.extensions = args.extension
-    for name in ("write_budget", "write_window", "read_budget", "read_window", "token_lifetime"):
+    for name in (
+        "write_budget",
+        "write_window",
+        "read_budget",
+        "read_window",
+        "token_lifetime",
+        "replication_delay",
+    ):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     if args.no_throttle:
@@ -77,6 +99,12 @@ def run(args: argparse.Namespace) -> int:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(args.tls_cert, args.tls_key)
     server = EmulatorServer(cfg, host, int(port), ctx, args.state, args.save_interval)
+    for text in args.fault or []:
+        try:
+            server.emulator.faults.add(Fault.from_dict(json.loads(text)))
+        except (ValueError, TypeError) as e:
+            print(f"graph-emulator: bad --fault {text!r}: {e}", file=sys.stderr)
+            return 2
     # a directory of 10^5 objects is long-lived data: collect the young generation less often
     gc.set_threshold(50_000, 20, 100)
 

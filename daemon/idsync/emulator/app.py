@@ -62,7 +62,9 @@ async def _graph(request: web.Request, em: Emulator) -> web.Response:
             call.app_id = em.auth.verify(headers.get("authorization"))
         except GraphError as e:
             reply = error_reply(e, call)
-            em._log(call, reply.status, str(uuid.uuid4()), None, None, "unauthenticated")
+            rid = str(uuid.uuid4())
+            reply.headers["request-id"] = rid
+            em.record(call, reply.status, rid, None, None, "unauthenticated")
             return _send(reply)
     else:
         call.app_id = em.cfg.client_id

@@ -17,7 +17,8 @@ class EmulatorConfig:
 
     `write_budget`/`write_window` is Graph's identity write quota per app+tenant (3,000 per
     150 s); `read_budget`/`read_window` its resource-unit quota (8,000 RU per 10 s for a large
-    tenant). A budget of 0 turns that limit off.
+    tenant). A budget of 0 turns that limit off. `replication_delay` keeps new objects invisible
+    to reads and references for that many seconds, as Graph's replication lag does.
     """
 
     tenant_id: str = DEFAULT_TENANT
@@ -36,6 +37,7 @@ class EmulatorConfig:
     delta_token_lifetime: float = 7 * 86400.0
     soft_delete_retention: float = 30 * 86400.0
     shuffle_batch_responses: bool = False
+    replication_delay: float = 0.0
     request_log_size: int = 500_000
 
     @property

@@ -37,6 +37,7 @@ class Emulator:
     def __init__(self, cfg: EmulatorConfig | None = None, seed: int = 0) -> None:
         self.cfg = cfg or EmulatorConfig()
         self.store = Store()
+        self.store.replication_delay = self.cfg.replication_delay
         self.auth = Auth(self.cfg, self.store.clock)
         self.throttle = Throttle(self.cfg)
         self.faults = Faults(seed)
@@ -50,7 +51,7 @@ class Emulator:
         fault = self.faults.take(call, ("throttle", "status", "gone", "drop"))
         note = ""
         if fault is not None and fault.kind == "drop" and not fault.after:
-            self._log(call, 0, rid, item, batch_id, "dropped before processing")
+            self.record(call, 0, rid, item, batch_id, "dropped before processing")
             raise DropConnection(applied=False)
         if fault is not None and fault.kind in ("throttle", "status", "gone"):
             reply = self._fault_reply(fault, call)
@@ -70,12 +71,12 @@ class Emulator:
                 if verdict.used > 0.8:
                     reply.headers["x-ms-throttle-limit-percentage"] = f"{verdict.used:.1f}"
         if fault is not None and fault.kind == "drop":
-            self._log(call, reply.status, rid, item, batch_id, "response dropped after processing")
+            self.record(call, reply.status, rid, item, batch_id, "response dropped after processing")
             raise DropConnection(applied=True)
         reply.headers.setdefault("request-id", rid)
         if "client-request-id" in call.headers:
             reply.headers["client-request-id"] = call.headers["client-request-id"]
-        self._log(call, reply.status, rid, item, batch_id, note)
+        self.record(call, reply.status, rid, item, batch_id, note)
         return reply
 
     def execute_batch(self, call: Call) -> Reply:
@@ -91,7 +92,7 @@ class Emulator:
             except GraphError as e:
                 reply = error_reply(e, call)
         reply.headers["request-id"] = rid
-        self._log(call, reply.status, rid, None, None, "batch")
+        self.record(call, reply.status, rid, None, None, "batch")
         return reply
 
     def _fault_reply(self, fault: Fault, call: Call) -> Reply:
@@ -119,9 +120,10 @@ class Emulator:
             err.headers["Retry-After"] = str(fault.retry_after)
         return error_reply(err, call)
 
-    def _log(
+    def record(
         self, call: Call, status: int, rid: str, item: str | None, batch_id: str | None, note: str
     ) -> None:
+        """Append an answered call to the request log."""
         q = "&".join(f"{k}={v}" for k, v in call.query.items())
         self.log.add(
             time=self.store.clock.now(),
@@ -165,12 +167,14 @@ class Emulator:
             "delta_token_lifetime",
             "domains",
             "extensions",
+            "replication_delay",
         }
         bad = set(settings) - allowed
         if bad:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(bad))}")
         for k, v in settings.items():
             setattr(self.cfg, k, v)
+        self.store.replication_delay = self.cfg.replication_delay
         self.throttle.reset()
 
     def seed_users(self, count: int, prefix: str = "user", domain: str | None = None) -> list[str]:

@@ -24,6 +24,7 @@ MAX_BINDS = 20
 ALREADY_MEMBER = (
     "One or more added object references already exist for the following modified properties: 'members'."
 )
+NOT_REPLICATED = "The source resource object or one of the objects being referenced don't exist."
 NOT_MEMBER = (
     "One or more removed object references do not exist for the following modified properties: 'members'."
 )
@@ -67,6 +68,8 @@ def _resolve_binds(em: Emulator, binds: dict[str, Any], group: DirObject | None)
             mid = ref_id(u, rel)
             obj = em.store.live(None, mid)
             if obj is None:
+                if em.store.replicating(mid):
+                    raise bad_request(NOT_REPLICATED)
                 raise not_found(mid)
             if rel == "owners" and obj.kind != "user":
                 raise bad_request("Invalid object type for owners: only users can own a security group.")
@@ -220,11 +223,15 @@ def list_members(em: Emulator, call: Call, ident: str, refs: bool = False) -> Re
 
 def add_member_ref(em: Emulator, call: Call, ident: str) -> Reply:
     """POST /groups/{id}/members/$ref {"@odata.id": ".../directoryObjects/{id}"} -> 204."""
+    if em.store.replicating(ident):
+        raise bad_request(NOT_REPLICATED)  # a just-created group: Graph's eventual consistency
     g = find_group(em, ident)
     body = call.json()
     mid = ref_id(body.get("@odata.id"))
     m = em.store.live(None, mid)
     if m is None:
+        if em.store.replicating(mid):
+            raise bad_request(NOT_REPLICATED)
         raise not_found(mid)
     if mid in g.members:
         raise bad_request(ALREADY_MEMBER)

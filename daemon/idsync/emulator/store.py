@@ -69,6 +69,8 @@ class Store:
 
     def __init__(self) -> None:
         self.clock = Clock()
+        # seconds a new object stays invisible to reads and references (Graph's replication lag)
+        self.replication_delay = 0.0
         self.reset()
 
     def reset(self) -> None:
@@ -84,6 +86,8 @@ class Store:
         self.by_upn: dict[str, str] = {}
         self.by_immutable: dict[str, str] = {}
         self.by_proxy: dict[str, str] = {}
+        # objects created less than replication_delay ago: id -> when they become visible
+        self.fresh: dict[str, float] = {}
 
     # --- change numbers -------------------------------------------------------------------
     def next_seq(self) -> int:
@@ -122,7 +126,19 @@ class Store:
         o = self.objects.get(ident)
         if o is None or o.deleted_at is not None or (kind is not None and o.kind != kind):
             return None
+        if self.fresh and self.replicating(ident):
+            return None
         return o
+
+    def replicating(self, ident: str) -> bool:
+        """Whether `ident` was created too recently to be visible yet."""
+        until = self.fresh.get(ident)
+        if until is None:
+            return False
+        if self.clock.now() >= until:
+            del self.fresh[ident]
+            return False
+        return True
 
     def user(self, id_or_upn: str) -> DirObject | None:
         """A live user by id or by userPrincipalName (case-insensitive)."""
@@ -142,6 +158,8 @@ class Store:
         for cseq, ident in self.created[kind].after(after_created):
             o = self.objects.get(ident)
             if o is not None and o.created_seq == cseq and o.deleted_at is None:
+                if self.fresh and self.replicating(o.id):
+                    continue
                 yield o
 
     # --- unique keys ------------------------------------------------------------------------
@@ -207,6 +225,8 @@ class Store:
         self.created[kind].append(seq, ident)
         self.live_count[kind] += 1
         self.index(obj)
+        if self.replication_delay > 0:
+            self.fresh[ident] = self.clock.now() + self.replication_delay
         return obj
 
     def add_member(self, group: DirObject, member: DirObject) -> None:
