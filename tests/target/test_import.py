@@ -87,6 +87,7 @@ async def test_a_crash_between_pages_resumes_at_the_next_page(
     em: Emulator, target: GraphTarget, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     em.configure(delta_page_size=2)
+    target.importer.prefetch = 1  # one page per transaction
     users = [add_user(em, f"u{i}", immutable=f"imm{i}") for i in range(9)]
     real_write = target.importer._write
     calls = {"n": 0}

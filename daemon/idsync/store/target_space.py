@@ -25,11 +25,6 @@ from idsync.model import ObjectType
 from idsync.store import watermarks
 from idsync.store.runs import RunCounts
 
-_TEMP = """
-CREATE TEMP TABLE IF NOT EXISTS _tgt_in (
-    id text PRIMARY KEY, attrs jsonb, anchor text, anchor_known boolean
-) ON COMMIT DELETE ROWS;
-"""
 WATERMARK = "target.delta.{}"
 
 
@@ -146,7 +141,6 @@ def apply_page(conn: psycopg.Connection, page: TargetPage) -> RunCounts:
     counts = RunCounts()
     with conn.cursor() as cur:
         if page.objects:
-            cur.execute(_TEMP.encode())
             by_id: dict[str, TargetRow] = {}
             for r in page.objects:
                 prev = by_id.get(r.id)
@@ -158,51 +152,90 @@ def apply_page(conn: psycopg.Connection, page: TargetPage) -> RunCounts:
                         r.anchor_known or prev.anchor_known,
                     )
                 by_id[r.id] = r
-            with cur.copy("COPY _tgt_in (id, attrs, anchor, anchor_known) FROM STDIN") as cp:
-                for r in by_id.values():
-                    cp.write_row((r.id, orjson.dumps(r.attrs).decode(), r.anchor, r.anchor_known))
-            changed = (
-                "((t.attrs || i.attrs) <> t.attrs OR t.deleted"
-                " OR (i.anchor_known AND i.anchor IS DISTINCT FROM t.anchor))"
-            )
-            row = cur.execute(
-                f"SELECT count(*) FILTER (WHERE {changed}), count(*) FILTER (WHERE NOT {changed})"
-                " FROM _tgt_in i JOIN target_object t USING (id)"
-            ).fetchone()
-            assert row is not None
-            counts.updated, counts.unchanged = int(row[0]), int(row[1])
-            cur.execute(
-                "UPDATE target_object t SET attrs = t.attrs || i.attrs,"
-                " anchor = CASE WHEN i.anchor_known THEN i.anchor ELSE t.anchor END, deleted = false,"
-                f" changed_seq = CASE WHEN {changed} THEN nextval('change_seq') ELSE t.changed_seq END,"
-                " updated_at = now() FROM _tgt_in i WHERE t.id = i.id"
-            )
-            cur.execute(
-                "INSERT INTO target_object (id, object_type, anchor, attrs)"
-                " SELECT i.id, %s, i.anchor, i.attrs FROM _tgt_in i"
-                " WHERE NOT EXISTS (SELECT 1 FROM target_object t WHERE t.id = i.id)",
-                (page.object_type,),
-            )
-            counts.added = cur.rowcount
+            existing = {
+                r[0] for r in cur.execute("SELECT id FROM target_object WHERE id = ANY(%s)", (list(by_id),))
+            }
+            new = [r for i, r in by_id.items() if i not in existing]
+            if new:  # new objects (most of a first import) take the fast path
+                with cur.copy("COPY target_object (id, object_type, anchor, attrs) FROM STDIN") as cp:
+                    for r in new:
+                        attrs = {k: v for k, v in r.attrs.items() if v is not None}  # null = absent
+                        cp.write_row((r.id, page.object_type, r.anchor, orjson.dumps(attrs).decode()))
+                counts.added += len(new)
+            row = cur.execute("SELECT last_value FROM change_seq").fetchone()
+            floor = int(row[0]) if row else 0
+            for known in (True, False):
+                rows = [r for i, r in by_id.items() if r.anchor_known is known and i in existing]
+                if rows:
+                    _upsert(cur, page.object_type, rows, known, floor, counts)
         if page.removed:
             counts.deleted = _delete(cur, page.removed)
         touched: set[str] = set()
         if page.members_added:
-            rows = cur.execute(
+            added = cur.execute(
                 "INSERT INTO target_member (group_id, member_id)"
                 " SELECT * FROM unnest(%s::text[], %s::text[]) ON CONFLICT DO NOTHING RETURNING group_id",
                 ([g for g, _ in page.members_added], [m for _, m in page.members_added]),
             ).fetchall()
-            touched.update(r[0] for r in rows)
+            touched.update(r[0] for r in added)
         if page.members_removed:
-            rows = cur.execute(
+            gone = cur.execute(
                 "DELETE FROM target_member m USING unnest(%s::text[], %s::text[]) AS x(g, mm)"
                 " WHERE m.group_id = x.g AND m.member_id = x.mm RETURNING m.group_id",
                 ([g for g, _ in page.members_removed], [m for _, m in page.members_removed]),
             ).fetchall()
-            touched.update(r[0] for r in rows)
+            touched.update(r[0] for r in gone)
         _touch(cur, touched)
     return counts
+
+
+_UPSERT = """
+WITH i AS (
+    SELECT * FROM unnest(%(ids)s::text[], %(attrs)s::jsonb[], %(anchors)s::text[]) AS i(id, attrs, anchor)
+),
+u AS (
+    INSERT INTO target_object AS t (id, object_type, anchor, attrs)
+    SELECT id, %(type)s, anchor, jsonb_strip_nulls(attrs) FROM i
+    ON CONFLICT (id) DO UPDATE SET attrs = jsonb_strip_nulls(t.attrs || excluded.attrs), anchor = {anchor},
+        deleted = false,
+        changed_seq = CASE WHEN jsonb_strip_nulls(t.attrs || excluded.attrs) <> t.attrs OR t.deleted
+            OR {anchor_changed}
+            THEN nextval('change_seq') ELSE t.changed_seq END,
+        updated_at = now()
+    RETURNING xmax = 0 AS inserted, changed_seq
+)
+SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted AND changed_seq > %(floor)s),
+    count(*) FILTER (WHERE NOT inserted AND changed_seq <= %(floor)s) FROM u
+"""
+
+
+def _upsert(
+    cur: psycopg.Cursor[Any],
+    object_type: str,
+    rows: list[TargetRow],
+    known: bool,
+    floor: int,
+    counts: RunCounts,
+) -> None:
+    """Insert or merge rows; `known`: the rows say what the anchor is (else it stays as it was)."""
+    sql = _UPSERT.format(
+        anchor="excluded.anchor" if known else "t.anchor",
+        anchor_changed="excluded.anchor IS DISTINCT FROM t.anchor" if known else "false",
+    )
+    row = cur.execute(
+        sql.encode(),
+        {
+            "ids": [r.id for r in rows],
+            "attrs": [orjson.dumps(r.attrs).decode() for r in rows],
+            "anchors": [r.anchor for r in rows],
+            "type": object_type,
+            "floor": floor,
+        },
+    ).fetchone()
+    assert row is not None
+    counts.added += int(row[0])
+    counts.updated += int(row[1])
+    counts.unchanged += int(row[2])
 
 
 def _delete(cur: psycopg.Cursor[Any], ids: Iterable[str]) -> int:

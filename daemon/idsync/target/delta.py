@@ -9,11 +9,13 @@ a full round, logged as `target.delta.resync`; a full round ends by sweeping wha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+import orjson
 import structlog
 
 from idsync.model import OBJECT_TYPES, ObjectType
@@ -29,6 +31,8 @@ log = structlog.get_logger(__name__)
 
 COLLECTION: dict[ObjectType, str] = {"user": "users", "group": "groups"}
 RESYNC_CODES = frozenset({"syncStateNotFound", "resyncRequired", "syncStateInvalid"})
+# Pages fetched ahead of the writer; a transaction takes every page already fetched (up to this).
+PREFETCH = 8
 
 
 @dataclass
@@ -71,9 +75,45 @@ class ImportResult:
         return "; ".join(t.sentence() for t in self.types.values()) + f" in {self.seconds:.1f}s"
 
 
-@dataclass
-class _Page:
-    body: dict[str, Any]
+@dataclass(frozen=True)
+class RawPage:
+    """A delta page as Graph sent it, with the link that follows it."""
+
+    content: bytes
+    next_link: str | None
+    delta_link: str | None
+
+
+_NEXT = b'"@odata.nextLink":'
+_DELTA = b'"@odata.deltaLink":'
+
+
+def _json_string_at(content: bytes, key: bytes) -> str | None:
+    """The string value of a top-level `key` found by search (keys cannot occur inside strings:
+    their quotes would be escaped); None when absent."""
+    i = content.rfind(key)
+    if i < 0:
+        return None
+    start = content.index(b'"', i + len(key))
+    end = start + 1
+    while True:
+        end = content.index(b'"', end)
+        if content[end - 1] != 0x5C:  # not an escaped quote
+            break
+        end += 1
+    value = orjson.loads(content[start : end + 1])
+    return value if isinstance(value, str) else None
+
+
+def page_links(content: bytes) -> tuple[str | None, str | None]:
+    """`(nextLink, deltaLink)` of a delta page without parsing its objects, so the fetcher can go on
+    at once and the objects are parsed by the writer."""
+    try:
+        return _json_string_at(content, _NEXT), _json_string_at(content, _DELTA)
+    except (ValueError, orjson.JSONDecodeError):
+        body = orjson.loads(content)
+        nxt, dl = body.get("@odata.nextLink"), body.get("@odata.deltaLink")
+        return (nxt if isinstance(nxt, str) else None), (dl if isinstance(dl, str) else None)
 
 
 def parse_page(object_type: ObjectType, value: list[dict[str, Any]], anchor_attribute: str) -> TargetPage:
@@ -105,6 +145,7 @@ class DeltaImporter:
         # Pages of users and groups are fetched concurrently but written one at a time: a user's
         # deletion touches its groups' rows, and two writers would deadlock on them.
         self._write_lock = asyncio.Lock()
+        self.prefetch = PREFETCH
 
     def start_url(self, object_type: ObjectType) -> str:
         """The first page of a full round."""
@@ -144,64 +185,89 @@ class DeltaImporter:
     async def _round(
         self, store: Store, object_type: ObjectType, pos: DeltaPosition | None, res: TypeImport
     ) -> None:
+        """One round: a fetcher follows the links ahead while pages are written; every
+        transaction holds the pages fetched so far (at least one, whole) and the link after them."""
         fresh = pos is None
         full = fresh or bool(pos and pos.full and not pos.complete)
         round_start = None if pos is None else pos.round_start
         link = self.start_url(object_type) if pos is None else pos.link
         res.full = full
-        anchor_attr = self.schema.anchor_attribute(object_type)
         sig = self.schema.signature(object_type)
-        pending = asyncio.ensure_future(self._fetch(object_type, link))
+        pages: asyncio.Queue[RawPage | BaseException] = asyncio.Queue(maxsize=self.prefetch)
+        fetcher = asyncio.ensure_future(self._follow(object_type, link, pages))
         try:
             while True:
-                body = await pending
-                nxt = body.get("@odata.nextLink")
-                delta = body.get("@odata.deltaLink")
-                if not isinstance(nxt, str) and not isinstance(delta, str):
-                    what = f"{COLLECTION[object_type]} delta"
-                    raise GraphRequestError(what, 200, "NoLink", "page has neither nextLink nor deltaLink")
-                if isinstance(nxt, str):
-                    pending = asyncio.ensure_future(self._fetch(object_type, nxt))
-                value = body.get("value") or []
-                page = parse_page(object_type, value, anchor_attr)
-                new_pos = DeltaPosition(
-                    link=nxt if isinstance(nxt, str) else str(delta),
-                    complete=not isinstance(nxt, str),
-                    full=full,
-                    select=sig,
-                    server=self.client.base_url,
-                    round_start=round_start,
-                )
-                begin = fresh
-                fresh = False
-                async with self._write_lock:
-                    counts, round_start, swept = await asyncio.to_thread(
-                        self._write, store, page, new_pos, begin
+                got = [await pages.get()]
+                while len(got) < self.prefetch and not pages.empty():
+                    got.append(pages.get_nowait())
+                failure = next((g for g in got if isinstance(g, BaseException)), None)
+                batch = [g for g in got if isinstance(g, RawPage)]
+                if batch:
+                    last = batch[-1]
+                    new_pos = DeltaPosition(
+                        link=last.next_link or str(last.delta_link),
+                        complete=last.next_link is None,
+                        full=full,
+                        select=sig,
+                        server=self.client.base_url,
+                        round_start=round_start,
                     )
-                res.counts.add(counts)
-                res.counts.deleted += swept
-                res.pages += 1
-                res.objects += len(value)
-                res.member_changes += len(page.members_added) + len(page.members_removed)
-                if not isinstance(nxt, str):
-                    res.complete = True
-                    return
+                    begin, fresh = fresh, False
+                    async with self._write_lock:
+                        results, round_start, swept = await asyncio.to_thread(
+                            self._write, store, object_type, batch, new_pos, begin
+                        )
+                    for counts, objects, changes in results:
+                        res.counts.add(counts)
+                        res.objects += objects
+                        res.member_changes += changes
+                    res.counts.deleted += swept
+                    res.pages += len(batch)
+                    if new_pos.complete:
+                        res.complete = True
+                        return
+                if failure is not None:
+                    raise failure
         finally:
-            if not pending.done():
-                pending.cancel()
+            if not fetcher.done():
+                fetcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await fetcher
+
+    async def _follow(
+        self, object_type: ObjectType, link: str, out: asyncio.Queue[RawPage | BaseException]
+    ) -> None:
+        """Fetch pages from `link` on, into `out`, until a deltaLink (or a failure, passed on)."""
+        try:
+            while True:
+                page = await self._fetch(object_type, link)
+                await out.put(page)
+                if page.next_link is None:
+                    return
+                link = page.next_link
+        except Exception as e:
+            await out.put(e)
 
     def _write(
-        self, store: Store, page: TargetPage, pos: DeltaPosition, begin: bool
-    ) -> tuple[RunCounts, str | None, int]:
-        """One transaction: (start of round,) page, (sweep,) and the position after the page."""
+        self, store: Store, object_type: ObjectType, pages: list[RawPage], pos: DeltaPosition, begin: bool
+    ) -> tuple[list[tuple[RunCounts, int, int]], str | None, int]:
+        """One transaction: (start of round,) the pages, (sweep,) and the position after them."""
         swept = 0
+        anchor_attr = self.schema.anchor_attribute(object_type)
         with store.transaction() as conn:
+            # Losing this commit in a server crash is harmless: the link is lost with the pages.
+            conn.execute("SET LOCAL synchronous_commit = off")
             round_start = pos.round_start
             if begin:
-                round_start = target_space.begin_full_round(conn, page.object_type)
-            counts = target_space.apply_page(conn, page)
+                round_start = target_space.begin_full_round(conn, object_type)
+            results = []
+            for p in pages:
+                value = orjson.loads(p.content).get("value") or []
+                page = parse_page(object_type, value, anchor_attr)
+                changes = len(page.members_added) + len(page.members_removed)
+                results.append((target_space.apply_page(conn, page), len(value), changes))
             if pos.complete and pos.full and round_start:
-                swept = target_space.sweep_unseen(conn, page.object_type, round_start)
+                swept = target_space.sweep_unseen(conn, object_type, round_start)
             stored = DeltaPosition(
                 pos.link,
                 pos.complete,
@@ -210,17 +276,17 @@ class DeltaImporter:
                 pos.server,
                 round_start if not pos.complete else None,
             )
-            target_space.save_position(conn, page.object_type, stored)
-        return counts, round_start, swept
+            target_space.save_position(conn, object_type, stored)
+        return results, round_start, swept
 
-    async def _fetch(self, object_type: ObjectType, link: str) -> dict[str, Any]:
+    async def _fetch(self, object_type: ObjectType, link: str) -> RawPage:
         what = f"{COLLECTION[object_type]} delta"
         resp = await self.client.get(link, what=what)
         if resp.status == 200:
-            body = resp.json()
-            if not isinstance(body, dict):
-                raise GraphRequestError(what, 200, "BadBody", "the page is not a JSON object")
-            return body
+            next_link, delta_link = page_links(resp.content)
+            if next_link is None and delta_link is None:
+                raise GraphRequestError(what, 200, "NoLink", "page has neither nextLink nor deltaLink")
+            return RawPage(resp.content, next_link, delta_link)
         code, message = resp.error()
         if resp.status == 410 or code in RESYNC_CODES:
             raise ResyncRequired(COLLECTION[object_type], resp.status, code)
