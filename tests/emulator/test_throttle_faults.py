@@ -221,3 +221,23 @@ async def test_latency_fault_delays_the_answer(graph: Graph) -> None:
     t0 = time.monotonic()
     assert (await graph.call("GET", "/domains")).status == 200  # count 1: spent
     assert time.monotonic() - t0 < 0.3
+
+
+async def test_fencing_check_finds_a_write_from_an_older_epoch(graph: Graph) -> None:
+    u = await graph.create_user("ora")
+    fencing = graph.server.url + "/_emulator/fencing"
+
+    async def patch(epoch: int, title: str) -> None:
+        ua = {"User-Agent": f"idsync/0.1 (node=n{epoch}; epoch={epoch})"}
+        assert (await graph.call("PATCH", f"/users/{u['id']}", {"jobTitle": title}, headers=ua)).status == 204
+
+    await patch(6, "a")
+    await patch(7, "b")
+    await patch(7, "c")
+    async with graph.session.get(fencing) as r:
+        assert (await r.json())["ok"] is True
+    await patch(6, "late")  # the deposed leader writes after the new one did
+    async with graph.session.get(fencing) as r:
+        verdict = await r.json()
+    assert verdict["ok"] is False
+    assert [v["user_agent"] for v in verdict["violations"]] == ["idsync/0.1 (node=n6; epoch=6)"]

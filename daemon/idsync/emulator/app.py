@@ -21,6 +21,7 @@ from idsync.emulator.config import EmulatorConfig
 from idsync.emulator.core import DropConnection, Emulator
 from idsync.emulator.errors import GraphError, segment_not_found
 from idsync.emulator.faults import Fault
+from idsync.emulator.reqlog import EPOCH_PATTERN, stale_epoch_writes
 
 EMULATOR_KEY: web.AppKey[Emulator] = web.AppKey("emulator", Emulator)
 
@@ -125,6 +126,10 @@ async def _admin(request: web.Request, em: Emulator, what: str) -> web.Response:
             limit = int(request.query["limit"]) if "limit" in request.query else None
             entries = [e.to_dict() for e in em.log.since(since, writes, limit)]
             return _json(200, {"requests": entries, "seq": em.log.seq})
+        if what == "fencing" and m == "GET":
+            pattern = request.query.get("pattern", EPOCH_PATTERN)
+            bad = stale_epoch_writes(list(em.log.entries), pattern)
+            return _json(200, {"ok": not bad, "violations": [e.to_dict() for e in bad]})
         if what == "faults":
             if m == "GET":
                 return _json(200, {"faults": [f.to_dict() for f in em.faults.rules]})

@@ -7,6 +7,7 @@ Tests use this object directly for setup and inspection (`seed_users`, `faults.a
 
 from __future__ import annotations
 
+import logging
 import random
 import uuid
 from typing import Any
@@ -21,6 +22,8 @@ from idsync.emulator.reqlog import RequestLog
 from idsync.emulator.routing import route
 from idsync.emulator.store import Store, iso_now
 from idsync.emulator.throttle import Throttle
+
+log = logging.getLogger(__name__)
 
 
 class DropConnection(Exception):
@@ -67,6 +70,10 @@ class Emulator:
                     reply = route(self, call)
                 except GraphError as e:
                     reply = error_reply(e, call)
+                except Exception as e:  # an emulator bug must still answer like Graph, and be visible
+                    log.exception("emulator.handler_failed", extra={"method": call.method, "path": call.path})
+                    reply = error_reply(GraphError(500, "generalException", f"Emulator error: {e!r}"), call)
+                    note = "emulator error"
                 reply.headers["x-ms-resource-unit"] = str(verdict.ru)
                 if verdict.used > 0.8:
                     reply.headers["x-ms-throttle-limit-percentage"] = f"{verdict.used:.1f}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -58,3 +59,29 @@ class RequestLog:
     def clear(self) -> None:
         """Forget all entries (seq keeps counting)."""
         self.entries.clear()
+
+
+EPOCH_PATTERN = r"epoch[=:/ ]?(\d+)"
+
+
+def stale_epoch_writes(entries: list[LoggedRequest], pattern: str = EPOCH_PATTERN) -> list[LoggedRequest]:
+    """Writes whose User-Agent names an older epoch than a write already seen before them.
+
+    This is the fencing check of the HA tests: once epoch N has written, no write from an epoch
+    below N may reach Graph. Requests dropped before processing never reached it and are skipped;
+    writes without an epoch in their User-Agent are ignored.
+    """
+    rx = re.compile(pattern, re.IGNORECASE)
+    newest = -1
+    out = []
+    for e in entries:
+        if not e.write or (e.status == 0 and e.note.startswith("dropped before")):
+            continue
+        m = rx.search(e.user_agent)
+        if not m:
+            continue
+        epoch = int(m.group(1))
+        if epoch < newest:
+            out.append(e)
+        newest = max(newest, epoch)
+    return out
