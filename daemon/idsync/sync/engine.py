@@ -19,7 +19,7 @@ import psycopg
 import structlog
 
 from idsync.model import Quarantined
-from idsync.store import desired, links, pending, quarantine, target_space, watermarks
+from idsync.store import desired, diff, links, pending, quarantine, target_space, watermarks
 from idsync.store.db import Store
 from idsync.sync import defaults, guard
 from idsync.sync.errors import EvaluationError
@@ -156,11 +156,11 @@ class SyncEngine:
             linked = links.link(conn, soft)
             lap("link")
             deprovision = {t: self.rules.of(t).deprovision for t in ("user", "group")}
-            obj = pending.diff_objects(conn, deprovision)
+            obj = diff.diff_objects(conn, deprovision)
             lap("diff_objects")
-            mem = pending.diff_members(conn)
+            mem = diff.diff_members(conn)
             lap("diff_members")
-            rearmed = pending.rearm_unconfirmed(conn, self.confirm_timeout)
+            rearmed = diff.rearm_unconfirmed(conn, self.confirm_timeout)
 
             watermarks.put(conn, SOURCE_WATERMARK, str(src_upto).encode())
             watermarks.put(conn, TARGET_WATERMARK, str(tgt_upto).encode())

@@ -1,0 +1,139 @@
+"""The diff: desired state vs target space, written as pending exports (all set-based SQL).
+
+Works on the anchors the engine marked dirty (`_dirty`, `_dirty_groups`, see store.desired) and
+makes their queue rows equal to what they should be now: new operations appear, changed ones are
+replaced, and operations whose effect the target space already shows are deleted — the
+confirmation by import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+
+import psycopg
+
+from idsync.store.pending import MEMBER_KINDS, OBJECT_KINDS
+
+_OPS = """
+CREATE TEMP TABLE IF NOT EXISTS _ops (
+    object_type text, anchor text, kind text, member_anchor text, target_id text, payload jsonb
+) ON COMMIT DROP;
+TRUNCATE _ops;
+"""
+
+
+def diff_objects(conn: psycopg.Connection, deprovision: Mapping[str, str]) -> dict[str, int]:
+    """Recompute create/update/delete for the anchors in `_dirty` (see store.desired).
+
+    create: desired, not linked — the full desired attributes (nulls left out).
+    update: desired and linked — only the managed attributes whose value differs, each with its
+        full desired value; null clears. Absent, null and [] are the same value (Graph reports an
+        empty multi-valued attribute as [] and an unset single-valued one as null or not at all).
+    delete / disable: linked, no longer desired, per the type's deprovision setting. Only linked
+        objects (created, hard- or soft-matched by idsync) are ever deleted; `leave` unlinks.
+    """
+    conn.execute(_OPS.encode())
+    conn.execute(
+        "INSERT INTO _ops SELECT d.object_type, d.anchor, 'create', '', NULL, jsonb_strip_nulls(d.attrs)"
+        " FROM _dirty x JOIN desired_object d ON d.anchor = x.anchor"
+        " WHERE NOT EXISTS (SELECT 1 FROM sync_link l WHERE l.anchor = d.anchor)"
+    )
+    conn.execute(
+        "INSERT INTO _ops SELECT d.object_type, d.anchor, 'update', '', t.id, p.payload"
+        " FROM _dirty x JOIN desired_object d ON d.anchor = x.anchor"
+        " JOIN sync_link l ON l.anchor = d.anchor"
+        " JOIN target_object t ON t.id = l.target_id AND NOT t.deleted"
+        " CROSS JOIN LATERAL (SELECT jsonb_object_agg(e.key, e.value) AS payload FROM jsonb_each(d.attrs) e"
+        "  WHERE nullif(nullif(e.value, 'null'::jsonb), '[]'::jsonb)"
+        "   IS DISTINCT FROM nullif(nullif(t.attrs -> e.key, 'null'::jsonb), '[]'::jsonb)) p"
+        " WHERE p.payload IS NOT NULL"
+    )
+    by_mode: dict[str, list[str]] = {"delete": [], "disable": [], "leave": []}
+    for object_type, mode in deprovision.items():
+        by_mode[mode].append(object_type)
+    orphans = (
+        " FROM _dirty x JOIN sync_link l ON l.anchor = x.anchor"
+        " JOIN target_object t ON t.id = l.target_id AND NOT t.deleted"
+        " WHERE NOT EXISTS (SELECT 1 FROM desired_object d WHERE d.anchor = l.anchor)"
+        " AND l.object_type = ANY(%s)"
+    )
+    conn.execute(
+        "INSERT INTO _ops SELECT l.object_type, l.anchor, 'delete', '', t.id, '{}'::jsonb" + orphans,
+        (by_mode["delete"],),
+    )
+    conn.execute(
+        "INSERT INTO _ops SELECT l.object_type, l.anchor, 'update', '', t.id, '{\"accountEnabled\": false}'"
+        + orphans
+        + " AND coalesce(t.attrs -> 'accountEnabled', 'null'::jsonb) <> 'false'::jsonb",
+        (by_mode["disable"],),
+    )
+    left = conn.execute(
+        "DELETE FROM sync_link l USING _dirty x WHERE l.anchor = x.anchor AND l.object_type = ANY(%s)"
+        " AND NOT EXISTS (SELECT 1 FROM desired_object d WHERE d.anchor = l.anchor)",
+        (by_mode["leave"],),
+    ).rowcount
+    counts = _reconcile(conn, "_dirty", OBJECT_KINDS)
+    counts["left"] = left
+    return counts
+
+
+def diff_members(conn: psycopg.Connection) -> dict[str, int]:
+    """Recompute member_add / member_remove for the groups in `_dirty_groups`.
+
+    Adds: desired members not in the target group (waiting, if group or member has no target
+    object yet). Removes: target members that idsync links to a source anchor and that are no
+    longer desired members; members idsync does not know (added in the cloud) are left alone.
+    """
+    conn.execute(_OPS.encode())
+    conn.execute(
+        "INSERT INTO _ops SELECT 'group', m.group_anchor, 'member_add', m.member_anchor, NULL, '{}'::jsonb"
+        " FROM _dirty_groups g JOIN desired_member m ON m.group_anchor = g.anchor"
+        " WHERE NOT EXISTS (SELECT 1 FROM sync_link lg JOIN sync_link lm ON lm.anchor = m.member_anchor"
+        "  JOIN target_member tm ON tm.group_id = lg.target_id AND tm.member_id = lm.target_id"
+        "  WHERE lg.anchor = m.group_anchor)"
+    )
+    conn.execute(
+        "INSERT INTO _ops SELECT 'group', g.anchor, 'member_remove', lm.anchor, NULL, '{}'::jsonb"
+        " FROM _dirty_groups g JOIN desired_object d ON d.anchor = g.anchor"
+        " JOIN sync_link lg ON lg.anchor = g.anchor JOIN target_member tm ON tm.group_id = lg.target_id"
+        " JOIN sync_link lm ON lm.target_id = tm.member_id"
+        " WHERE NOT EXISTS (SELECT 1 FROM desired_member m"
+        "  WHERE m.group_anchor = g.anchor AND m.member_anchor = lm.anchor)"
+    )
+    return _reconcile(conn, "_dirty_groups", MEMBER_KINDS)
+
+
+def _reconcile(conn: psycopg.Connection, dirty: str, kinds: tuple[str, ...]) -> dict[str, int]:
+    """Make the queue rows of the dirty anchors (of these kinds) equal to `_ops`."""
+    confirmed = conn.execute(
+        f"DELETE FROM pending_export p USING {dirty} x WHERE p.anchor = x.anchor AND p.kind = ANY(%s)"
+        " AND NOT EXISTS (SELECT 1 FROM _ops o WHERE o.object_type = p.object_type AND o.anchor = p.anchor"
+        "  AND o.kind = p.kind AND o.member_anchor = p.member_anchor)",
+        (list(kinds),),
+    ).rowcount
+    # Same payload: keep attempts and quarantine, but re-arm an exported row (the target was
+    # re-imported and still differs, so the export did not land). New payload: a fresh operation.
+    written = conn.execute(
+        "INSERT INTO pending_export AS p (object_type, anchor, kind, member_anchor, target_id, payload)"
+        " SELECT object_type, anchor, kind, member_anchor, target_id, payload FROM _ops"
+        " ON CONFLICT (object_type, anchor, kind, member_anchor) DO UPDATE SET"
+        " target_id = excluded.target_id, payload = excluded.payload, computed_at = now(),"
+        " exported_at = NULL, claimed_epoch = NULL, claimed_by = NULL, claimed_at = NULL,"
+        " attempts = CASE WHEN p.payload = excluded.payload THEN p.attempts ELSE 0 END,"
+        " last_error = CASE WHEN p.payload = excluded.payload THEN p.last_error END,"
+        " not_before = CASE WHEN p.payload = excluded.payload THEN p.not_before END,"
+        " quarantined_at = CASE WHEN p.payload = excluded.payload THEN p.quarantined_at END"
+        " WHERE p.payload IS DISTINCT FROM excluded.payload OR p.exported_at IS NOT NULL"
+        "  OR p.target_id IS DISTINCT FROM excluded.target_id"
+    ).rowcount
+    return {"confirmed": confirmed, "written": written}
+
+
+def rearm_unconfirmed(conn: psycopg.Connection, older_than: timedelta) -> int:
+    """Exported operations no import has confirmed for this long are exported again."""
+    return conn.execute(
+        "UPDATE pending_export SET exported_at = NULL, claimed_epoch = NULL, claimed_by = NULL,"
+        " claimed_at = NULL WHERE exported_at < now() - %s",
+        (older_than,),
+    ).rowcount
