@@ -1,0 +1,96 @@
+"""The Graph client: authentication modes, token scope per cloud, the write budget's arithmetic."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+
+from idsync.config.target import GraphSettings
+from idsync.emulator.app import EmulatorServer
+from idsync.emulator.config import DEFAULT_CLIENT_ID, DEFAULT_TENANT, EmulatorConfig
+from idsync.target import GraphAuthError, GraphClient, GraphUnavailable
+from idsync.target.auth import graph_scope
+from idsync.target.budget import WriteBudget
+from tests.target.conftest import make_settings
+
+
+async def test_a_wrong_secret_is_an_auth_error_naming_app_and_tenant(
+    server: EmulatorServer, tls: tuple[Path, ssl.SSLContext, Path], tmp_path: Path
+) -> None:
+    bad = tmp_path / "secret"
+    bad.write_text("not-the-secret")
+    client = GraphClient(make_settings(server, tls, client_secret_file=bad))
+    with pytest.raises(
+        GraphAuthError, match=rf"refused a token for app {DEFAULT_CLIENT_ID} in tenant {DEFAULT_TENANT}"
+    ):
+        await client.get("/users", what="users")
+    await client.close()
+
+
+async def test_anonymous_only_against_an_anonymous_emulator() -> None:
+    async with EmulatorServer(EmulatorConfig(anonymous=True)) as srv:
+        srv.emulator.seed_users(2)
+        settings = GraphSettings(graph_endpoint=srv.url, anonymous=True)
+        async with GraphClient(settings) as client:
+            resp = await client.get("/users?$select=id", what="users")
+        assert resp.status == 200 and len(resp.json()["value"]) == 2
+        assert not [e for e in srv.emulator.log.since(0) if "authorization" in e.note]
+
+
+async def test_a_private_ca_is_trusted_only_when_configured(server: EmulatorServer) -> None:
+    settings = GraphSettings(graph_endpoint=server.url, anonymous=True)  # no ca_file
+    async with GraphClient(settings, read_attempts=1) as client:
+        with pytest.raises(GraphUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+            await client.get("/users", what="users")
+    assert server.emulator.log.since(0) == []
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "scope"),
+    [
+        ("https://graph.microsoft.com", "https://graph.microsoft.com/.default"),
+        ("https://graph.microsoft.us", "https://graph.microsoft.us/.default"),
+        ("https://microsoftgraph.chinacloudapi.cn", "https://microsoftgraph.chinacloudapi.cn/.default"),
+        ("https://127.0.0.1:8443", "https://graph.microsoft.com/.default"),
+    ],
+)
+def test_the_token_scope_follows_the_cloud(endpoint: str, scope: str) -> None:
+    assert graph_scope(GraphSettings(graph_endpoint=endpoint)) == scope
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_the_budget_spends_a_full_bucket_then_its_rate() -> None:
+    clock = Clock()
+    b = WriteBudget(3000, 150, clock=clock)
+    assert b.wait_for(20) == 0
+    b.tokens = 0
+    assert b.wait_for(20) == pytest.approx(1.0)  # 20 writes/s
+    clock.t += 0.5
+    assert b.wait_for(20) == pytest.approx(0.5)
+
+
+def test_a_429_pauses_slows_down_and_quiet_time_wins_the_rate_back() -> None:
+    clock = Clock()
+    b = WriteBudget(3000, 150, clock=clock)
+    b.throttled(10)
+    assert b.wait_for(1) == pytest.approx(10.0)  # nothing before Retry-After
+    assert b.rate == pytest.approx(16.0)  # 20 writes/s less 20 %
+    b.throttled(10)  # more items of the same episode: one decrease only
+    assert b.rate == pytest.approx(16.0)
+    clock.t += 11
+    b.throttled(5)  # a new episode
+    assert b.rate == pytest.approx(12.8)
+    clock.t += 150  # a quiet window
+    b.wait_for(1)
+    assert b.rate == pytest.approx(20.0)  # back to the configured rate, not above
+    b.throttled(None)  # no Retry-After: a second's pause
+    assert b.wait_for(1) == pytest.approx(1.0)
