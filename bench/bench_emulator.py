@@ -36,6 +36,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of a process in MB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def _start(port: int) -> subprocess.Popen[bytes]:
     exe = [sys.executable, "-m", "idsync", "graph-emulator", "--listen", f"127.0.0.1:{port}", "--no-throttle"]
     root = Path(__file__).resolve().parent.parent
@@ -116,7 +130,9 @@ async def _run() -> list[Figure]:
                 assert r.status == 200, await r.text()
             seed_s = time.perf_counter() - t0
 
+            cpu0 = _cpu_s(proc.pid)
             objects, delta_s, pages, ids, delta_link = await _delta(session, url, headers)
+            delta_cpu = _cpu_s(proc.pid) - cpu0
             if objects != USERS:
                 raise RuntimeError(f"delta returned {objects} objects for {USERS} users")
             delta_rate = objects / delta_s
@@ -136,7 +152,9 @@ async def _run() -> list[Figure]:
                     if r.status != 204:
                         raise RuntimeError(f"PATCH failed: {r.status}")
 
+            cpu0 = _cpu_s(proc.pid)
             write_s = await _concurrent(WRITES, patch)
+            write_cpu = _cpu_s(proc.pid) - cpu0
             write_rate = WRITES / write_s
 
             batches = WRITES // 20
@@ -165,6 +183,7 @@ async def _run() -> list[Figure]:
 
             # the next round after all those writes reads only what changed
             changed, round_s, _, _, _ = await _delta(session, url, headers, delta_link)
+            rss_mb = _rss_mb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -201,6 +220,25 @@ async def _run() -> list[Figure]:
             round(changed / round_s) if round_s else 0,
             "objects/s",
             note=f"{changed} changed users of {USERS} in {round_s:.2f} s",
+        ),
+        Figure("emulator peak RSS", round(rss_mb), "MB", note=f"{USERS} users, request log on"),
+        Figure(
+            "emulator CPU capacity, delta",
+            round(objects / delta_cpu) if delta_cpu else 0,
+            "objects/CPU-s",
+            target=">= 50000",
+            ok=objects / delta_cpu >= 50_000 if delta_cpu else None,
+            note="objects per second of emulator CPU time: what one free core would serve",
+        ),
+        Figure(
+            "emulator CPU capacity, single writes",
+            round(WRITES / write_cpu) if write_cpu else 0,
+            "writes/CPU-s",
+            target=">= 2000",
+            ok=WRITES / write_cpu >= 2000 if write_cpu else None,
+            note=f"{write_cpu / WRITES * 1e6:.0f} us of emulator CPU per PATCH (HTTP included)"
+            if write_cpu
+            else "",
         ),
     ]
 
