@@ -239,6 +239,8 @@ def test_prometheus_scrapes_both_nodes_with_their_token(compose: dict[str, Any])
 
 
 def test_graph_emulator_files_and_identity(compose: dict[str, Any]) -> None:
+    from idsync.emulator.config import EmulatorConfig
+
     svc = compose["services"]["graph-emulator"]
     args = dict(str(a).split("=", 1) for a in svc["command"] if str(a).startswith("--"))
     for opt in ("--tls-cert", "--tls-key", "--client-secret-file"):
@@ -249,6 +251,16 @@ def test_graph_emulator_files_and_identity(compose: dict[str, Any]) -> None:
         assert graph["tenant_id"] == args["--tenant"] and graph["client_id"] == args["--client-id"]
         secret = (ROOT / "deploy/compose" / graph["client_secret_file"]).read_text()
         assert secret == in_container(svc, args["--client-secret-file"]).read_text()
+        # the group anchor extension must be one the emulator registers for this app
+        registered = [a.split("=", 1)[1] for a in svc["command"] if str(a).startswith("--extension=")]
+        for name in registered or EmulatorConfig().extensions:
+            if (
+                graph["anchor_extension_attribute"]
+                == f"extension_{args['--client-id'].replace('-', '')}_{name}"
+            ):
+                break
+        else:
+            raise AssertionError(f"{graph['anchor_extension_attribute']} is not registered by the emulator")
     ca = ROOT / "deploy/compose/secrets/demo-ca.pem"
     cert = in_container(svc, args["--tls-cert"])
     openssl = shutil.which("openssl")
