@@ -241,3 +241,36 @@ def test_a_delta_killed_after_a_committed_page_resumes_without_loss_or_duplicate
     assert snapshot(fresh) == snapshot(store)
     failed = [r for r in runs.recent(store, "source.delta") if r.status == "failed"]
     assert len(failed) == 1 and "Killed" in (failed[0].error or "")
+
+
+def test_usn_positions_are_refused_after_a_dc_restore_or_on_another_dc(
+    ad: Directory,
+    samba_ou: str,
+    store: Store,
+    ad_settings: Callable[..., LdapSourceSettings],
+    importer_for: Callable[..., SourceImporter],
+) -> None:
+    import orjson
+
+    from idsync.source import usn
+
+    ad.add(f"CN=u1,{samba_ou}", USER_CLASSES, user_attrs(unique("u")))
+    imp = importer_for(ad_settings(delta_mode="usn"), store)
+    imp.full_import()
+    assert imp.delta_import().fallback is None
+
+    def tamper(**state: object) -> None:
+        with store.transaction() as conn:
+            wm = watermarks.get(conn, usn.WATERMARK)
+            assert wm is not None
+            doc = orjson.loads(wm.value)
+            doc["state"].update(state)
+            watermarks.put(conn, usn.WATERMARK, orjson.dumps(doc), wm.server)
+
+    tamper(invocation_id="00000000-0000-0000-0000-000000000001")
+    restored = imp.delta_import()
+    assert restored.kind == "full" and "invocationId changed" in (restored.fallback or "")
+    tamper(usn=10**12)
+    ahead = imp.delta_import()
+    assert ahead.kind == "full" and "below the stored" in (ahead.fallback or "")
+    assert imp.delta_import().fallback is None
