@@ -245,3 +245,29 @@ async def test_startswith_filter(graph: Graph) -> None:
     assert got == {"user1@example.com", "user10@example.com", "user11@example.com"}
     r = await graph.call("GET", "/users?$filter=startswith(jobTitle,'Eng')")
     assert r.status == 400 and r.body["error"]["code"] == "Request_UnsupportedQuery"
+
+
+async def test_objects_synced_by_entra_connect_are_read_only(graph: Graph) -> None:
+    u = await graph.create_user("ned")
+    g = await graph.create_group("synced")
+    async with graph.session.post(
+        graph.server.url + "/_emulator/synced", json={"ids": [u["id"], g["id"]]}
+    ) as mark:
+        assert (await mark.json())["marked"] == 2
+    message = (
+        "Unable to update the specified properties for on-premises mastered Directory Sync objects or "
+        "objects currently undergoing migration."
+    )
+    r = await graph.call("PATCH", f"/users/{u['id']}", {"jobTitle": "x"})
+    assert r.status == 400 and r.body["error"]["message"] == message
+    assert (await graph.call("PATCH", f"/users/{u['id']}", {"usageLocation": "FR"})).status == 204
+    assert (await graph.call("DELETE", f"/users/{u['id']}")).status == 400
+    other = await graph.create_user("nel")
+    r = await graph.call(
+        "POST",
+        f"/groups/{g['id']}/members/$ref",
+        {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{other['id']}"},
+    )
+    assert r.status == 400 and r.body["error"]["message"] == message
+    r = await graph.call("GET", f"/users/{u['id']}?$select=onPremisesSyncEnabled")
+    assert r.body["onPremisesSyncEnabled"] is True

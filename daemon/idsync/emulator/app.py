@@ -155,6 +155,10 @@ async def _admin(request: web.Request, em: Emulator, what: str) -> web.Response:
             ids = em.seed_users(int(data.get("users", 0)), data.get("prefix", "user"), data.get("domain"))
             gc.freeze()  # bulk objects are long-lived: keep them out of every GC pass
             return _json(200, {"users": len(ids), "first": ids[:1]})
+        if what == "synced" and m == "POST":
+            data = orjson.loads(await request.read())
+            found = em.mark_synced(list(data["ids"]), bool(data.get("synced", True)))
+            return _json(200, {"marked": found})
         if what == "token" and m == "POST":
             return _json(200, {"access_token": em.auth.issue()})
         if what == "save" and m == "POST":

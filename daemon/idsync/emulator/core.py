@@ -213,6 +213,20 @@ class Emulator:
             ids.append(self.store.add("user", props).id)
         return ids
 
+    def mark_synced(self, ids: list[str], synced: bool = True) -> int:
+        """Mark objects as synced by Entra Connect (`onPremisesSyncEnabled`): Graph then refuses
+        writes to their directory-mastered properties, deletes and member changes. Returns how
+        many objects were found."""
+        found = 0
+        for ident in ids:
+            o = self.store.objects.get(ident)
+            if o is None:
+                continue
+            found += 1
+            o.props["onPremisesSyncEnabled"] = synced
+            self.store.touch(o, ["onPremisesSyncEnabled"])
+        return found
+
     def dump(self) -> dict[str, Any]:
         """The whole directory as JSON-ready data (GET /_emulator/state)."""
         st = self.store

@@ -89,6 +89,26 @@ def read_only(prop: str) -> GraphError:
     return bad_request(f"Property '{prop}' is read-only and cannot be set.")
 
 
+CLOUD_MASTERED = frozenset({"usageLocation", "preferredLanguage", "passwordPolicies", "passwordProfile"})
+
+
+def check_cloud_writable(props: dict[str, Any], names: object = ()) -> None:
+    """400 when a write touches an object Entra Connect syncs from on-premises AD.
+
+    `props` are the target object's properties; `names` the properties being written (empty for
+    deletes and membership changes, which are refused outright).
+    """
+    if props.get("onPremisesSyncEnabled") is not True:
+        return
+    written = set(names)  # type: ignore[call-overload]
+    if written and written <= CLOUD_MASTERED:
+        return
+    raise bad_request(
+        "Unable to update the specified properties for on-premises mastered Directory Sync objects or "
+        "objects currently undergoing migration."
+    )
+
+
 def method_not_allowed() -> GraphError:
     """405 as Graph sends it for a method the target does not support."""
     return GraphError(

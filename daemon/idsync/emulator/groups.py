@@ -7,7 +7,14 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from idsync.emulator.call import Call, Reply
-from idsync.emulator.errors import GraphError, bad_request, invalid_object_id, invalid_value, not_found
+from idsync.emulator.errors import (
+    GraphError,
+    bad_request,
+    check_cloud_writable,
+    invalid_object_id,
+    invalid_value,
+    not_found,
+)
 from idsync.emulator.listing import link, list_objects
 from idsync.emulator.model import GROUP_RELATIONS, ODATA_TYPE, DirObject
 from idsync.emulator.odata import decode_token, encode_token, parse_select, parse_top
@@ -159,6 +166,7 @@ def patch_group(em: Emulator, call: Call, ident: str) -> Reply:
     """PATCH /groups/{id} -> 204, including `members@odata.bind` (at most 20, all or nothing)."""
     g = find_group(em, ident)
     props, binds = clean_body("group", call.json(), em.cfg)
+    check_cloud_writable(g.props, [*props, *(f"{b}@odata.bind" for b in binds)])
     for name in ("displayName", "mailNickname", "mailEnabled", "securityEnabled"):
         if name in props and props[name] is None:
             raise invalid_value(name, "Group")
@@ -180,7 +188,9 @@ def patch_group(em: Emulator, call: Call, ident: str) -> Reply:
 
 def delete_group(em: Emulator, call: Call, ident: str) -> Reply:
     """DELETE /groups/{id} -> 204; security groups are deleted permanently at once."""
-    em.store.purge(find_group(em, ident))
+    g = find_group(em, ident)
+    check_cloud_writable(g.props)
+    em.store.purge(g)
     return Reply(204)
 
 
@@ -226,6 +236,7 @@ def add_member_ref(em: Emulator, call: Call, ident: str) -> Reply:
     if em.store.replicating(ident):
         raise bad_request(NOT_REPLICATED)  # a just-created group: Graph's eventual consistency
     g = find_group(em, ident)
+    check_cloud_writable(g.props)
     body = call.json()
     mid = ref_id(body.get("@odata.id"))
     m = em.store.live(None, mid)
@@ -244,6 +255,7 @@ def add_member_ref(em: Emulator, call: Call, ident: str) -> Reply:
 def remove_member_ref(em: Emulator, call: Call, ident: str, mid: str) -> Reply:
     """DELETE /groups/{id}/members/{mid}/$ref -> 204; 404 when it is not a member."""
     g = find_group(em, ident)
+    check_cloud_writable(g.props)
     if mid not in g.members:
         raise GraphError(404, "Request_ResourceNotFound", NOT_MEMBER)
     em.store.remove_member(g, mid)
@@ -253,6 +265,7 @@ def remove_member_ref(em: Emulator, call: Call, ident: str, mid: str) -> Reply:
 def delete_member_object(em: Emulator, call: Call, ident: str, mid: str) -> Reply:
     """DELETE /groups/{id}/members/{mid} without `/$ref` deletes the member object itself, as in Graph."""
     g = find_group(em, ident)
+    check_cloud_writable(g.props)
     if mid not in g.members:
         raise not_found(mid)
     m = em.store.objects[mid]

@@ -7,7 +7,14 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from idsync.emulator.call import Call, Reply
-from idsync.emulator.errors import GraphError, bad_request, conflict, invalid_value, not_found
+from idsync.emulator.errors import (
+    GraphError,
+    bad_request,
+    check_cloud_writable,
+    conflict,
+    invalid_value,
+    not_found,
+)
 from idsync.emulator.listing import list_objects
 from idsync.emulator.model import USER_RELATIONS, DirObject
 from idsync.emulator.odata import parse_select
@@ -153,6 +160,7 @@ def patch_user(em: Emulator, call: Call, ident: str) -> Reply:
     """PATCH /users/{id | upn} -> 204; only changed values count as changes for delta."""
     obj = find_user(em, ident)
     props, binds = clean_body("user", call.json(), em.cfg)
+    check_cloud_writable(obj.props, props)
     if binds:
         raise GraphError(
             400,
@@ -191,5 +199,6 @@ def patch_user(em: Emulator, call: Call, ident: str) -> Reply:
 def delete_user(em: Emulator, call: Call, ident: str) -> Reply:
     """DELETE /users/{id | upn} -> 204; the user goes to /directory/deletedItems for 30 days."""
     obj = find_user(em, ident)
+    check_cloud_writable(obj.props)
     em.store.soft_delete(obj)
     return Reply(204)
