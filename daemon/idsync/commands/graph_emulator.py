@@ -88,9 +88,16 @@ def run(args: argparse.Namespace) -> int:
     if args.no_throttle:
         cfg.write_budget = cfg.read_budget = 0
     host, _, port = args.listen.rpartition(":")
+    host = host.strip("[]")
     if not host or not port.isdigit():
         print(f"graph-emulator: --listen wants HOST:PORT, not {args.listen!r}", file=sys.stderr)
         return 2
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        print(
+            "graph-emulator: warning: /_emulator (state, reset, faults) has no authentication; "
+            f"it is reachable by anyone who can reach {host}",
+            file=sys.stderr,
+        )
     ctx = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):

@@ -237,12 +237,13 @@ class Emulator:
                 d["members"] = list(o.members)
             return d
 
+        live = sorted((o for o in st.objects.values() if o.deleted_at is None), key=lambda o: o.created_seq)
         return {
             "seq": st.seq,
             "generation": st.generation,
             "clock": st.clock.now(),
-            "users": [view(o) for o in st.iter_live("user")],
-            "groups": [view(o) for o in st.iter_live("group")],
+            "users": [view(o) for o in live if o.kind == "user"],
+            "groups": [view(o) for o in live if o.kind == "group"],
             "deletedItems": [view(o) for o in st.objects.values() if o.deleted_at is not None],
             "counts": dict(st.live_count),
         }
