@@ -241,3 +241,24 @@ async def test_fencing_check_finds_a_write_from_an_older_epoch(graph: Graph) -> 
         verdict = await r.json()
     assert verdict["ok"] is False
     assert [v["user_agent"] for v in verdict["violations"]] == ["idsync/0.1 (node=n6; epoch=6)"]
+
+
+async def test_a_drop_rule_hitting_a_batch_item_drops_the_whole_batch(graph: Graph) -> None:
+    graph.em.faults.add(Fault(kind="drop", in_batch=True, after=True, methods=["PATCH"]))
+    u = await graph.create_user("pam")
+    reqs = [
+        {
+            "id": "1",
+            "method": "PATCH",
+            "url": f"/users/{u['id']}",
+            "headers": {"Content-Type": "application/json"},
+            "body": {"jobTitle": "applied"},
+        },
+        {"id": "2", "method": "GET", "url": "/domains"},
+    ]
+    with pytest.raises(aiohttp.ClientError):
+        await graph.call("POST", "/$batch", {"requests": reqs})
+    # the item ran before the connection went: the caller cannot know, the log can
+    assert (await graph.call("GET", f"/users/{u['id']}?$select=jobTitle")).body["jobTitle"] == "applied"
+    notes = [e.note for e in graph.em.log.since(0) if e.item == "1"]
+    assert notes == ["response dropped after processing"]

@@ -43,6 +43,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="keep new objects invisible for S seconds (Graph's eventual consistency)",
     )
     parser.add_argument(
+        "--request-log-size",
+        type=int,
+        metavar="N",
+        help="keep the last N calls for /_emulator/requests (default 200000)",
+    )
+    parser.add_argument(
         "--fault",
         action="append",
         metavar="JSON",
@@ -82,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         "read_window",
         "token_lifetime",
         "replication_delay",
+        "request_log_size",
     ):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))

@@ -38,7 +38,7 @@ class EmulatorConfig:
     soft_delete_retention: float = 30 * 86400.0
     shuffle_batch_responses: bool = False
     replication_delay: float = 0.0
-    request_log_size: int = 500_000
+    request_log_size: int = 200_000
 
     @property
     def app_id_nodash(self) -> str:

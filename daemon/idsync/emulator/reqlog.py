@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LoggedRequest:
     """One answered call. Batch items carry the envelope's `batch` request-id and their `item` id."""
 
