@@ -121,8 +121,9 @@ class AdDirectory:
                 continue
             raw = e["raw_attributes"]
             guid = str(uuid.UUID(bytes_le=raw["objectGUID"][0]))
+            attrs = e["attributes"]
             out[guid] = {
-                k: e["attributes"].get(k)
+                k: (v[0] if v else None) if isinstance(v := attrs.get(k), list) else v
                 for k in ("userPrincipalName", "displayName", "userAccountControl", "department")
             }
         return out
