@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from structlog.testing import capture_logs
 
@@ -12,6 +13,7 @@ from idsync.emulator.faults import Fault
 from idsync.store import target_space
 from idsync.store.db import Store
 from idsync.target import GraphTarget
+from idsync.target.delta import page_links
 from tests.target.conftest import add_group, add_user
 
 
@@ -146,3 +148,16 @@ async def test_410_gone_restarts_the_round(em: Emulator, target: GraphTarget, st
     result = await target.import_delta(store, ("group",))
     assert result.types["group"].resynced == "410 resyncRequired"
     assert result.types["group"].complete and result.types["group"].counts.unchanged == 1
+
+
+def test_links_are_found_without_parsing_the_objects() -> None:
+    page = orjson.dumps(
+        {
+            "@odata.context": "https://graph/v1.0/$metadata#users",
+            "value": [{"id": "1", "displayName": 'tricky "@odata.nextLink":"https://evil/"'}],
+            "@odata.nextLink": "https://graph/v1.0/users/delta?$skiptoken=a%2Fb&x=\u00e9",
+        }
+    )
+    assert page_links(page) == ("https://graph/v1.0/users/delta?$skiptoken=a%2Fb&x=\u00e9", None)
+    done = b'{"value":[],"@odata.deltaLink":"https:\\/\\/graph\\/v1.0\\/users\\/delta?$deltatoken=z"}'
+    assert page_links(done) == (None, "https://graph/v1.0/users/delta?$deltatoken=z")

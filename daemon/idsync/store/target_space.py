@@ -173,15 +173,17 @@ def apply_page(conn: psycopg.Connection, page: TargetPage) -> RunCounts:
         touched: set[str] = set()
         if page.members_added:
             added = cur.execute(
-                "INSERT INTO target_member (group_id, member_id)"
-                " SELECT * FROM unnest(%s::text[], %s::text[]) ON CONFLICT DO NOTHING RETURNING group_id",
+                "WITH i AS (INSERT INTO target_member (group_id, member_id)"
+                " SELECT * FROM unnest(%s::text[], %s::text[]) ON CONFLICT DO NOTHING RETURNING group_id)"
+                " SELECT DISTINCT group_id FROM i",
                 ([g for g, _ in page.members_added], [m for _, m in page.members_added]),
             ).fetchall()
             touched.update(r[0] for r in added)
         if page.members_removed:
             gone = cur.execute(
-                "DELETE FROM target_member m USING unnest(%s::text[], %s::text[]) AS x(g, mm)"
-                " WHERE m.group_id = x.g AND m.member_id = x.mm RETURNING m.group_id",
+                "WITH d AS (DELETE FROM target_member m USING unnest(%s::text[], %s::text[]) AS x(g, mm)"
+                " WHERE m.group_id = x.g AND m.member_id = x.mm RETURNING m.group_id)"
+                " SELECT DISTINCT group_id FROM d",
                 ([g for g, _ in page.members_removed], [m for _, m in page.members_removed]),
             ).fetchall()
             touched.update(r[0] for r in gone)

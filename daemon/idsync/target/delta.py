@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -136,15 +137,42 @@ def parse_page(object_type: ObjectType, value: list[dict[str, Any]], anchor_attr
     return TargetPage(object_type, rows, removed, added_m, removed_m)
 
 
+class WriteGate:
+    """Lets writes of users and groups run together, but a write that deletes runs alone: it
+    touches the groups of what it deletes, and a concurrent group write would deadlock with it."""
+
+    def __init__(self) -> None:
+        self._cond = asyncio.Condition()
+        self._shared = 0
+        self._exclusive = False
+
+    @contextlib.asynccontextmanager
+    async def hold(self, exclusive: bool) -> AsyncIterator[None]:
+        async with self._cond:
+            await self._cond.wait_for(lambda: not self._exclusive and (not exclusive or self._shared == 0))
+            if exclusive:
+                self._exclusive = True
+            else:
+                self._shared += 1
+        try:
+            yield
+        finally:
+            async with self._cond:
+                if exclusive:
+                    self._exclusive = False
+                else:
+                    self._shared -= 1
+                self._cond.notify_all()
+
+
 class DeltaImporter:
     """Runs delta rounds for users and groups into one instance's target space."""
 
     def __init__(self, client: GraphClient, schema: TargetSchema) -> None:
         self.client = client
         self.schema = schema
-        # Pages of users and groups are fetched concurrently but written one at a time: a user's
-        # deletion touches its groups' rows, and two writers would deadlock on them.
-        self._write_lock = asyncio.Lock()
+        # Users and groups are imported concurrently; writes that delete go one at a time.
+        self._gate = WriteGate()
         self.prefetch = PREFETCH
 
     def start_url(self, object_type: ObjectType) -> str:
@@ -213,7 +241,10 @@ class DeltaImporter:
                         round_start=round_start,
                     )
                     begin, fresh = fresh, False
-                    async with self._write_lock:
+                    # Deletions touch the groups of the deleted object, and a sweep deletes: those
+                    # writes go one at a time (users and groups would deadlock on the group rows).
+                    exclusive = (new_pos.complete and full) or any(b'"@removed"' in p.content for p in batch)
+                    async with self._gate.hold(exclusive):
                         results, round_start, swept = await asyncio.to_thread(
                             self._write, store, object_type, batch, new_pos, begin
                         )
