@@ -9,7 +9,7 @@ from idsync.store.db import Store
 from idsync.target.client import GraphClient
 from idsync.target.delta import DeltaImporter, ImportResult
 from idsync.target.export import Exporter
-from idsync.target.schema import DEFAULT_GROUP_ATTRIBUTES, DEFAULT_USER_ATTRIBUTES, TargetSchema
+from idsync.target.schema import DEFAULT_GROUP_ATTRIBUTES, DEFAULT_USER_ATTRIBUTES, USER_ANCHOR, TargetSchema
 
 DEFAULT_GROUP_ANCHOR_NAME = "idsyncSourceAnchor"
 
@@ -25,8 +25,10 @@ def default_group_anchor(settings: GraphSettings) -> str:
 class GraphTarget:
     """Microsoft Entra ID through Graph: import the target space, export pending operations.
 
-    One instance per process (it owns the connection pool and the token cache); `close()` it at
-    shutdown. `user_attributes` / `group_attributes` are the managed attributes (the rules').
+    One instance per process (it owns the connection pool, the token cache and the write budget);
+    `close()` it at shutdown. `user_attributes` / `group_attributes` are the managed attributes and
+    `user_anchor` / `group_anchor` the anchor attributes — pass the rules' own
+    (`rules.anchor_attribute(t)`), so that the import and the sync engine agree on the anchor.
     """
 
     def __init__(
@@ -37,6 +39,7 @@ class GraphTarget:
         user_attributes: tuple[str, ...] = DEFAULT_USER_ATTRIBUTES,
         group_attributes: tuple[str, ...] = DEFAULT_GROUP_ATTRIBUTES,
         group_anchor: str | None = None,
+        user_anchor: str = USER_ANCHOR,
         client: GraphClient | None = None,
     ) -> None:
         self.settings = settings
@@ -44,6 +47,7 @@ class GraphTarget:
             group_anchor=group_anchor or default_group_anchor(settings),
             user_attributes=tuple(user_attributes),
             group_attributes=tuple(group_attributes),
+            user_anchor=user_anchor,
         )
         self.client = client or GraphClient(settings, node=node)
         self.importer = DeltaImporter(self.client, self.schema)
