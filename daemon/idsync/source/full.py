@@ -7,8 +7,10 @@ importer, only after every page has been committed.
 
 from __future__ import annotations
 
+import queue
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
 import ldap3
 
@@ -108,8 +110,10 @@ def read_object(
     return None
 
 
-def run_full(ctx: RunContext, controls: Sequence[Control] | None) -> None:
-    """Read every in-scope user and group, page by page, stamping each with the run id."""
+def _pages(
+    ctx: RunContext, controls: Sequence[Control] | None
+) -> Iterator[tuple[list[SourceObject], list[Quarantined]]]:
+    """Normalized pages (objects, quarantined) of every in-scope user and group."""
     scope = ctx.scope
     for object_type in OBJECT_TYPES:
         attrs = [*scope.attributes, MEMBER] if object_type == "group" else list(scope.attributes)
@@ -127,4 +131,50 @@ def run_full(ctx: RunContext, controls: Sequence[Control] | None) -> None:
                         objects.append(to_object(ctx.session, ctx.normalizer, entry, object_type, controls))
                     except BadEntry as exc:
                         bad.append(ctx.bad(exc, object_type))
-                ctx.commit(objects, bad=bad, seen_run=ctx.run_id)
+                yield objects, bad
+
+
+Page = tuple[list[SourceObject], list[Quarantined]]
+
+
+def run_full(ctx: RunContext, controls: Sequence[Control] | None) -> None:
+    """Read every in-scope user and group, page by page, stamping each with the run id.
+
+    One thread reads and normalizes the next page while this one commits the previous: the
+    directory, ldap3's decoding and PostgreSQL work at the same time. At most two pages wait.
+    """
+    pages: queue.Queue[Page | BaseException | None] = queue.Queue(maxsize=2)  # None: done
+    stop = threading.Event()
+
+    def put(item: Page | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                pages.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for page in _pages(ctx, controls):
+                if not put(page):
+                    return
+            put(None)
+        except BaseException as exc:  # handed to the committing thread, which raises it
+            put(exc)
+
+    reader = threading.Thread(target=produce, name="source-full-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = pages.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            objects, bad = item
+            ctx.commit(objects, bad=bad, seen_run=ctx.run_id)
+    finally:
+        stop.set()
+        reader.join()
