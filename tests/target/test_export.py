@@ -318,3 +318,19 @@ async def test_rejections_name_the_object_and_graphs_reason(
     assert res.outcome == "error" and res.error is not None and res.status in (400, 404)
     assert res.error.anchor == ("src-1" if kind == "update" else "src-g")
     assert res.error.code in ("Request_BadRequest", "Request_ResourceNotFound") and res.error.message
+
+
+async def test_graph_down_leaves_the_operations_for_later(
+    em: Emulator, target: GraphTarget, store: Store, lease: TestFence
+) -> None:
+    for n in range(3):
+        queue(store, "user", f"src-{n}", "create", user_payload(n))
+    em.faults.add(Fault(kind="status", status=503, count=None, retry_after=None, path="/\\$batch"))
+    report = await target.exporter(store, lease).export()
+    assert report.error is not None and "Graph unavailable" in report.error
+    assert [r.outcome for r in report.results] == ["retry"] * 3
+    assert not [e for e in em.log.since(0) if e.write]
+    assert [done for _, _, done, _ in _pending(store)] == [False] * 3
+    with store.connection() as conn:
+        waiting = conn.execute("SELECT count(*) FROM pending_export WHERE not_before > now()").fetchone()
+    assert waiting == (3,)

@@ -42,7 +42,13 @@ from idsync.target import batch
 from idsync.target.batch import SubRequest, SubResponse
 from idsync.target.budget import WriteBudget
 from idsync.target.client import GraphClient, backoff, error_of, user_agent
-from idsync.target.errors import ExportRejected, GraphRequestError, GraphUnavailable, NotOwned
+from idsync.target.errors import (
+    ExportRejected,
+    GraphAuthError,
+    GraphRequestError,
+    GraphUnavailable,
+    NotOwned,
+)
 from idsync.target.schema import SYNC_FLAG, TargetSchema, anchor_filter, nest, owned_anchor
 
 log = structlog.get_logger(__name__)
@@ -87,6 +93,7 @@ class ExportReport:
     throttled: int = 0  # sub-requests (or envelopes) answered 429
     seconds: float = 0.0
     fenced: str | None = None
+    error: str | None = None  # why the run stopped early when Graph failed as a whole
 
     def count(self, *outcomes: Outcome) -> int:
         return sum(1 for r in self.results if r.outcome in outcomes)
@@ -102,7 +109,11 @@ class ExportReport:
             f" {self.count('retry')} to retry in {self.batches} batches ({self.writes} writes,"
             f" {self.throttled} throttled) in {self.seconds:.1f}s"
         )
-        return s + (f"; stopped: {self.fenced}" if self.fenced else "")
+        if self.fenced:
+            s += f"; stopped: {self.fenced}"
+        if self.error:
+            s += f"; stopped: {self.error}"
+        return s
 
 
 @dataclass
@@ -179,6 +190,8 @@ class Exporter:
                 if fenced is not None:
                     state["stop"] = True
                     report.fenced = report.fenced or fenced.reason
+                if report.error is not None:
+                    state["stop"] = True  # Graph unreachable or refusing us: no point going on
 
         await asyncio.gather(*(worker() for _ in range(self.concurrency)))
         report.seconds = time.monotonic() - t0
@@ -232,7 +245,9 @@ class Exporter:
             await self._write([i for i in items if i.op.id not in results], results, report)
         except Fenced as e:
             fenced = e
-        except GraphUnavailable as e:
+        except (GraphUnavailable, GraphRequestError, GraphAuthError) as e:
+            # Graph as a whole failed this batch: its operations go again later.
+            report.error = report.error or str(e)
             for i in items:
                 if i.op.id not in results:
                     results[i.op.id] = self._result(i, "retry", message=str(e), retry_after=30.0)
