@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     log = get_logger("idsync.run")
     try:
         return asyncio.run(_main(cfg, args))
-    except (StoreError, RulesError) as exc:
+    except (StoreError, RulesError, ConfigError, OSError) as exc:
         log.error("daemon.cannot_start", error=str(exc))
         print(f"idsync: {exc}", file=sys.stderr)
         return 1
@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def _main(cfg: object, args: argparse.Namespace) -> int:
     from idsync.config import Config
+    from idsync.runtime.admin import AdminServer, LiveState, store_pending_reader
     from idsync.runtime.daemon import Daemon, DaemonOptions, make_ha, open_store
     from idsync.runtime.datapath import DataPath
 
@@ -57,8 +58,13 @@ async def _main(cfg: object, args: argparse.Namespace) -> int:
 
     pipeline = DataPath(cfg, store, approvals=approvals)
     daemon = Daemon(cfg, pipeline, store, ha)
+    state = LiveState(daemon.node, ha, max(cfg.sync.interval_seconds, cfg.ha.loop_interval_seconds))
+    daemon.on_cycle = state.observe
+    admin = AdminServer(state, cfg.admin, pending=store_pending_reader(store))
     try:
+        await admin.start()  # ConfigError: token unreadable; OSError: address in use
         return await daemon.run(DaemonOptions(standalone=args.standalone, once=args.once, full=args.full))
     finally:
+        await admin.stop()
         await pipeline.aclose()
         store.close()
