@@ -161,6 +161,12 @@ async def test_select_and_filter_validation(graph: Graph) -> None:
     assert r.status == 400
     r = await graph.call("GET", "/users/delta?$top=5")
     assert r.status == 400
+    r = await graph.call("GET", "/users/delta?$filter=mail eq 'ivy@example.com'")
+    assert (r.status, r.body["error"]["code"], r.body["error"]["message"]) == (
+        400,
+        "Request_UnsupportedQuery",
+        "Unsupported Query.",
+    )
     items, link, _ = await run_round(graph, f"/users/delta?$filter=id eq '{a['id']}'&$select=id,displayName")
     assert [i["id"] for i in items] == [a["id"]]
     r = await graph.call("GET", link + "&$select=id")

@@ -47,11 +47,9 @@ def _member_changes(em: Emulator, g: DirObject, base: int, after: int) -> list[t
 
 def _start(em: Emulator, call: Call, kind: str) -> dict[str, Any]:
     q = call.query
-    for opt in ("$top", "$expand", "$orderby", "$skip", "$search"):
+    for opt in ("$top", "$expand", "$orderby", "$skip", "$search", "$count"):
         if opt in q:
-            raise GraphError(
-                400, "Request_UnsupportedQuery", f"The query option {opt} is not supported with delta query."
-            )
+            raise GraphError(400, "Request_UnsupportedQuery", "Unsupported Query.")
     select = parse_select(q)
     check_select(kind, select, em.cfg, USER_RELATIONS if kind == "user" else GROUP_RELATIONS)
     ids: list[str] | None = None
@@ -61,7 +59,7 @@ def _start(em: Emulator, call: Call, kind: str) -> dict[str, Any]:
             raise GraphError(
                 400,
                 "Request_UnsupportedQuery",
-                "Delta query supports $filter only on id with 'eq' combined by 'or'.",
+                "Unsupported Query.",  # what Graph answers; only `id eq '..' or ..` is allowed
             )
         ids = [str(v) for c in clauses for v in c.values]
         if len(ids) > MAX_FILTER_IDS:
