@@ -20,6 +20,7 @@ import ldap3
 import structlog
 from ldap3.core import exceptions as lx
 
+from idsync.source import fastdecode
 from idsync.source.controls import PAGED_OID, Control
 from idsync.source.errors import SearchFailed, SourceBindFailed, SourceUnavailable
 from idsync.source.settings import LdapSourceSettings
@@ -236,6 +237,7 @@ class LdapConnector:
             read_only=True,
             auto_referrals=False,
         )
+        fastdecode.install(conn)
         conn.open()
         if s.start_tls and not url.lower().startswith("ldaps://") and not conn.start_tls():
             conn.unbind()

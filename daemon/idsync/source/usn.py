@@ -32,7 +32,7 @@ def position(session: LdapSession) -> tuple[int, str]:
     if not usn_raw or not service:
         raise CookieRejected("usn", session.info.name, "the server does not publish highestCommittedUSN")
     res = session.search(service, "(objectClass=*)", ldap3.BASE, ["invocationId"])
-    inv = res.entries[0]["raw_attributes"].get("invocationId") if res.entries else None
+    inv = lower_keys(res.entries[0]["raw_attributes"]).get("invocationid") if res.entries else None
     if not inv:
         raise CookieRejected("usn", session.info.name, f"no invocationId on {service}")
     return int(usn_raw[0]), guid_str(bytes(inv[0]))
@@ -68,7 +68,7 @@ def run_delta(ctx: RunContext, ncs: list[str], since: int, controls: list[Contro
         for page in session.paged(nc, tomb_filter, ["objectGUID"], ctx.settings.page_size, tomb_controls):
             deletes = []
             for entry in page:
-                raw = entry["raw_attributes"].get("objectGUID")
+                raw = lower_keys(entry["raw_attributes"]).get("objectguid")
                 if raw:
                     deletes.append(guid_str(bytes(raw[0])))
             ctx.commit(tombstones=deletes)
