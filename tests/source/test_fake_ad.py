@@ -251,3 +251,29 @@ def test_dirsync_batches_commit_one_by_one_and_a_killed_delta_resumes_from_the_l
         assert source_space.get(conn, u[0]).attrs["displayname"] == ("renamed 0 again",)  # type: ignore[union-attr]
         assert source_space.get(conn, u[2]).attrs["displayname"] == ("renamed 2",)  # type: ignore[union-attr]
         assert source_space.live_count(conn) == {"user": 3}
+
+
+def test_only_a_completed_full_import_sweeps_what_it_did_not_see(
+    fake: tuple[FakeAd, FakeLdapServer], store: Store, importer_for: Callable[..., SourceImporter]
+) -> None:
+    ad, srv = fake
+    users = [ad.user(i) for i in range(2500)]
+    s = settings(srv.url, delta_mode="none")
+    importer_for(s, store).full_import()
+    for g in users[:1000]:
+        del ad.objects[g]  # deleted in the directory
+
+    class Killed(Exception):
+        pass
+
+    def kill(page: int) -> None:
+        raise Killed(page)
+
+    with pytest.raises(Killed):
+        importer_for(s, store, after_commit=kill).full_import()
+    with store.connection() as conn:
+        assert source_space.live_count(conn) == {"user": 2500}  # an interrupted run deletes nothing
+    done = importer_for(s, store).full_import()
+    assert (done.deleted, done.unchanged) == (1000, 1500)
+    with store.connection() as conn:
+        assert source_space.live_count(conn) == {"user": 1500}
