@@ -58,7 +58,13 @@ class DesiredChanges:
 
 
 def prepare(conn: psycopg.Connection) -> None:
-    """Create the engine's temporary tables for this transaction."""
+    """Create the engine's temporary tables for this transaction, and switch JIT off for it.
+
+    The sync's statements are index lookups driven by a small dirty set, but anti-joins with
+    poor row estimates cross jit_above_cost, and compiling them took ~250 ms of a 1,000-object
+    delta sync (measured on 100,000 users) — longer than running them.
+    """
+    conn.execute("SET LOCAL jit = off")
     conn.execute(_TEMP.encode())
 
 
