@@ -277,3 +277,14 @@ def test_only_a_completed_full_import_sweeps_what_it_did_not_see(
     assert (done.deleted, done.unchanged) == (1000, 1500)
     with store.connection() as conn:
         assert source_space.live_count(conn) == {"user": 1500}
+
+
+def test_a_changed_scope_makes_the_next_delta_a_full_import(
+    fake: tuple[FakeAd, FakeLdapServer], store: Store, importer_for: Callable[..., SourceImporter]
+) -> None:
+    ad, srv = fake
+    ad.user(1)
+    importer_for(settings(srv.url), store).full_import()
+    assert importer_for(settings(srv.url), store).delta_import().kind == "delta"
+    wider = importer_for(settings(srv.url, extra_attributes=("extensionAttribute1",)), store).delta_import()
+    assert wider.kind == "full" and wider.fallback == "the import scope changed since the position was taken"
