@@ -7,8 +7,10 @@ saying why) when there is no usable position.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import psycopg
 import structlog
 
 from idsync.model import OBJECT_TYPES
@@ -142,7 +144,7 @@ class SourceImporter:
             raise
         return self._result(ctx, "full", self.settings.delta_mode if summary else "paged", summary, fallback)
 
-    def _baseline(self, session: LdapSession):
+    def _baseline(self, session: LdapSession) -> tuple[Callable[[psycopg.Connection], None], str | None]:
         """The delta position to store after this full import, read now; (writer, summary)."""
         mode, fp = self.settings.delta_mode, self.scope.fingerprint()
         positions: list[tuple[str, watermark.Position]] = []
@@ -169,7 +171,7 @@ class SourceImporter:
                         )
                     )
 
-        def save(conn) -> None:
+        def save(conn: psycopg.Connection) -> None:
             for name, pos in positions:
                 watermark.save(conn, name, pos)
 
@@ -221,7 +223,7 @@ class SourceImporter:
             )
         return pos
 
-    def _delta_plan(self, session: LdapSession):
+    def _delta_plan(self, session: LdapSession) -> Callable[[RunContext], str]:
         """Check the stored positions now (before a run starts); return the function that applies them."""
         mode = self.settings.delta_mode
         if mode == "dirsync":
@@ -266,7 +268,12 @@ class SourceImporter:
                 out = []
                 for name, base, pos in plans:
 
-                    def save(conn, cookie: bytes, name=name, pos=pos) -> None:
+                    def save(
+                        conn: psycopg.Connection,
+                        cookie: bytes,
+                        name: str = name,
+                        pos: watermark.Position = pos,
+                    ) -> None:
                         watermark.save(conn, name, watermark.Position(pos.server, pos.scope, cookie))
 
                     cookie = syncrepl.run_delta(ctx, base, pos.cookie, save)

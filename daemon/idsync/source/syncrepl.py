@@ -8,12 +8,15 @@ known anchor it did not list has been deleted.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import ldap3
+import psycopg
 import structlog
 
 from idsync.model import Quarantined, SourceObject
 from idsync.source import controls as ctl
-from idsync.source.connection import LdapSession
+from idsync.source.connection import LdapSession, SearchResult
 from idsync.source.errors import BadEntry, CookieRejected, SearchFailed
 from idsync.source.normalize import MEMBER, is_under, lower_keys
 from idsync.source.run import RunContext
@@ -27,7 +30,9 @@ NOTHING = "(entryUUID=00000000-0000-0000-0000-000000000000)"
 SYNC_REFRESH_REQUIRED = 4096  # e-syncRefreshRequired: the cookie is too old, reload
 
 
-def _search(session: LdapSession, base: str, search_filter: str, attrs: list[str], cookie: bytes | None):
+def _search(
+    session: LdapSession, base: str, search_filter: str, attrs: list[str], cookie: bytes | None
+) -> SearchResult:
     try:
         return session.search(base, search_filter, ldap3.SUBTREE, attrs, [ctl.sync_request_control(cookie)])
     except SearchFailed as exc:
@@ -36,7 +41,7 @@ def _search(session: LdapSession, base: str, search_filter: str, attrs: list[str
         raise
 
 
-def _done(res) -> ctl.SyncDone:
+def _done(res: SearchResult) -> ctl.SyncDone:
     value = (res.controls.get(ctl.SYNC_DONE_OID) or {}).get("value")
     return ctl.sync_done(bytes(value) if value else None)
 
@@ -52,7 +57,9 @@ def baseline(session: LdapSession, base: str) -> bytes | None:
     return cookie
 
 
-def run_delta(ctx: RunContext, base: str, cookie: bytes, save) -> bytes:
+def run_delta(
+    ctx: RunContext, base: str, cookie: bytes, save: Callable[[psycopg.Connection, bytes], None]
+) -> bytes:
     """One refreshOnly pass from `cookie`; commits in batches, the last with the new cookie."""
     scope, norm = ctx.scope, ctx.normalizer
     attrs = [*scope.attributes, MEMBER]
