@@ -14,6 +14,7 @@ from idsync.store import target_space
 from idsync.store.db import Store
 from idsync.target import GraphTarget
 from idsync.target.delta import page_links
+from idsync.target.schema import flatten, nest
 from tests.target.conftest import add_group, add_user
 
 
@@ -161,3 +162,22 @@ def test_links_are_found_without_parsing_the_objects() -> None:
     assert page_links(page) == ("https://graph/v1.0/users/delta?$skiptoken=a%2Fb&x=\u00e9", None)
     done = b'{"value":[],"@odata.deltaLink":"https:\\/\\/graph\\/v1.0\\/users\\/delta?$deltatoken=z"}'
     assert page_links(done) == (None, "https://graph/v1.0/users/delta?$deltatoken=z")
+
+
+def test_graph_properties_are_stored_under_the_rules_names() -> None:
+    item = {
+        "id": "x",
+        "displayName": "A",
+        "members@delta": [{"id": "m"}],
+        "onPremisesExtensionAttributes": {"extensionAttribute1": "one", "extensionAttribute2": None},
+    }
+    flat = flatten(item)
+    assert flat == {
+        "displayName": "A",
+        "onPremisesExtensionAttributes.extensionAttribute1": "one",
+        "onPremisesExtensionAttributes.extensionAttribute2": None,
+    }
+    assert nest(flat) == {
+        "displayName": "A",
+        "onPremisesExtensionAttributes": {"extensionAttribute1": "one", "extensionAttribute2": None},
+    }

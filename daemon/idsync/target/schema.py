@@ -89,18 +89,23 @@ class TargetSchema:
         return ",".join(self.select(object_type))
 
 
+# Instance annotations a delta item may carry next to its properties.
+ANNOTATIONS = ("members@delta", "manager@delta", "@removed", "@odata.type", "@odata.id", "@odata.etag")
+
+
 def flatten(item: Mapping[str, Any]) -> dict[str, Any]:
     """A Graph object's properties as idsync names them (no id, no annotations, flat extensions)."""
-    out: dict[str, Any] = {}
-    for k, v in item.items():
-        if k == "id" or "@" in k:
-            continue
-        if k == EXT_ATTRS and isinstance(v, dict):
-            for name, val in v.items():
-                if "@" not in name:
-                    out[f"{EXT_ATTRS}.{name}"] = val
-            continue
-        out[k] = v
+    out = dict(item)  # the import's hot path: copy, then take out the few keys that are no property
+    out.pop("id", None)
+    for name in ANNOTATIONS:
+        out.pop(name, None)
+    ext = out.pop(EXT_ATTRS, None)
+    if isinstance(ext, dict):
+        for name, val in ext.items():
+            if "@" not in name:
+                out[f"{EXT_ATTRS}.{name}"] = val
+    elif ext is not None:
+        out[EXT_ATTRS] = ext
     return out
 
 
