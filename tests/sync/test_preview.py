@@ -68,9 +68,16 @@ def test_filters_summary_and_errors(busy: World) -> None:
     assert {i.kind for i in members} == {"member_add", "member_remove"}
     errors = preview.collect(busy.store, errors_only=True)
     assert [(i.kind, i.name, i.attempts) for i in errors] == [("create", "u4@example.com", 1)]
-    text = preview.summary(preview.collect(busy.store))
+    text = preview.summary(preview.status_counts(busy.store))
     assert "       1  delete user" in text
     assert "       5  total (ready 4, retrying 1)" in text
+
+
+def test_pages_of_a_long_queue_come_in_export_order(busy: World) -> None:
+    whole = preview.collect(busy.store)
+    paged = list(preview.iter_items(busy.store, page=2))
+    assert [i.id for i in paged] == [i.id for i in whole]
+    assert [i.kind for i in whole] == ["create", "update", "member_add", "member_remove", "delete"]
 
 
 def test_json_and_csv_carry_the_same_data(busy: World) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
+from itertools import islice
 from typing import TYPE_CHECKING
 
 from idsync.commands import _cluster
@@ -57,14 +58,16 @@ def _local(args: argparse.Namespace) -> _Local | None:
     thresholds = guard.Thresholds(cfg.sync.deletion_threshold_count, cfg.sync.deletion_threshold_percent)
     try:
         with Store(cfg.store.dsn(), cfg.store.schema_name, max_size=1) as store:
-            items = preview.collect(store, op="delete")
+            names = [
+                f"{i.object_type} {i.name}" for i in islice(preview.iter_items(store, op="delete"), SHOW)
+            ]
             with store.connection() as conn:
                 decision = guard.evaluate(conn, thresholds)
                 held = {fp for fp, _, _ in pending.holds(conn)}
     except StoreError as exc:
         print(f"idsync: {exc}", file=sys.stderr)
         return None
-    return _Local(decision, [f"{i.object_type} {i.name}" for i in items], held)
+    return _Local(decision, names, held)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,10 +77,10 @@ def run(args: argparse.Namespace) -> int:
         if local is None:
             return 2
         print(f"deletion guard: {local.decision.sentence()}")
-        for name in local.names[:SHOW]:
+        for name in local.names:
             print(f"  delete {name}")
-        if len(local.names) > SHOW:
-            print(f"  … and {len(local.names) - SHOW} more (idsync pending --op delete)")
+        if local.decision.deletes > len(local.names):
+            print(f"  … and {local.decision.deletes - len(local.names)} more (idsync pending --op delete)")
         return 0
     if (local is None or args.fingerprint not in local.held) and not args.force:
         print(

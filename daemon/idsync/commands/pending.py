@@ -37,17 +37,21 @@ def run(args: argparse.Namespace) -> int:
     try:
         with Store(cfg.store.dsn(), cfg.store.schema_name, max_size=1) as store:
             migrate.check_version(store)
-            items = preview.collect(store, op=args.op, errors_only=args.errors)
             with store.connection() as conn:
                 decision = guard.evaluate(conn, thresholds)
+            if args.summary:
+                print(preview.summary(preview.status_counts(store)))
+                print(f"deletion guard: {decision.sentence()}")
+                return 0
+            # Streamed page by page: a first sync's queue holds hundreds of thousands of rows.
+            preview.write(
+                preview.iter_items(store, op=args.op, errors_only=args.errors), args.format, sys.stdout
+            )
     except StoreError as exc:
         print(f"idsync: {exc}", file=sys.stderr)
         return 1
-    if args.summary:
-        print(preview.summary(items))
-        print(f"deletion guard: {decision.sentence()}")
+    except BrokenPipeError:  # `idsync pending | head`
         return 0
-    print(preview.render(items, args.format))
     if args.format == "table" and decision.held:
         print(f"\ndeletion guard: {decision.sentence()}", file=sys.stderr)
     return 0

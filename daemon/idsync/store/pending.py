@@ -59,6 +59,7 @@ class PendingExport:
     exported_at: datetime | None
     quarantined: bool
     waiting_for: str | None
+    priority: int = 0  # the export order (users before groups, creates … deletes)
 
 
 _SELECT = (
@@ -66,7 +67,8 @@ _SELECT = (
     " CASE WHEN p.kind IN ('member_add', 'member_remove') THEN lg.target_id ELSE p.target_id END,"
     " lm.target_id, p.payload, p.attempts, p.last_error, p.exported_at, p.quarantined_at IS NOT NULL,"
     " CASE WHEN p.kind IN ('member_add', 'member_remove') AND lg.target_id IS NULL THEN p.anchor"
-    "  WHEN p.kind IN ('member_add', 'member_remove') AND lm.target_id IS NULL THEN p.member_anchor END"
+    "  WHEN p.kind IN ('member_add', 'member_remove') AND lm.target_id IS NULL THEN p.member_anchor END,"
+    " p.priority"
     " FROM pending_export p"
     " LEFT JOIN sync_link lg ON lg.anchor = p.anchor AND p.kind IN ('member_add', 'member_remove')"
     " LEFT JOIN sync_link lm ON lm.anchor = p.member_anchor AND p.member_anchor <> ''"
@@ -88,6 +90,7 @@ def _op(r: Sequence[Any]) -> PendingExport:
         exported_at=r[10],
         quarantined=bool(r[11]),
         waiting_for=r[12],
+        priority=int(r[13]),
     )
 
 
@@ -243,17 +246,49 @@ def record_result(
 
 
 def listing(
-    conn: psycopg.Connection, *, kinds: Sequence[str] | None = None, errors_only: bool = False
+    conn: psycopg.Connection,
+    *,
+    kinds: Sequence[str] | None = None,
+    errors_only: bool = False,
+    after: tuple[int, int] | None = None,
+    limit: int | None = None,
 ) -> list[PendingExport]:
-    """Every pending operation (optionally of some kinds, or only those with errors)."""
-    where, params = [], []
+    """Pending operations in export order (optionally of some kinds, or only those with errors).
+
+    Page through a large queue with `limit` and `after` = (priority, id) of the last row seen.
+    """
+    where: list[str] = []
+    params: list[Any] = []
     if kinds:
         where.append("p.kind = ANY(%s)")
         params.append(list(kinds))
     if errors_only:
         where.append("(p.last_error IS NOT NULL OR p.quarantined_at IS NOT NULL)")
+    if after is not None:
+        where.append("(p.priority, p.id) > (%s, %s)")
+        params.extend(after)
     sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY {_ORDER}"
+    if limit is not None:
+        sql += " LIMIT %s"
+        params.append(limit)
     return [_op(r) for r in conn.execute(sql, params).fetchall()]
+
+
+def status_counts(conn: psycopg.Connection) -> dict[tuple[str, str, str], int]:
+    """(kind, object_type, state) → how many; state is ready, waiting, exported, retrying or
+    quarantined (the summary of `idsync pending`, counted in SQL however long the queue)."""
+    rows = conn.execute(
+        "SELECT p.kind, p.object_type, CASE WHEN p.quarantined_at IS NOT NULL THEN 'quarantined'"
+        "  WHEN p.kind IN ('member_add', 'member_remove') AND (lg.target_id IS NULL OR lm.target_id IS NULL)"
+        "   THEN 'waiting'"
+        "  WHEN p.exported_at IS NOT NULL THEN 'exported'"
+        "  WHEN p.last_error IS NOT NULL THEN 'retrying' ELSE 'ready' END, count(*)"
+        " FROM pending_export p"
+        " LEFT JOIN sync_link lg ON lg.anchor = p.anchor AND p.kind IN ('member_add', 'member_remove')"
+        " LEFT JOIN sync_link lm ON lm.anchor = p.member_anchor AND p.member_anchor <> ''"
+        " GROUP BY 1, 2, 3"
+    ).fetchall()
+    return {(r[0], r[1], r[2]): int(r[3]) for r in rows}
 
 
 def counts(conn: psycopg.Connection) -> dict[str, int]:

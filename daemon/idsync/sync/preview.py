@@ -10,11 +10,12 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 import orjson
+import psycopg
 
 from idsync.store import desired, links, pending
 from idsync.store.db import Store
@@ -75,15 +76,32 @@ def _status(op: pending.PendingExport, names: Mapping[str, str]) -> str:
     return "ready"
 
 
-def collect(store: Store, *, op: str | None = None, errors_only: bool = False) -> list[PreviewItem]:
-    """The preview rows, read in one snapshot."""
+def iter_items(
+    store: Store, *, op: str | None = None, errors_only: bool = False, page: int = 1000
+) -> Iterator[PreviewItem]:
+    """The preview rows in export order, read page by page from one snapshot (any queue size)."""
     kinds = OP_FILTERS[op] if op else None
     with store.transaction() as conn:
-        ops = pending.listing(conn, kinds=kinds, errors_only=errors_only)
-        anchors = {o.anchor for o in ops} | {o.member_anchor for o in ops if o.member_anchor}
-        desired_attrs = desired.attrs_of(conn, anchors)
-        target_attrs = links.target_attrs(conn, {o.target_id for o in ops if o.target_id})
-        linked = links.linked_target_attrs(conn, anchors)
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        after: tuple[int, int] | None = None
+        while True:
+            ops = pending.listing(conn, kinds=kinds, errors_only=errors_only, after=after, limit=page)
+            if not ops:
+                return
+            yield from _items(conn, ops)
+            after = (ops[-1].priority, ops[-1].id)
+
+
+def collect(store: Store, *, op: str | None = None, errors_only: bool = False) -> list[PreviewItem]:
+    """All preview rows as a list (for small queues and tests; the command streams)."""
+    return list(iter_items(store, op=op, errors_only=errors_only))
+
+
+def _items(conn: psycopg.Connection, ops: Sequence[pending.PendingExport]) -> list[PreviewItem]:
+    anchors = {o.anchor for o in ops} | {o.member_anchor for o in ops if o.member_anchor}
+    desired_attrs = desired.attrs_of(conn, anchors)
+    target_attrs = links.target_attrs(conn, {o.target_id for o in ops if o.target_id})
+    linked = links.linked_target_attrs(conn, anchors - desired_attrs.keys())
     names = {a: _name(desired_attrs.get(a) or linked.get(a), a) for a in anchors}
     items = []
     for o in ops:
@@ -113,6 +131,12 @@ def collect(store: Store, *, op: str | None = None, errors_only: bool = False) -
     return items
 
 
+def status_counts(store: Store) -> dict[tuple[str, str, str], int]:
+    """(kind, object_type, state) → count, counted by PostgreSQL."""
+    with store.connection() as conn:
+        return pending.status_counts(conn)
+
+
 def _show(value: Any) -> str:
     if value is None:
         return "∅"
@@ -121,74 +145,88 @@ def _show(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def summary(items: Sequence[PreviewItem]) -> str:
-    """Counts per operation and object type, and how many wait, are exported or failing."""
-    if not items:
+def summary(counts: Mapping[tuple[str, str, str], int]) -> str:
+    """Counts per operation and object type, then the total by state (see status_counts)."""
+    if not counts:
         return "no pending operations"
-    by = Counter((i.kind, i.object_type) for i in items)
+    by: Counter[tuple[str, str]] = Counter()
+    states: Counter[str] = Counter()
+    for (kind, object_type, state), n in counts.items():
+        by[(kind, object_type)] += n
+        states[state] += n
     lines = [f"{n:>8}  {kind} {t}" for (kind, t), n in sorted(by.items())]
-    states = Counter(i.status.split(" ", 1)[0].rstrip(":") for i in items)
-    lines.append(f"{len(items):>8}  total (" + ", ".join(f"{k} {v}" for k, v in sorted(states.items())) + ")")
+    total = sum(states.values())
+    lines.append(f"{total:>8}  total (" + ", ".join(f"{k} {v}" for k, v in sorted(states.items())) + ")")
     return "\n".join(lines)
 
 
-def render(items: Sequence[PreviewItem], fmt: Format = "table") -> str:
-    """The listing as a table (one line per attribute change), JSON or CSV."""
+def render(items: Iterable[PreviewItem], fmt: Format = "table") -> str:
+    """The listing as one string (see write)."""
+    out = io.StringIO()
+    write(items, fmt, out)
+    return out.getvalue()
+
+
+def write(items: Iterable[PreviewItem], fmt: Format, out: TextIO) -> int:
+    """Write the listing as a table (one line per attribute change), JSON or CSV, as it streams.
+
+    Returns how many operations were written.
+    """
+    n = 0
     if fmt == "json":
-        return orjson.dumps([asdict(i) for i in items], option=orjson.OPT_INDENT_2).decode()
-    if fmt == "csv":
-        out = io.StringIO()
-        w = csv.writer(out)
-        w.writerow(
-            [
-                "id",
-                "operation",
-                "type",
-                "name",
-                "anchor",
-                "target_id",
-                "member",
-                "attribute",
-                "old",
-                "new",
-                "status",
-            ]
-        )
+        out.write("[")
         for i in items:
-            rows = i.changes or (Change("", None, None),)
-            for c in rows:
-                w.writerow(
-                    [
-                        i.id,
-                        i.kind,
-                        i.object_type,
-                        i.name,
-                        i.anchor,
-                        i.target_id or "",
-                        i.member_name,
-                        c.attribute,
-                        "" if not c.attribute else _show(c.old),
-                        "" if not c.attribute else _show(c.new),
-                        i.status,
-                    ]
-                )
-        return out.getvalue()
-    if not items:
-        return "no pending operations"
-    lines = []
+            out.write(("," if n else "") + "\n  " + orjson.dumps(asdict(i)).decode())
+            n += 1
+        out.write("\n]\n" if n else "]\n")
+        return n
+    if fmt == "csv":
+        w = csv.writer(out)
+        w.writerow(CSV_COLUMNS)
+        for i in items:
+            n += 1
+            for c in i.changes or (Change("", None, None),):
+                old = "" if not c.attribute else _show(c.old)
+                new = "" if not c.attribute else _show(c.new)
+                head = [i.id, i.kind, i.object_type, i.name, i.anchor, i.target_id or "", i.member_name]
+                w.writerow([*head, c.attribute, old, new, i.status])
+        return n
     for i in items:
-        head = f"{i.kind:<13} {i.object_type:<5} {i.name}"
-        if i.member_anchor:
-            head += f" ← {i.member_name}" if i.kind == "member_add" else f" ✕ {i.member_name}"
-        if i.target_id:
-            head += f"  [{i.target_id}]"
-        if i.status != "ready":
-            head += f"  ({i.status})"
-        lines.append(head)
-        width = max((len(c.attribute) for c in i.changes), default=0)
-        for c in i.changes:
-            if i.kind == "create":
-                lines.append(f"    {c.attribute:<{width}}  {_show(c.new)}")
-            else:
-                lines.append(f"    {c.attribute:<{width}}  {_show(c.old)} → {_show(c.new)}")
-    return "\n".join(lines)
+        n += 1
+        out.write(_table_entry(i))
+    if not n:
+        out.write("no pending operations\n")
+    return n
+
+
+CSV_COLUMNS = (
+    "id",
+    "operation",
+    "type",
+    "name",
+    "anchor",
+    "target_id",
+    "member",
+    "attribute",
+    "old",
+    "new",
+    "status",
+)
+
+
+def _table_entry(i: PreviewItem) -> str:
+    head = f"{i.kind:<13} {i.object_type:<5} {i.name}"
+    if i.member_anchor:
+        head += f" ← {i.member_name}" if i.kind == "member_add" else f" ✕ {i.member_name}"
+    if i.target_id:
+        head += f"  [{i.target_id}]"
+    if i.status != "ready":
+        head += f"  ({i.status})"
+    lines = [head]
+    width = max((len(c.attribute) for c in i.changes), default=0)
+    for c in i.changes:
+        if i.kind == "create":
+            lines.append(f"    {c.attribute:<{width}}  {_show(c.new)}")
+        else:
+            lines.append(f"    {c.attribute:<{width}}  {_show(c.old)} → {_show(c.new)}")
+    return "\n".join(lines) + "\n"
