@@ -1,5 +1,8 @@
 """One sync cycle: source space → desired state → links → pending exports, in one transaction.
 
+(Preceded by a brief one that reads the high waters of both spaces once no writer can undercut
+them.) A crash rolls the whole cycle back; the watermarks commit with the data they cover.
+
 Incremental by default: only source objects whose changed_seq passed the sync watermark are
 evaluated (in pages, CEL in Python, everything else set-based in SQL), plus their dependents
 (groups whose member entered or left scope) and objects the target import changed (which is how
