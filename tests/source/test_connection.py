@@ -9,7 +9,7 @@ import pytest
 from idsync.source.connection import LdapConnector
 from idsync.source.errors import SourceBindFailed, SourceUnavailable
 from idsync.source.settings import LdapSourceSettings
-from tests.harness import LdapEndpoint
+from tests.harness import LdapEndpoint, Stack
 from tests.source.fakeldap import ROOT_DSE, FakeLdapServer, Reply, SearchRequest
 
 
@@ -69,3 +69,27 @@ def test_wrong_password_fails_at_once_naming_the_account(samba: LdapEndpoint) ->
     conn = LdapConnector(s, sleep=lambda _: pytest.fail("a refused bind must not be retried"))
     with pytest.raises(SourceBindFailed, match=r"Administrator.*invalidCredentials"):
         conn.session()
+
+
+@pytest.mark.parametrize(
+    ("url", "start_tls"), [("ldaps://127.0.0.1:636", False), ("ldap://127.0.0.1:389", True)]
+)
+def test_tls_certificates_are_always_verified(
+    stack: Stack, samba: LdapEndpoint, url: str, start_tls: bool
+) -> None:
+    ca = stack.samba().workdir / "private" / "tls" / "ca.pem"  # Samba writes it at its first start
+    for ca_file, why in ((None, "certificate verify failed"), (ca, "doesn't match any name")):
+        s = LdapSourceSettings(
+            kind="ad",
+            urls=(url,),
+            start_tls=start_tls,
+            ca_file=ca_file,
+            base_dns=(samba.base_dn,),
+            bind_dn=samba.bind_dn,
+            password=lambda: samba.password,
+            connect_attempts=1,
+        )
+        # the DC's self-signed certificate names DC1.test.idsync.lan, not 127.0.0.1: with its CA
+        # the chain verifies and only the name is refused; without it, the chain is refused
+        with pytest.raises(SourceUnavailable, match=why):
+            LdapConnector(s).session()
