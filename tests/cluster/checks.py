@@ -78,3 +78,22 @@ def fencing_violations(writes: list[dict[str, Any]]) -> list[str]:
             bad.append(f"write #{seq} by {node} at epoch {epoch} after epoch {newest} had written")
         newest = max(newest, epoch)
     return bad
+
+
+def group_differences(expected: dict[str, set[str]], state: dict[str, Any], group_anchor: str) -> list[str]:
+    """Groups (by source anchor) whose member set in the target differs from AD's (member anchors)."""
+    by_id = {u["id"]: u.get("onPremisesImmutableId") for u in state["users"]}
+    actual = {g.get(group_anchor): g for g in state["groups"] if g.get(group_anchor)}
+    diffs = []
+    for anchor, members in sorted(expected.items()):
+        got = actual.get(anchor)
+        if got is None:
+            diffs.append(f"missing group {anchor}")
+            continue
+        have = {by_id.get(m) for m in got.get("members", [])}
+        want = {immutable_id(m) for m in members}
+        if have != want:
+            name = got.get("displayName")
+            diffs.append(f"group {name}: {len(want - have)} members missing, {len(have - want)} extra")
+    diffs += [f"unexpected group {a}" for a in sorted(set(actual) - set(expected))]
+    return diffs

@@ -127,3 +127,16 @@ class AdDirectory:
                 for k in ("userPrincipalName", "displayName", "userAccountControl", "department")
             }
         return out
+
+    def groups_under(self, base: str) -> dict[str, set[str]]:
+        """Every group below `base` by anchor, with the anchors of its members."""
+        self.conn.search(base, "(objectClass=group)", ldap3.SUBTREE, attributes=["objectGUID", "member"])
+        groups = [
+            (
+                str(uuid.UUID(bytes_le=e["raw_attributes"]["objectGUID"][0])),
+                e["attributes"].get("member") or [],
+            )
+            for e in self.conn.response
+            if e.get("type") == "searchResEntry"
+        ]
+        return {g: {self.guid(m) for m in members} for g, members in groups}

@@ -18,6 +18,9 @@ from idsync.emulator.config import DEFAULT_CLIENT_ID
 from tests.harness.ldap import LdapEndpoint
 from tests.harness.ports import free_port
 
+# The directory extension the emulator registers for its default app, carrying group anchors.
+GROUP_ANCHOR = f"extension_{DEFAULT_CLIENT_ID.replace('-', '')}_idsyncAnchor"
+
 
 @dataclass
 class ClusterSpec:
@@ -80,7 +83,7 @@ def write_config(spec: ClusterSpec, node: str, workdir: Path, schema: str) -> tu
             "anonymous": True,
             "request_timeout_seconds": spec.request_timeout,
             # The emulator registers this directory extension for its default app.
-            "anchor_extension_attribute": f"extension_{DEFAULT_CLIENT_ID.replace('-', '')}_idsyncAnchor",
+            "anchor_extension_attribute": GROUP_ANCHOR,
         },
         "sync": {"interval_seconds": spec.interval, "deletion_threshold_count": spec.deletion_threshold},
         "ha": {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -199,3 +200,37 @@ def test_pause_stops_automatic_promotion_but_not_failover(make_node: Callable[..
     b.coord.request_failover(FailoverRequest(to="b", by="ops", at=time.time()))
     assert b.run_cycle(healthy()).sentence.startswith("promoted: epoch 2, forced by failover")
     assert b.run_cycle(healthy()).sentence == "leader at epoch 2: paused by ops, exports held"
+
+
+def test_a_zookeeper_restart_within_the_session_keeps_the_leader(
+    spawn: Callable[[str], Any], zk_chroot: str
+) -> None:
+    zk = spawn("zookeeper")
+    settings = ZkSettings(hosts=zk.hosts, session_timeout=4.0, retry_timeout=0.5)
+    ha: HaLoop
+    coord = Coordinator(settings, "test", "a", on_state=lambda s: ha.on_state(s))
+    ha = HaLoop(coord, Timing(session_timeout=4.0, loop_interval=0.5, request_timeout=0.2))
+    coord.start(timeout=5)
+    try:
+        assert ha.run_cycle(healthy()).promoted
+        zk.stop()
+        wait_until(lambda: not coord.connected, timeout=5)
+        d = ha.run_cycle(healthy())
+        assert d.sentence == "leader at epoch 1: ZooKeeper connection suspended, exports held"
+        assert ha.lease is not None and not ha.lease.valid()
+        zk.start()
+        wait_until(lambda: coord.connected, timeout=10)
+        assert ha.run_cycle(healthy()).sentence == "leader at epoch 1: exporting"
+    finally:
+        coord.stop()
+
+
+def test_a_stale_leader_znode_of_my_own_session_is_removed(make_node: Callable[..., HaLoop]) -> None:
+    a = make_node("a")
+    a.run_cycle(healthy())
+    a._demote("test: demoted while the session lives on")
+    assert (
+        a.run_cycle(healthy()).sentence
+        == "staging: removed my stale leader znode (epoch 1), election follows"
+    )
+    assert a.run_cycle(healthy()).sentence.startswith("promoted: epoch 2")

@@ -18,7 +18,7 @@ from tests.cluster.checks import duplicate_objects, expected_users, fencing_viol
 from tests.cluster.cluster import LocalCluster, wait_converged
 from tests.cluster.directory import AdDirectory
 from tests.cluster.emulator import EmulatorProcess
-from tests.cluster.instance import ClusterSpec, wait_for
+from tests.cluster.instance import GROUP_ANCHOR, ClusterSpec, wait_for
 from tests.harness.ldap import LdapEndpoint
 
 SESSION = 2.0
@@ -57,7 +57,7 @@ def check_invariants(c: LocalCluster, ad: AdDirectory, ou: str, timeout: float =
     expected = expected_users(ad.users_under(ou))
     wait_converged(lambda: user_differences(expected, c.state()), timeout)
     state = c.state()
-    assert duplicate_objects(state, "") == []
+    assert duplicate_objects(state, GROUP_ANCHOR) == []
     assert fencing_violations(c.emulator.writes()) == []
 
 

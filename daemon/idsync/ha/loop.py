@@ -148,6 +148,7 @@ class HaLoop:
             if self.leader is not None:
                 if self.coord.state == "lost" or self.coord.session_id != self.leader.session:
                     return self._demote("ZooKeeper session lost")
+                # SUSPENDED: the session may well survive (a ZooKeeper restart); hold writes only.
                 if self.lease:
                     self.lease.hold()
                 return Decision(
@@ -246,6 +247,24 @@ class HaLoop:
 
     def _as_follower(self, view: ClusterView, health: Health, healthy: bool, why: str) -> Decision:
         self._publish(health, "staging", healthy, why)
+        if (
+            view.leader is not None
+            and view.leader.node == self.node
+            and view.leader.session == self.coord.session_id
+        ):
+            # A leader znode of our own live session that we no longer act on (we demoted while
+            # the session survived): remove it so that a fresh election takes a new epoch.
+            try:
+                removed = self.coord.remove_own_leader_znode(view.leader.epoch)
+            except CoordinationError as exc:
+                return Decision(f"staging: cannot remove my stale leader znode ({exc})", "staging", False, 0)
+            if removed:
+                return Decision(
+                    f"staging: removed my stale leader znode (epoch {view.leader.epoch}), election follows",
+                    "staging",
+                    False,
+                    view.leader.epoch,
+                )
         if view.leader is not None:
             return Decision(
                 f"staging: leader is {view.leader.node} (epoch {view.leader.epoch})",

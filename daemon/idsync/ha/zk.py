@@ -142,8 +142,14 @@ class Coordinator:
 
     @property
     def session_id(self) -> int | None:
-        cid = self.client.client_id
-        return int(cid[0]) if cid else None
+        """The current session's id, kept while disconnected (SUSPENDED) and None once it is lost.
+
+        kazoo's `client_id` is None whenever the connection is down, even when the session
+        lives on (a ZooKeeper restart within the timeout); a leader must not mistake that for a
+        new session.
+        """
+        sid = self.client._session_id
+        return int(sid) if sid else None
 
     def start(self, timeout: float | None = None) -> None:
         """Connect (waiting at most `timeout`), create the cluster's base znodes and set watches."""
@@ -306,6 +312,19 @@ class Coordinator:
             return False
         epoch = decode(EpochRecord, self._get(self.paths.epoch)[0])
         return epoch is not None and epoch.epoch == leader.epoch
+
+    def remove_own_leader_znode(self, epoch: int) -> bool:
+        """Delete a leader znode of ours that this process no longer acts on (our own session)."""
+        _, stat = self._get(self.paths.leader)
+        if stat is None or stat.ephemeralOwner != self.session_id:
+            return False
+        try:
+            self.client.delete_async(self.paths.leader, version=stat.version).get(
+                timeout=self.settings.retry_timeout
+            )
+        except (KazooException, KazooTimeoutError) as exc:
+            raise CoordinationError(f"cannot remove stale leader znode: {exc!r}") from exc
+        return True
 
     def release(self, leader: LeaderRecord, reason: str) -> bool:
         """Give up leadership cleanly: record the release and delete the leader znode atomically."""

@@ -1,0 +1,45 @@
+"""`make chaos SEED=… FAULTS=…`: a long chaos run on a private stack; prints the seed and the table."""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+from pathlib import Path
+
+from tests.chaos.run import ChaosRun
+from tests.harness.stack import SERVICE_TYPES, Stack
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(prog="python -m tests.chaos")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--faults", type=int, default=100)
+    args = p.parse_args()
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**8)
+    print(f"chaos: seed {seed}, {args.faults} faults", flush=True)
+    with tempfile.TemporaryDirectory(prefix="idsync-chaos-") as tmp:
+        root = Path(tmp)
+        root.chmod(0o755)
+        stack = Stack(root / "stack")
+        pg = SERVICE_TYPES["postgres"](root / "pg")
+        zk = SERVICE_TYPES["zookeeper"](root / "zk")
+        pg.start()
+        zk.start()
+        samba = stack.samba()
+        try:
+            run = ChaosRun(
+                root / "run", seed=seed, faults=args.faults, postgres=pg, zookeeper=zk,
+                samba_ep=samba.endpoint, samba=None if samba.shared else samba,
+            )  # fmt: skip
+            result = run.run()
+        finally:
+            stack.down()
+            zk.destroy()
+            pg.destroy()
+    print(result.table())
+    return 0 if not result.violations else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

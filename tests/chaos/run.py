@@ -1,0 +1,241 @@
+"""One chaos run: three `idsync run` processes under a seeded fault schedule, then the invariants."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.chaos.changes import ChangeGenerator
+from tests.chaos.faults import MENU, Outcome
+from tests.cluster.checks import (
+    duplicate_objects,
+    expected_users,
+    fencing_violations,
+    group_differences,
+    user_differences,
+)
+from tests.cluster.cluster import LocalCluster, wait_converged
+from tests.cluster.directory import AdDirectory
+from tests.cluster.emulator import EmulatorProcess
+from tests.cluster.instance import GROUP_ANCHOR, ClusterSpec, Instance, wait_for, write_config
+from tests.harness.ldap import LdapEndpoint, create_ou, delete_tree
+from tests.harness.proxy import TcpProxy
+from tests.harness.service import Service
+
+
+@dataclass
+class ChaosResult:
+    seed: int
+    outcomes: list[Outcome]
+    violations: list[str]
+    changes: dict[str, int]
+    failed_changes: dict[str, int]
+    seconds: float
+    unexpected_exits: list[str] = field(default_factory=list)
+
+    def table(self) -> str:
+        rows = [f"chaos run: seed {self.seed}, {len(self.outcomes)} faults, {self.seconds:.0f}s"]
+        rows.append(f"{'#':>3} {'fault':<22} {'target':<12} {'held':>5} {'leader':<9} {'recovered':>9}  note")
+        for o in self.outcomes:
+            lead = f"{o.leader_before}->{o.leader_after}"
+            held, rec = f"{o.held:.1f}s", f"{o.recovered:.1f}s"
+            rows.append(f"{o.index:>3} {o.fault:<22} {o.target:<12} {held:>5} {lead:<9} {rec:>9}  {o.note}")
+        rows.append("changes made: " + ", ".join(f"{k} {v}" for k, v in sorted(self.changes.items())))
+        if self.failed_changes:
+            rows.append(
+                "changes refused (directory down): "
+                + ", ".join(f"{k} {v}" for k, v in sorted(self.failed_changes.items()))
+            )
+        rows.append(f"invariant violations: {len(self.violations)}")
+        rows += [f"  - {v}" for v in self.violations]
+        return "\n".join(rows)
+
+
+class ChaosRun:
+    """Owns the cluster, the change generator and the schedule."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        seed: int,
+        faults: int,
+        postgres: Service,
+        zookeeper: Service,
+        samba_ep: LdapEndpoint,
+        samba: Service | None,
+        session_timeout: float = 2.0,
+        deletion_threshold: int = 20,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.workdir = workdir
+        self.seed = seed
+        self.faults = faults
+        self.rng = random.Random(seed)
+        self.postgres = postgres
+        self.zookeeper = zookeeper
+        self.samba = samba
+        self.samba_ep = samba_ep
+        self.session_timeout = session_timeout
+        self.deletion_threshold = deletion_threshold
+        self.log = log
+        self.violations: list[str] = []
+        self.expected_exits: set[tuple[str, int]] = set()
+        self.proxies: dict[str, TcpProxy] = {}
+        self.nodes: dict[str, Instance] = {}
+
+    # -- helpers used by faults -------------------------------------------------------------
+
+    def leader_or_any(self) -> str:
+        try:
+            name = self.cluster.leader()
+        except Exception:
+            name = None
+        if name and name in self.nodes:
+            return name
+        alive = [n for n, i in self.nodes.items() if i.alive]
+        return self.rng.choice(alive or list(self.nodes))
+
+    def expect_exit(self, name: str) -> None:
+        self.expected_exits.add((name, len(self.nodes[name].exits)))
+
+    def ctl_args(self) -> list[str]:
+        return self.cluster.ctl_args()
+
+    # -- the run ----------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        self.root_ou = create_ou(self.samba_ep, prefix="chaos")
+        ad = AdDirectory(self.samba_ep)
+        self.ous = (ad.ou("in1", self.root_ou), ad.ou("in2", self.root_ou))
+        ad.close()
+        self.emulator = EmulatorProcess(self.workdir / "emulator").start()
+        zk_host, zk_port = self.zookeeper.hosts.split(",")[0].rsplit(":", 1)  # type: ignore[attr-defined]
+        chroot = f"/chaos-{uuid.uuid4().hex[:8]}"
+        spec = ClusterSpec(
+            cluster="chaos",
+            pg_dsn=self.postgres.dsn,  # type: ignore[attr-defined]
+            zk_hosts=self.zookeeper.hosts + chroot,  # type: ignore[attr-defined]
+            ldap=self.samba_ep,
+            include_ous=[self.root_ou],
+            graph_url=self.emulator.url,
+            session_timeout=self.session_timeout,
+            deletion_threshold=self.deletion_threshold,
+        )
+        self.cluster = LocalCluster(self.workdir, spec, self.emulator)
+        for name in ("a", "b", "c"):
+            proxy = TcpProxy(zk_host, int(zk_port))
+            self.proxies[name] = proxy
+            node_spec = ClusterSpec(**{**spec.__dict__, "zk_hosts": proxy.address + chroot})
+            schema = f"chaos_{name}_{uuid.uuid4().hex[:6]}"
+            self.cluster.schemas.append(schema)
+            path, port = write_config(node_spec, name, self.workdir / name, schema)
+            self.nodes[name] = self.cluster.nodes[name] = Instance(name, path, port, self.workdir / name)
+        self.changes = ChangeGenerator(self.samba_ep, self.ous, self.seed)
+        self.changes.seed(users=30, groups=3)
+
+    def run(self) -> ChaosResult:
+        t0 = time.monotonic()
+        self.setup()
+        outcomes: list[Outcome] = []
+        try:
+            for n in self.nodes.values():
+                n.start()
+            self.cluster.wait_leader(timeout=60)
+            self._converge(timeout=120)
+            self.changes.start()
+            names = list(MENU)
+            weights = [MENU[n][1] for n in names]
+            for i in range(1, self.faults + 1):
+                fault = self.rng.choices(names, weights=weights)[0]
+                hold = round(self.rng.uniform(0.5, 2.5 * self.session_timeout), 1)
+                before = self._leader_name()
+                target, note = MENU[fault][0](self, self.rng, hold)
+                recovered = self._recover()
+                outcomes.append(Outcome(i, fault, target, hold, before, self._leader_name(), recovered, note))
+                self.log(outcomes[-1].__repr__())
+                time.sleep(self.rng.uniform(0.2, 1.5))
+            self.changes.stop()
+            self._converge(timeout=180)
+            self._check_processes()
+        except Exception as exc:
+            self.violations.append(f"run aborted: {type(exc).__name__}: {exc}")
+        finally:
+            self.changes.stop()
+            self._teardown()
+        return ChaosResult(
+            self.seed,
+            outcomes,
+            self.violations,
+            dict(self.changes.log.done),
+            dict(self.changes.log.failed),
+            time.monotonic() - t0,
+        )
+
+    def _leader_name(self) -> str:
+        try:
+            return self.cluster.leader() or "-"
+        except Exception:
+            return "?"
+
+    def _recover(self, timeout: float = 60) -> float:
+        """Seconds until some node is leader and exporting again."""
+        t0 = time.monotonic()
+
+        def exporting() -> bool:
+            name = self._leader_name()
+            node = self.nodes.get(name)
+            return bool(node and node.alive and "exporting" in node.last_sentence())
+
+        try:
+            wait_for(exporting, timeout, "a leader exporting again", step=0.2)
+        except AssertionError as exc:
+            self.violations.append(f"no recovery: {exc}")
+        return time.monotonic() - t0
+
+    def _converge(self, timeout: float) -> None:
+        ad = AdDirectory(self.samba_ep)
+        try:
+            expected = expected_users(ad.users_under(self.root_ou))
+            groups = ad.groups_under(self.root_ou)
+        finally:
+            ad.close()
+
+        def differences() -> list[str]:
+            state = self.emulator.state()
+            return user_differences(expected, state) + group_differences(groups, state, GROUP_ANCHOR)
+
+        try:
+            wait_converged(differences, timeout)
+        except AssertionError as exc:
+            self.violations.append(str(exc))
+        state: dict[str, Any] = self.emulator.state()
+        self.violations += duplicate_objects(state, GROUP_ANCHOR)
+        self.violations += fencing_violations(self.emulator.writes())
+
+    def _check_processes(self) -> None:
+        for name, inst in self.nodes.items():
+            if not inst.alive:
+                self.violations.append(
+                    f"node {name} died unnoticed (exit {inst.proc.poll() if inst.proc else '?'})"
+                )
+            for k, rc in enumerate(inst.exits):
+                if (name, k) not in self.expected_exits:
+                    self.violations.append(f"node {name} exited unexpectedly with {rc}")
+
+    def _teardown(self) -> None:
+        for inst in self.nodes.values():
+            if inst.alive:
+                inst.signal(18)  # SIGCONT, in case it was stopped
+        self.cluster.close()
+        for p in self.proxies.values():
+            p.close()
+        self.emulator.stop()
+        with contextlib.suppress(Exception):
+            delete_tree(self.samba_ep, self.root_ou)
