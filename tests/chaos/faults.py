@@ -38,8 +38,8 @@ Fault = Callable[["ChaosRun", random.Random, float], tuple[str, str]]
 def kill_leader(run: ChaosRun, rng: random.Random, hold: float) -> tuple[str, str]:
     """SIGKILL the leader; start it again after `hold`."""
     name = run.leader_or_any()
-    run.nodes[name].kill()
     run.expect_exit(name)
+    run.nodes[name].kill()
     time.sleep(hold)
     run.nodes[name].start()
     return name, "killed and restarted"

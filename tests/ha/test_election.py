@@ -234,3 +234,19 @@ def test_a_stale_leader_znode_of_my_own_session_is_removed(make_node: Callable[.
         == "staging: removed my stale leader znode (epoch 1), election follows"
     )
     assert a.run_cycle(healthy()).sentence.startswith("promoted: epoch 2")
+
+
+def test_a_leader_whose_cycles_fail_hands_over_to_a_healthy_standby(make_node: Callable[..., HaLoop]) -> None:
+    a, b = make_node("a"), make_node("b")
+    a.run_cycle(healthy())
+    b.run_cycle(healthy())
+    failing = Health(
+        cycle_ok=False, last_cycle_ok=time.time(), target_caught_up=True, rules_hash="r1", reason="LDAP down"
+    )
+    assert a.run_cycle(failing).sentence == "leader at epoch 1: exporting"
+    assert a.run_cycle(failing).sentence == "leader at epoch 1: exporting"
+    assert a.run_cycle(failing).sentence == (
+        "released leadership at epoch 1: unhealthy for 3 cycles (last cycle failed (LDAP down))"
+    )
+    assert b.run_cycle(healthy()).sentence.startswith("promoted: epoch 2, previous leader a released cleanly")
+    assert a.run_cycle(failing).sentence == "staging: leader is b (epoch 2)"

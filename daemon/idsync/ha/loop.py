@@ -21,6 +21,11 @@ from idsync.ha.zk import CoordinationError, Coordinator
 log = structlog.get_logger(__name__)
 
 
+# A leader whose own cycles keep failing (its directory or store unreachable) hands over to a
+# healthy standby after this many cycles in a row; one failed cycle is not worth a failover.
+UNHEALTHY_CYCLES_BEFORE_HANDOVER = 3
+
+
 @dataclass(frozen=True)
 class Health:
     """What the pipeline reports about this node after its import and sync."""
@@ -79,6 +84,7 @@ class HaLoop:
         self.leader: LeaderRecord | None = None
         self.lease: Lease | None = None
         self._grace_until = 0.0
+        self._unhealthy_cycles = 0
         self._lock = threading.Lock()
         self.last_view: ClusterView | None = None
 
@@ -209,6 +215,17 @@ class HaLoop:
         self.lease.renew(started)
         self._publish(health, "leader", healthy, why)
 
+        self._unhealthy_cycles = 0 if healthy else self._unhealthy_cycles + 1
+        if self._unhealthy_cycles >= UNHEALTHY_CYCLES_BEFORE_HANDOVER:
+            now = self._wall()
+            standby = [
+                n for n, m in view.members.items() if n != self.node and m.healthy and not m.stale(now)
+            ]
+            if standby:
+                self._unhealthy_cycles = 0
+                return self._release(
+                    f"unhealthy for {UNHEALTHY_CYCLES_BEFORE_HANDOVER} cycles ({why})", health
+                )
         handover = self._handover_target(view)
         if handover is not None:
             return self._release(f"switchover to {handover or 'any healthy node'}", health)

@@ -158,7 +158,13 @@ class Daemon:
                     log.info("daemon.reloaded", change=what)
                     self.notifier.send(ready="1")
                 started = time.monotonic()
-                outcome = await self.node.run_cycle()
+                try:
+                    outcome = await self.node.run_cycle()
+                except Exception as exc:  # never let one bad cycle end the daemon; say why, back off
+                    log.exception("cycle.crashed", error=str(exc))
+                    self.notifier.send(status=f"cycle failed: {exc}", watchdog="1")
+                    await self._nap(self.interval)
+                    continue
                 log.info("cycle", decision=outcome.sentence, seconds=round(time.monotonic() - started, 3))
                 pending = sum(outcome.report.pending.values())
                 self.notifier.send(

@@ -54,6 +54,9 @@ class DataPath:
             node=self.cfg.node.name,
             user_attributes=rules.managed_attributes("user"),
             group_attributes=rules.managed_attributes("group"),
+            # One source of truth: the attributes the rules write the anchors to.
+            user_anchor=rules.anchor_attribute("user"),
+            group_anchor=rules.anchor_attribute("group"),
         )
 
     @property

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
@@ -69,6 +69,10 @@ class Node:
             reason=report.error,
         )
 
+    def _renew_standalone_fence(self) -> None:
+        with self.store.transaction() as conn:
+            store_fence.renew(conn, 0, self.name, 3600)
+
     def _renew_store_fence(self, decision: Decision) -> None:
         """Mirror the lease into the store, where every claim transaction checks it."""
         lease = decision.lease
@@ -88,12 +92,19 @@ class Node:
         if self.ha is None:
             decision = Decision("standalone: exporting", "leader", True, 0, None)
             fence = Unfenced(self.name)
-            with self.store.transaction() as conn:
-                store_fence.renew(conn, 0, self.name, 3600)
+            try:
+                await asyncio.to_thread(self._renew_standalone_fence)
+            except Exception as exc:
+                log.warning("fence.renew_failed", error=str(exc))
+                decision = replace(decision, export=False, sentence="standalone: store unreachable")
         else:
             decision = await asyncio.to_thread(self.ha.run_cycle, self._health(report))
-            await asyncio.to_thread(self._renew_store_fence, decision)
             fence = decision.lease  # type: ignore[assignment]
+            try:
+                await asyncio.to_thread(self._renew_store_fence, decision)
+            except Exception as exc:  # the store is down: no claim can succeed, so export nothing
+                log.warning("fence.renew_failed", error=str(exc))
+                decision = replace(decision, export=False, sentence=f"{decision.sentence}; store unreachable")
         bind_context(role=decision.role, epoch=decision.epoch or None)
 
         export: ExportReport | None = None
@@ -167,6 +178,9 @@ class Node:
             return None
         decision = self.ha.release(reason)
         if decision.epoch:
-            with self.store.transaction() as conn:
-                store_fence.revoke(conn, decision.epoch)
+            try:
+                with self.store.transaction() as conn:
+                    store_fence.revoke(conn, decision.epoch)
+            except Exception as exc:  # the lease in the store runs out by itself
+                log.warning("fence.revoke_failed", error=str(exc))
         return decision.sentence

@@ -57,6 +57,8 @@ class Store:
             max_size=max_size,
             kwargs={"connect_timeout": max(1, int(connect_timeout)), "application_name": "idsync"},
             configure=self._configure,
+            # A pooled connection may be dead after a PostgreSQL restart: test it on checkout.
+            check=ConnectionPool.check_connection,
             open=False,
             name=f"idsync-{schema}",
         )
