@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -144,3 +145,22 @@ def test_stop_between_batches_then_release(
     with pa.store.transaction() as conn, pytest.raises(Fenced, match="lease expired in the store"):
         store_fence.check(conn, 1)
     assert cycle(b).startswith("promoted: epoch 2, previous leader a released cleanly")
+
+
+def test_startup_waits_for_postgresql(spawn: Callable[[str], Any]) -> None:
+    from idsync.runtime.daemon import retrying
+    from idsync.store.errors import StoreUnavailable
+
+    pg = spawn("postgres")
+    pg.stop()
+    threading.Timer(1.5, pg.start).start()
+    store = retrying(
+        "postgresql",
+        lambda: Store(pg.dsn, "t_wait", connect_timeout=1).open(),
+        (StoreUnavailable,),
+        threading.Event(),
+    )
+    try:
+        migrate.migrate(store)
+    finally:
+        store.close()

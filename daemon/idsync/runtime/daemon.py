@@ -8,25 +8,29 @@ the rules. The systemd watchdog is fed by the main loop only, so a hung loop get
 from __future__ import annotations
 
 import asyncio
+import random
 import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import structlog
 
 from idsync.config import Config
 from idsync.ha.loop import HaLoop, Timing
-from idsync.ha.zk import Coordinator, ZkSettings
+from idsync.ha.zk import CoordinationError, Coordinator, ZkSettings
 from idsync.runtime.node import CycleOutcome, Node
 from idsync.runtime.notify import Notifier
 from idsync.runtime.pipeline import Pipeline
 from idsync.store import fence as store_fence
 from idsync.store import migrate
 from idsync.store.db import Store
+from idsync.store.errors import StoreUnavailable
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -36,18 +40,48 @@ class DaemonOptions:
     full: bool = False  # the first cycle is a full sync
 
 
-def open_store(cfg: Config) -> Store:
+def retrying(
+    what: str, action: Callable[[], T], errors: tuple[type[Exception], ...], stop: threading.Event
+) -> T:
+    """Run `action` until it succeeds, backing off (0.5 s doubling to 15 s, jittered) and logging
+    each failure: a daemon started while a dependency restarts waits for it instead of exiting."""
+    delay = 0.5
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return action()
+        except errors as exc:
+            if stop.is_set():
+                raise
+            log.warning(
+                "daemon.waiting", dependency=what, attempt=attempt, error=str(exc), retry_in=round(delay, 1)
+            )
+            stop.wait(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, 15.0)
+
+
+def open_store(cfg: Config, stop: threading.Event | None = None) -> Store:
+    """Open and migrate the instance's store, waiting for PostgreSQL if it is not up yet."""
     s = cfg.store
-    store = Store(
-        s.dsn(),
-        s.schema_name,
-        min_size=s.pool_min_size,
-        max_size=s.pool_max_size,
-        connect_timeout=s.connect_timeout_seconds,
-        statement_timeout=s.statement_timeout_seconds,
-    ).open()
-    migrate.migrate(store)
-    return store
+
+    def attempt() -> Store:
+        store = Store(
+            s.dsn(),
+            s.schema_name,
+            min_size=s.pool_min_size,
+            max_size=s.pool_max_size,
+            connect_timeout=s.connect_timeout_seconds,
+            statement_timeout=s.statement_timeout_seconds,
+        ).open()
+        try:
+            migrate.migrate(store)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    return retrying("postgresql", attempt, (StoreUnavailable,), stop or threading.Event())
 
 
 def make_ha(cfg: Config) -> HaLoop:
@@ -144,7 +178,8 @@ class Daemon:
         if threading.current_thread() is threading.main_thread():
             self.install_signals(loop)
         if self.ha is not None:
-            await asyncio.to_thread(self.ha.coord.start)
+            coord = self.ha.coord
+            await asyncio.to_thread(retrying, "zookeeper", coord.start, (CoordinationError,), self.stop)
             threading.Thread(target=self._keep_lease, name="lease-keeper", daemon=True).start()
         if opts.full:
             self.node.request_full()
