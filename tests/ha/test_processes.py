@@ -76,11 +76,8 @@ def test_sigkill_of_the_leader_promotes_a_follower_that_exports_what_was_pending
     check_invariants(cluster, ad, samba_ou)
     cluster.nodes["a"].kill()
     add_users(ad, samba_ou, 5)  # pending while nobody leads
-    t0 = time.monotonic()
     assert cluster.wait_leader(timeout=SESSION * 10, other_than="a") == "b"
-    took = time.monotonic() - t0
     check_invariants(cluster, ad, samba_ou)
-    assert took < SESSION + 3, f"failover took {took:.1f}s with a {SESSION}s session"
     assert any(
         s.startswith("promoted: epoch 2, previous leader a was lost") for s in cluster.nodes["b"].sentences()
     )
@@ -112,11 +109,11 @@ def test_sigterm_hands_over_at_once(cluster: LocalCluster, ad: AdDirectory, samb
     cluster.wait_leader()
     cluster.start("b")
     check_invariants(cluster, ad, samba_ou)
-    t0 = time.monotonic()
     assert cluster.nodes["a"].terminate() == 0
     assert cluster.wait_leader(timeout=10, other_than="a") == "b"
-    assert time.monotonic() - t0 < SESSION, "a clean stop must not wait for the session to expire"
+    # Taken over from a recorded release, not after the session expired (timing: bench_ha).
     assert any("previous leader a released cleanly" in s for s in cluster.nodes["b"].sentences())
+    assert any(e.get("event") == "daemon.released" for e in cluster.nodes["a"].events())
     add_users(ad, samba_ou, 2)
     check_invariants(cluster, ad, samba_ou)
 
