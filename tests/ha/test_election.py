@@ -215,12 +215,14 @@ def test_a_zookeeper_restart_within_the_session_keeps_the_leader(
         assert ha.run_cycle(healthy()).promoted
         zk.stop()
         wait_until(lambda: not coord.connected, timeout=5)
+        assert ha.refresh() is False  # the lease keeper, between cycles: hold, do not give up
         d = ha.run_cycle(healthy())
         assert d.sentence == "leader at epoch 1: ZooKeeper connection suspended, exports held"
         assert ha.lease is not None and not ha.lease.valid()
         zk.start()
         wait_until(lambda: coord.connected, timeout=10)
         assert ha.run_cycle(healthy()).sentence == "leader at epoch 1: exporting"
+        assert ha.lease is not None and ha.lease.valid()
     finally:
         coord.stop()
 

@@ -199,6 +199,8 @@ class HaLoop:
     ) -> Decision:
         leader = self.leader
         assert leader is not None and self.lease is not None
+        if self.lease.revoked is not None:  # e.g. LOST reported from kazoo's thread
+            return self._demote(self.lease.revoked)
         try:
             still = self.coord.confirm(leader)
         except CoordinationError as exc:
@@ -375,10 +377,10 @@ class HaLoop:
             try:
                 ok = self.coord.confirm(leader)
             except CoordinationError:
-                lease.hold()
+                lease.hold()  # maybe only a blip: the next confirmation restores the lease
                 return False
             if not ok:
-                lease.revoke("leadership lost: the leader znode is no longer ours")
+                self._demote("leadership lost: the leader znode is no longer ours")
                 return False
             lease.renew(started)
             return True

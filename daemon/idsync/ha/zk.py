@@ -301,9 +301,15 @@ class Coordinator:
         return record
 
     def confirm(self, leader: LeaderRecord) -> bool:
-        """True if ZooKeeper still shows us as leader at our epoch, in the session that won."""
-        if not self.connected or self.session_id != leader.session:
+        """True if ZooKeeper still shows us as leader at our epoch, in the session that won.
+
+        False is definitive (the session or the znode is gone); a connection that is merely down
+        raises CoordinationError, because the session may survive it.
+        """
+        if self.session_id != leader.session:
             return False
+        if not self.connected:
+            raise CoordinationError("ZooKeeper connection is down")
         data, stat = self._get(self.paths.leader)
         current = decode(LeaderRecord, data)
         if stat is None or current is None:
