@@ -191,7 +191,8 @@ class ChaosRun:
         def exporting() -> bool:
             name = self._leader_name()
             node = self.nodes.get(name)
-            return bool(node and node.alive and "exporting" in node.last_sentence())
+            last = node.last_sentence() if node and node.alive else ""
+            return "exporting" in last and "stopped:" not in last
 
         try:
             wait_for(exporting, timeout, "a leader exporting again", step=0.2)
