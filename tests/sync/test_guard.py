@@ -23,7 +23,7 @@ def test_too_many_deletes_hold_every_export_until_approved(store: Store) -> None
     w.source(*(ad_user(i, ou="OU=Gone") for i in range(5)), ad_user(99))
     result = w.sync()
     assert result.guard.held and result.guard.deletes == 5
-    assert "held: 5 pending deletes exceed the threshold (3 deletes)" in result.sentence()
+    assert "held: 5 pending deletes exceed the threshold (3 deletes within 30 min)" in result.sentence()
     assert w.export_all() == 0  # nothing at all runs, not even the create
     assert w.export_all(approved=("not-the-fingerprint",)) == 0
 
@@ -33,7 +33,7 @@ def test_too_many_deletes_hold_every_export_until_approved(store: Store) -> None
     assert all(w.target_of(guid(i)) is None for i in range(5))
 
 
-def test_an_approval_releases_exactly_that_set(store: Store) -> None:
+def test_an_approval_releases_that_set_and_later_deletes_count_anew(store: Store) -> None:
     w = _provisioned(store, 10, thresholds=Thresholds(count=3))
     w.source(*(ad_user(i, ou="OU=Gone") for i in range(4)))
     first = w.sync().guard
@@ -42,23 +42,33 @@ def test_an_approval_releases_exactly_that_set(store: Store) -> None:
     w.source(ad_user(4, ou="OU=Gone"))
     second = w.sync().guard
     assert second.held and second.deletes == 5 and second.fingerprint != first.fingerprint
-    # Approving the first set does not release the larger one.
-    assert w.export_all(approved=(first.fingerprint,)) == 0
-    decision = w.engine.guard_decision((first.fingerprint,))
-    assert decision.held
-    # The user comes back: the set is the approved one again, and a subset of it stays released
-    # while its deletes complete in batches.
-    w.source(ad_user(4))
-    assert w.sync().guard.held
+    # Approving the first set releases it; the one delete on top counts anew (1 <= 3).
     released = w.engine.guard_decision((first.fingerprint,))
-    assert not released.held and released.approved_by == first.fingerprint
-    assert w.export_all(approved=(first.fingerprint,), limit=2) == 2
-    w.sync()  # two deletes confirmed: the remaining two are a subset of the approved set
-    assert len(w.ops("delete")) == 2
-    assert not w.engine.guard_decision((first.fingerprint,)).held
-    w.export_all(approved=(first.fingerprint,))
+    assert not released.held and released.deletes == 1 and released.approved_by is None
+    assert w.export_all(approved=(first.fingerprint,)) == 5
     w.sync()
     assert w.ops() == []
+    # Within the window, exported deletes still count: four more leaving trips the guard again,
+    # because 1 unapproved delete was exported a moment ago (1 + 4 > 3).
+    w.source(*(ad_user(i, ou="OU=Gone") for i in range(5, 8)))
+    w.sync()
+    again = w.engine.guard_decision((first.fingerprint,))
+    assert again.held and again.deletes == 4
+    assert w.export_all(approved=(first.fingerprint,)) == 0
+
+
+def test_deletes_trickling_in_over_cycles_add_up(store: Store) -> None:
+    w = _provisioned(store, 10, thresholds=Thresholds(count=3))
+    for i in range(3):  # one delete per cycle, each exported at once
+        w.source(ad_user(i, ou="OU=Gone"))
+        assert not w.sync().guard.held
+        assert w.export_all() == 1
+        w.sync()
+    w.source(ad_user(3, ou="OU=Gone"))
+    tripped = w.sync().guard
+    assert tripped.held and tripped.deletes == 4  # 3 exported within the window + 1 pending
+    assert w.export_all() == 0
+    assert w.export_all(approved=(tripped.fingerprint,)) == 1
 
 
 def test_the_percentage_threshold(store: Store) -> None:

@@ -55,7 +55,11 @@ def _local(args: argparse.Namespace) -> _Local | None:
     except ConfigError as exc:
         print(f"idsync: {exc}", file=sys.stderr)
         return None
-    thresholds = guard.Thresholds(cfg.sync.deletion_threshold_count, cfg.sync.deletion_threshold_percent)
+    thresholds = guard.Thresholds(
+        cfg.sync.deletion_threshold_count,
+        cfg.sync.deletion_threshold_percent,
+        cfg.sync.deletion_window_seconds,
+    )
     try:
         with Store(cfg.store.dsn(), cfg.store.schema_name, max_size=1) as store:
             names = [

@@ -33,7 +33,11 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"idsync: {exc}", file=sys.stderr)
         return 2
-    thresholds = guard.Thresholds(cfg.sync.deletion_threshold_count, cfg.sync.deletion_threshold_percent)
+    thresholds = guard.Thresholds(
+        cfg.sync.deletion_threshold_count,
+        cfg.sync.deletion_threshold_percent,
+        cfg.sync.deletion_window_seconds,
+    )
     try:
         with Store(cfg.store.dsn(), cfg.store.schema_name, max_size=1) as store:
             migrate.check_version(store)

@@ -93,6 +93,7 @@ class SyncSettings(Section):
     interval_seconds: PositiveSeconds = 2.0
     deletion_threshold_count: int = Field(default=500, ge=0)
     deletion_threshold_percent: float | None = Field(default=None, gt=0, le=100)
+    deletion_window_seconds: PositiveSeconds = 1800.0
     soft_match: bool = False
 
 

@@ -309,6 +309,26 @@ def delete_keys(conn: psycopg.Connection) -> list[str]:
     return [r[0] for r in rows]
 
 
+def recent_delete_keys(conn: psycopg.Connection, window_seconds: float) -> list[str]:
+    """Deletes exported in the last `window_seconds`, as 'object_type:anchor' keys."""
+    rows = conn.execute(
+        "SELECT DISTINCT object_type || ':' || anchor FROM export_journal WHERE kind = 'delete'"
+        " AND outcome IN ('ok', 'adopted') AND at > now() - make_interval(secs => %s)",
+        (window_seconds,),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def approved_keys(conn: psycopg.Connection, approved: Sequence[str]) -> set[str]:
+    """Every key of the held sets an operator approved."""
+    if not approved:
+        return set()
+    rows = conn.execute(
+        "SELECT DISTINCT unnest(keys) FROM deletion_hold WHERE fingerprint = ANY(%s)", (list(approved),)
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
 def fingerprint(keys: Sequence[str]) -> str:
     """Stable fingerprint of a delete set (the same on every node that computes the same set)."""
     h = hashlib.sha256()

@@ -315,7 +315,11 @@ def engine_from_config(store: Store, cfg: Config) -> SyncEngine:
     Raises RulesError listing every problem of the rules.
     """
     rules = load_rules(cfg.sync.rules_file, source_kind=cfg.source.kind, group_anchor=group_anchor_of(cfg))
-    thresholds = guard.Thresholds(cfg.sync.deletion_threshold_count, cfg.sync.deletion_threshold_percent)
+    thresholds = guard.Thresholds(
+        cfg.sync.deletion_threshold_count,
+        cfg.sync.deletion_threshold_percent,
+        cfg.sync.deletion_window_seconds,
+    )
     return SyncEngine(
         store, rules, thresholds=thresholds, soft_match=cfg.sync.soft_match, check_target_rounds=True
     )

@@ -19,14 +19,19 @@ from idsync.store import links, pending
 
 @dataclass(frozen=True)
 class Thresholds:
+    """`count` and `percent` apply to the deletes pending now *plus* those exported in the last
+    `window_seconds`: with cycles of seconds, a mass deletion that trickles in over several
+    cycles must trip the guard as surely as one that lands in a single Entra Connect run."""
+
     count: int = 500
     percent: float | None = None
+    window_seconds: float = 1800.0
 
     def describe(self) -> str:
         parts = [f"{self.count} deletes" if self.count else "no count limit"]
         if self.percent is not None:
             parts.append(f"{self.percent:g}% of owned objects")
-        return " or ".join(parts)
+        return " or ".join(parts) + f" within {self.window_seconds / 60:g} min"
 
 
 @dataclass(frozen=True)
@@ -65,13 +70,15 @@ def evaluate(
     conn: psycopg.Connection, threshold: Thresholds, approved_fingerprints: Sequence[str] = ()
 ) -> GuardDecision:
     """Decide on the current delete set; a held set is recorded so it can be approved later."""
-    keys = pending.delete_keys(conn)
+    pending_keys = pending.delete_keys(conn)
+    recent = pending.recent_delete_keys(conn, threshold.window_seconds)
+    # Deletes an operator approved no longer count: the window then holds only what came after.
+    released = pending.approved_keys(conn, approved_fingerprints)
+    keys = sorted((set(pending_keys) | set(recent)) - released)
     fp = pending.fingerprint(keys)
     owned = links.owned_count(conn) if threshold.percent is not None else 0
+    approved_by = pending.approved_superset(conn, pending_keys, approved_fingerprints) if released else None
     if not exceeds(len(keys), owned, threshold):
-        return GuardDecision(False, len(keys), threshold, fp, owned)
-    approved = pending.approved_superset(conn, keys, approved_fingerprints)
-    if approved is not None:
-        return GuardDecision(False, len(keys), threshold, fp, owned, approved_by=approved)
+        return GuardDecision(False, len(keys), threshold, fp, owned, approved_by=approved_by)
     pending.record_hold(conn, fp, keys)
     return GuardDecision(True, len(keys), threshold, fp, owned)
