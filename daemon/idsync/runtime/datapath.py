@@ -15,7 +15,7 @@ import structlog
 
 from idsync import metrics
 from idsync.config import Config
-from idsync.fencing import Fence
+from idsync.fencing import Fence, Fenced
 from idsync.runtime.pipeline import CycleReport, ExportReport, StopFlag
 from idsync.source.importer import ImportResult as SourceResult
 from idsync.source.importer import SourceImporter
@@ -26,6 +26,36 @@ from idsync.sync.engine import SyncEngine, SyncResult, engine_from_config
 from idsync.target.graph import GraphTarget
 
 log = structlog.get_logger(__name__)
+
+SLICE_USED = "export time slice used; the rest goes next cycle"
+
+
+class _Slice:
+    """The leader's fence, narrowed to one export slice: it also ends on SIGTERM and when the
+    slice is over, so that the HA loop (switchover requests, health) runs between slices."""
+
+    def __init__(self, fence: Fence, stop: StopFlag, seconds: float) -> None:
+        self._fence = fence
+        self._stop = stop
+        self._deadline = time.monotonic() + seconds
+
+    @property
+    def epoch(self) -> int:
+        return self._fence.epoch
+
+    @property
+    def node(self) -> str:
+        return self._fence.node
+
+    def remaining(self) -> float:
+        return self._fence.remaining()
+
+    def ensure(self) -> None:
+        self._fence.ensure()
+        if self._stop.is_set():
+            raise Fenced(self.epoch, "stopping")
+        if time.monotonic() > self._deadline:
+            raise Fenced(self.epoch, SLICE_USED)
 
 
 class DataPath:
@@ -46,6 +76,8 @@ class DataPath:
         self.target = self._target()
         self.guard_held = False
         self.last_sync: SyncResult | None = None
+        # How long one cycle may export before the HA loop gets its turn again.
+        self.export_slice = max(cfg.ha.loop_interval_seconds, 2.0)
 
     def _target(self) -> GraphTarget:
         rules = self.engine.rules
@@ -125,32 +157,26 @@ class DataPath:
     async def export(self, fence: Fence, stop: StopFlag) -> ExportReport:
         if self.guard_held:
             return ExportReport("deletion guard holds all exports", held="deletion guard")
-        exporter = self.target.exporter(self.store, fence)
-        chunk = exporter.batch_size * exporter.concurrency
+        exporter = self.target.exporter(self.store, _Slice(fence, stop, self.export_slice))
         t0 = time.monotonic()
-        ok = failed = attempted = throttled = 0
-        fenced = ""
-        # Chunks of a few batches, so SIGTERM stops at the next chunk (in-flight batches finish).
-        while not stop.is_set():
-            rep = await exporter.export(limit=chunk, held=self.guard_held)
-            attempted += len(rep.results)
-            ok += rep.count("ok", "adopted")
-            failed += rep.count("error")
-            throttled += rep.throttled
-            for r in rep.results:
-                metrics.EXPORTED.labels(r.kind, r.outcome).inc()
-            metrics.GRAPH_THROTTLED.inc(rep.throttled)
-            if rep.fenced:
-                fenced = rep.fenced
-                break
-            if len(rep.results) < chunk:
-                break
+        # In-flight batches finish; no new one starts once the slice is over or on SIGTERM.
+        rep = await exporter.export(held=self.guard_held)
+        attempted = len(rep.results)
+        ok = rep.count("ok", "adopted")
+        failed = rep.count("error")
+        throttled = rep.throttled
+        for r in rep.results:
+            metrics.EXPORTED.labels(r.kind, r.outcome).inc()
+        metrics.GRAPH_THROTTLED.inc(rep.throttled)
+        fenced = rep.fenced or ""
+        more = ""
+        if fenced in (SLICE_USED, "stopping"):
+            more, fenced = f"; {fenced}", ""
         seconds = time.monotonic() - t0
         if not attempted and not fenced:
             return ExportReport("nothing to export", duration=seconds)
-        summary = (
-            f"exported {attempted} ({ok} ok, {failed} rejected, {throttled} throttled) in {seconds:.1f}s"
-        )
+        counts = f"{ok} ok, {failed} rejected, {throttled} throttled"
+        summary = f"exported {attempted} ({counts}) in {seconds:.1f}s{more}"
         if fenced:
             summary += f"; stopped: {fenced}"
         return ExportReport(summary, attempted, ok, failed, fenced=bool(fenced), duration=seconds)

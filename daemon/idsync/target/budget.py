@@ -57,17 +57,24 @@ class WriteBudget:
         short = (n - self.tokens) / self.rate if self.tokens < n else 0.0
         return max(pause, short, 0.0)
 
-    async def acquire(self, n: int) -> None:
-        """Wait (first come, first served) until `n` writes fit in the budget, and take them."""
+    async def acquire(self, n: int, check: Callable[[], None] | None = None) -> None:
+        """Wait (first come, first served) until `n` writes fit in the budget, and take them.
+
+        `check` runs at least every quarter second while waiting and may raise to give up (the
+        exporter's fence: a leader that lost its lease must not sit out a long throttle).
+        """
         n = min(n, int(self.capacity))
         async with self._lock:
             while True:
+                if check is not None:
+                    check()
                 wait = self.wait_for(n)
                 if wait <= 0:
                     self.tokens -= n
                     return
-                self.waited_seconds += wait
-                await asyncio.sleep(wait)
+                step = min(wait, 0.25)
+                self.waited_seconds += step
+                await asyncio.sleep(step)
 
     def refund(self, n: int) -> None:
         """Writes taken but never sent (the batch was not sent after all)."""

@@ -436,11 +436,13 @@ class Exporter:
                     return
             now = time.monotonic()
             first = min(i.not_before for i in todo)
-            if first > now:
-                await asyncio.sleep(first - now)
+            while first > now:  # Retry-After of an item; the fence is checked while waiting
+                self.fence.ensure()
+                await asyncio.sleep(min(first - now, 0.25))
+                now = time.monotonic()
             now = time.monotonic()
             ready = [i for i in todo if i.not_before <= now]
-            await self.budget.acquire(len(ready))
+            await self.budget.acquire(len(ready), check=self.fence.ensure)
             reqs = []
             for n, i in enumerate(ready):
                 i.request_id = str(uuid.uuid4())
