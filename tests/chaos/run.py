@@ -127,6 +127,9 @@ class ChaosRun:
             graph_url=self.emulator.url,
             session_timeout=self.session_timeout,
             deletion_threshold=self.deletion_threshold,
+            # The generator's own churn (~0.4 deletes/s) stays far below the threshold in this
+            # window, while a mass delete of threshold + 5 within seconds trips it.
+            deletion_window=10.0,
         )
         self.cluster = LocalCluster(self.workdir, spec, self.emulator)
         for name in ("a", "b", "c"):

@@ -36,6 +36,7 @@ class ClusterSpec:
     interval: float = 0.5
     request_timeout: float = 1.0
     deletion_threshold: int = 500
+    deletion_window: float = 1800.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -85,7 +86,11 @@ def write_config(spec: ClusterSpec, node: str, workdir: Path, schema: str) -> tu
             # The emulator registers this directory extension for its default app.
             "anchor_extension_attribute": GROUP_ANCHOR,
         },
-        "sync": {"interval_seconds": spec.interval, "deletion_threshold_count": spec.deletion_threshold},
+        "sync": {
+            "interval_seconds": spec.interval,
+            "deletion_threshold_count": spec.deletion_threshold,
+            "deletion_window_seconds": spec.deletion_window,
+        },
         "ha": {
             "loop_interval_seconds": spec.interval,
             "retry_timeout_seconds": retry,
