@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 PYTEST_ARGS ?=
 
-.PHONY: test demo bench deps venv lint typecheck pytest stack-up stack-down stack-status clean
+.PHONY: test demo demo-stop bench chaos deps venv lint typecheck pytest stack-up stack-down stack-status clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ stack-status: venv
 
 demo: deps venv
 	$(PY) -m tests.harness demo
+
+SEED ?=
+FAULTS ?= 100
+chaos: deps venv
+	$(PY) -m tests.chaos --faults $(FAULTS) $(if $(SEED),--seed $(SEED))
 
 bench: deps venv
 	$(PY) -m bench
