@@ -41,7 +41,10 @@ stack-status: venv
 	$(PY) -m tests.harness status
 
 demo: deps venv
-	$(PY) -m tests.harness demo
+	$(PY) -m tests.cluster.demo start
+
+demo-stop: venv
+	$(PY) -m tests.cluster.demo stop
 
 SEED ?=
 FAULTS ?= 100
