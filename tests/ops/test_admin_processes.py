@@ -87,7 +87,9 @@ def test_endpoints_and_metrics_of_a_running_pair_through_a_switchover(
     wait_for(lambda: status(b, "/leader") == 200, 30, "b to answer 200 on /leader")
     wait_for(lambda: status(a, "/staging") == 200, 30, "a to answer 200 on /staging")
     assert status(a, "/leader") == 503
+    # /leader reads the lease live; the gauges follow at the end of the promoting cycle.
+    wait_for(lambda: gauges(b)[("idsync_epoch", ())] == epoch + 1, 30, "b's epoch gauge")
     gb = gauges(b)
-    assert gb[("idsync_epoch", ())] == epoch + 1 and gb[("idsync_promotions_total", ())] == 1
+    assert gb[("idsync_promotions_total", ())] == 1
     code, body = get(b, "/pending")
     assert code == 200 and body["node"] == "b" and body["role"] == "leader"
