@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import ldap3
-from ldap3.core.exceptions import LDAPException
+from ldap3.core.exceptions import LDAPException, LDAPNoSuchObjectResult
 
 from tests.cluster.directory import AdDirectory, User
 from tests.harness.ldap import LdapEndpoint
@@ -141,6 +141,8 @@ class ChangeGenerator:
         u = self.users.pop(self.rng.randrange(len(self.users)))
         try:
             self._ad().delete(u.dn)
+        except LDAPNoSuchObjectResult:
+            return  # gone already (an earlier answer was lost)
         except LDAPException:
             self.users.append(u)
             raise
@@ -172,5 +174,7 @@ class ChangeGenerator:
             self.users.pop(self.rng.randrange(len(self.users))) for _ in range(min(n, len(self.users) - 5))
         ]
         for u in gone:
-            self._ad().delete(u.dn)
+            # An earlier delete may have landed although its answer was lost.
+            with contextlib.suppress(LDAPNoSuchObjectResult):
+                self._ad().delete(u.dn)
         return gone
