@@ -159,3 +159,15 @@ def test_switchover_failover_and_pause_with_three_nodes(
     assert main(["resume", *cluster.ctl_args()]) == 0
     add_users(ad, samba_ou, 2)
     check_invariants(cluster, ad, samba_ou)
+
+
+def test_cycle_command_imports_and_syncs_without_exporting(
+    cluster: LocalCluster, ad: AdDirectory, samba_ou: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_users(ad, samba_ou, 3)
+    node = cluster.add("a")
+    assert main(["--config", str(node.config), "cycle", "--full"]) == 0
+    out = capsys.readouterr().out
+    assert "source full import (3 objects)" in out
+    assert "full sync (requested)" in out and "queue: create 3" in out
+    assert cluster.state()["users"] == []  # nothing exported
