@@ -17,17 +17,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from idsync.config import ConfigError, load_config
-    from idsync.log import configure_from_config
+    from idsync.commands import _node
     from idsync.store.errors import StoreError
     from idsync.sync.errors import RulesError
 
-    try:
-        cfg = load_config(args.config, check_files=True)
-    except ConfigError as exc:
-        print(f"idsync: {exc}", file=sys.stderr)
+    cfg = _node.load(args, default_level="warning")
+    if cfg is None:
         return 2
-    configure_from_config(cfg, args.log_level or "warning")
     try:
         return asyncio.run(_cycle(cfg, args.full))
     except (StoreError, RulesError) as exc:

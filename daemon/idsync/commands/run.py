@@ -18,17 +18,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from idsync.config import ConfigError, load_config
-    from idsync.log import configure_from_config, get_logger
+    from idsync.commands import _node
+    from idsync.config import ConfigError
+    from idsync.log import get_logger
     from idsync.store.errors import StoreError
     from idsync.sync.errors import RulesError
 
-    try:
-        cfg = load_config(args.config, check_files=True)
-    except ConfigError as exc:
-        print(f"idsync: {exc}", file=sys.stderr)
+    cfg = _node.load(args)
+    if cfg is None:
         return 2
-    configure_from_config(cfg, args.log_level)
     log = get_logger("idsync.run")
     try:
         return asyncio.run(_main(cfg, args))
