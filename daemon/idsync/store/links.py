@@ -68,6 +68,28 @@ def link(conn: psycopg.Connection, soft_match: Mapping[str, str]) -> dict[str, i
         "  AND NOT EXISTS (SELECT 1 FROM sync_link l WHERE l.target_id = t.id)"
         " ORDER BY d.anchor, t.id ON CONFLICT DO NOTHING"
     ).rowcount
+    # An object this node created that left scope before the import showed it (no desired row to
+    # match any more): the journal knows the id the create returned, so the deprovision still runs.
+    # The target may show it cycles later, when nothing marks the anchor dirty: look at the recent
+    # journal, and mark what links here dirty so that the diff deprovisions it.
+    orphans = conn.execute(
+        "INSERT INTO sync_link (anchor, object_type, target_id, how)"
+        " SELECT DISTINCT ON (j.anchor) j.anchor, j.object_type, t.id, 'created'"
+        " FROM export_journal j"
+        " JOIN target_object t ON t.id = j.target_id AND t.object_type = j.object_type AND NOT t.deleted"
+        " WHERE j.kind = 'create' AND j.outcome IN ('ok', 'adopted') AND j.target_id IS NOT NULL"
+        "  AND j.at > now() - interval '1 hour'"
+        "  AND NOT EXISTS (SELECT 1 FROM desired_object d WHERE d.anchor = j.anchor)"
+        "  AND NOT EXISTS (SELECT 1 FROM sync_link l WHERE l.anchor = j.anchor)"
+        "  AND NOT EXISTS (SELECT 1 FROM sync_link l WHERE l.target_id = t.id)"
+        " ORDER BY j.anchor, j.id DESC ON CONFLICT DO NOTHING RETURNING anchor"
+    ).fetchall()
+    if orphans:
+        conn.execute(
+            "INSERT INTO _dirty (anchor) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
+            ([r[0] for r in orphans],),
+        )
+    hard += len(orphans)
     soft = 0
     for object_type, attribute in soft_match.items():
         soft += conn.execute(
