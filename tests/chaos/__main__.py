@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -33,6 +34,12 @@ def main() -> int:
                 samba_ep=samba.endpoint, samba=None if samba.shared else samba,
             )  # fmt: skip
             result = run.run()
+            if result.violations:  # keep the evidence: every node's log and the emulator's
+                keep = Path(f"/tmp/idsync-chaos-{seed}")
+                keep.mkdir(exist_ok=True)
+                for log in (root / "run").rglob("*.log"):
+                    shutil.copy(log, keep / log.name)
+                print(f"logs kept in {keep}")
         finally:
             stack.down()
             zk.destroy()

@@ -16,7 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+import psycopg
 import structlog
+from psycopg_pool import PoolTimeout
 
 from idsync.config import Config
 from idsync.ha.loop import HaLoop, Timing
@@ -81,7 +83,9 @@ def open_store(cfg: Config, stop: threading.Event | None = None) -> Store:
             raise
         return store
 
-    return retrying("postgresql", attempt, (StoreUnavailable,), stop or threading.Event())
+    # A PostgreSQL that restarts under us can fail any of these steps: all of them are worth a retry.
+    transient = (StoreUnavailable, psycopg.OperationalError, PoolTimeout)
+    return retrying("postgresql", attempt, transient, stop or threading.Event())
 
 
 def make_ha(cfg: Config) -> HaLoop:

@@ -92,6 +92,8 @@ def migrate(store: Store) -> list[int]:
                             "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                             (mig.version, mig.name),
                         )
+                except psycopg.OperationalError:
+                    raise  # the server went away: not the migration's fault, the caller may retry
                 except psycopg.Error as exc:
                     raise MigrationError(
                         f"migration {mig.version:04d}_{mig.name} failed on schema {schema!r}: "
