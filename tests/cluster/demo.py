@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from ldap3.core.exceptions import LDAPNoSuchObjectResult
 
 from idsync.cli import main as idsync
 from tests.cluster.emulator import DOMAIN, EmulatorProcess
@@ -44,6 +45,8 @@ def load_sample(stack: Stack) -> str:
     try:
         if conn.search(ou, "(objectClass=organizationalUnit)", "BASE"):
             return ou
+    except LDAPNoSuchObjectResult:
+        pass  # not loaded yet
     finally:
         conn.unbind()
     sys.path.insert(0, str(ROOT / "deploy/samba"))
