@@ -117,7 +117,8 @@ def start() -> int:
     )
     ctl = ["--zookeeper", spec.zk_hosts, "--cluster", "demo"]
 
-    say(f"waiting for the first full sync of {USERS} users and {GROUPS} groups to land in the emulator")
+    memberships = (DEMO / "sample.ldif").read_text().count("\nmember: ")
+    say(f"waiting for the first full sync of {USERS} users, {GROUPS} groups and {memberships} memberships")
     t0 = time.monotonic()
     last = -1
 
@@ -134,7 +135,7 @@ def start() -> int:
         for n in nodes.values():
             if not n.alive:
                 raise SystemExit(f"{n.name} exited; its log: {n.log_path}")
-        return users >= USERS and len(st["groups"]) >= GROUPS and members > 0
+        return users >= USERS and len(st["groups"]) >= GROUPS and members >= memberships
 
     wait_for(landed, 600, "the first full sync", step=1.0)
     print(f"first full sync landed in {time.monotonic() - t0:.1f}s")
