@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 from ldap3.core.exceptions import LDAPNoSuchObjectResult
 
 from idsync.cli import main as idsync
@@ -98,8 +99,9 @@ def start() -> int:
         },
     )
     nodes: dict[str, Instance] = {}
+    _drop_schemas(spec.pg_dsn)  # the stack's Samba is new: so must be what idsync knows of it
     for name in ("idsync-a", "idsync-b"):
-        path, port = write_config(spec, name, DEMO / name, f"demo_{name.replace('-', '_')}")
+        path, port = write_config(spec, name, DEMO / name, _schema(name))
         nodes[name] = Instance(name, path, port, DEMO / name).start()
         time.sleep(1.0 if name == "idsync-a" else 0)  # let a be the first leader, for a tidy story
     STATE.write_bytes(
@@ -167,6 +169,16 @@ def start() -> int:
     return 0
 
 
+def _schema(node: str) -> str:
+    return f"demo_{node.replace('-', '_')}"
+
+
+def _drop_schemas(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for node in ("idsync-a", "idsync-b"):
+            conn.execute(f'DROP SCHEMA IF EXISTS "{_schema(node)}" CASCADE')
+
+
 def _leader_line(ctl: list[str]) -> str:
     from idsync.ha.zk import Coordinator, ZkSettings
 
@@ -210,6 +222,9 @@ def stop() -> int:
             _kill(n["pid"], signal.SIGKILL)
         _kill(state["emulator"]["pid"])
         STATE.unlink()
+        stack = Stack.load(SHARED_DIR)
+        if stack is not None:
+            _drop_schemas(stack.postgres().dsn)
         print("stopped the idsync instances and the Graph emulator")
     return cmd_down()
 
