@@ -170,3 +170,30 @@ def make_world(store: Store, overrides: Mapping[str, Any], **engine_args: Any) -
     rules = rules_from_mapping(overrides, origin="test rules", source_kind="ad")
     engine_args.setdefault("thresholds", Thresholds())
     return World(store, rules, **engine_args)
+
+
+def node_config(path: Any, dsn: str, schema: str | None = None, sync: str = "") -> Any:
+    """Write a minimal valid idsync config (unreachable LDAP, Graph and ZooKeeper) with `[sync]`
+    lines appended; for commands that only read this node's store. Returns the path."""
+    store = f'schema = "{schema}"\n' if schema else ""
+    path.write_text(
+        f"""
+[node]
+name = "a"
+[store]
+dsn = "{dsn}"
+{store}[source]
+kind = "ad"
+[source.ldap]
+urls = ["ldap://127.0.0.1:1"]
+base_dns = ["DC=example,DC=com"]
+[target.graph]
+graph_endpoint = "http://127.0.0.1:1"
+anonymous = true
+[ha.zookeeper]
+hosts = "127.0.0.1:1"
+[sync]
+{sync}
+"""
+    )
+    return path

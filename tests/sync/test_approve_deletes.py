@@ -13,33 +13,11 @@ from idsync.commands import approve_deletes
 from idsync.ha.zk import Coordinator, ZkSettings
 from idsync.store.db import Store
 from idsync.sync.guard import Thresholds
-from tests.sync.conftest import ad_user, make_world
+from tests.sync.conftest import ad_user, make_world, node_config
 
 
 def _config(tmp_path: Path, pg_dsn: str, pg_schema: str) -> Path:
-    cfg = tmp_path / "idsync.toml"
-    cfg.write_text(
-        f"""
-[node]
-name = "a"
-[store]
-dsn = "{pg_dsn}"
-schema = "{pg_schema}"
-[source]
-kind = "ad"
-[source.ldap]
-urls = ["ldap://127.0.0.1:1"]
-base_dns = ["DC=example,DC=com"]
-[target.graph]
-graph_endpoint = "http://127.0.0.1:1"
-anonymous = true
-[ha.zookeeper]
-hosts = "127.0.0.1:1"
-[sync]
-deletion_threshold_count = 2
-"""
-    )
-    return cfg
+    return Path(node_config(tmp_path / "idsync.toml", pg_dsn, pg_schema, "deletion_threshold_count = 2"))
 
 
 def test_show_then_approve_the_held_set(

@@ -10,7 +10,7 @@ import pytest
 from idsync.store import pending, quarantine
 from idsync.store.db import Store
 from idsync.store.target_space import TargetRow
-from tests.sync.conftest import World, ad_user, guid, make_world
+from tests.sync.conftest import World, ad_user, guid, make_world, node_config
 
 
 def test_create_export_confirm_leaves_an_empty_queue(world: World) -> None:
@@ -331,27 +331,11 @@ def test_engine_from_config_uses_the_rules_file_and_thresholds(store: Store, tmp
 
     rules = tmp_path / "rules.toml"
     rules.write_text('[user]\ndeprovision = "disable"\n[user.flows]\njobTitle = "upper(source.title)"\n')
-    cfg = tmp_path / "idsync.toml"
-    cfg.write_text(
-        f"""
-[store]
-dsn = "postgresql://x@127.0.0.1:1/x"
-[source]
-kind = "ad"
-[source.ldap]
-urls = ["ldap://127.0.0.1:1"]
-base_dns = ["DC=example,DC=com"]
-[target.graph]
-graph_endpoint = "http://127.0.0.1:1"
-anonymous = true
-[ha.zookeeper]
-hosts = "127.0.0.1:1"
-[sync]
-rules_file = "{rules}"
-deletion_threshold_count = 50
-deletion_threshold_percent = 5
-soft_match = true
-"""
+    cfg = node_config(
+        tmp_path / "idsync.toml",
+        "postgresql://x@127.0.0.1:1/x",
+        sync=f'rules_file = "{rules}"\ndeletion_threshold_count = 50\n'
+        "deletion_threshold_percent = 5\nsoft_match = true",
     )
     engine = engine_from_config(store, load_config(cfg))
     assert engine.rules.anchor_attribute("group") == "extension_idsync_idsyncSourceAnchor"

@@ -15,7 +15,7 @@ from idsync.commands import pending as pending_command
 from idsync.store import pending
 from idsync.store.db import Store
 from idsync.sync import preview
-from tests.sync.conftest import World, ad_group, ad_user, guid, make_world
+from tests.sync.conftest import World, ad_group, ad_user, guid, make_world, node_config
 
 G1 = guid(100_001)
 
@@ -101,28 +101,7 @@ def test_a_waiting_member_says_what_it_waits_for(world: World) -> None:
 def test_the_command_reads_the_nodes_own_store(
     busy: World, pg_dsn: str, pg_schema: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg = tmp_path / "idsync.toml"
-    cfg.write_text(
-        f"""
-[node]
-name = "a"
-[store]
-dsn = "{pg_dsn}"
-schema = "{pg_schema}"
-[source]
-kind = "ad"
-[source.ldap]
-urls = ["ldap://127.0.0.1:1"]
-base_dns = ["DC=example,DC=com"]
-[target.graph]
-graph_endpoint = "http://127.0.0.1:1"
-anonymous = true
-[ha.zookeeper]
-hosts = "127.0.0.1:1"
-[sync]
-deletion_threshold_count = 0
-"""
-    )
+    cfg = node_config(tmp_path / "idsync.toml", pg_dsn, pg_schema, "deletion_threshold_count = 0")
     args = argparse.Namespace(config=str(cfg), op="delete", format="csv", summary=False, errors=False)
     assert pending_command.run(args) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
