@@ -180,3 +180,16 @@ def test_inline_secrets_draw_a_warning(config: Path, capsys: pytest.CaptureFixtu
     config.write_text(VALID.replace('dsn_file = "dsn"', 'dsn = "host=db user=idsync"'))
     code, out, _ = check(capsys, "check-config", str(config))
     assert code == 0 and "warning" not in out
+
+
+def test_bad_sync_rules_are_config_problems(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rules = config.parent / "rules.toml"
+    rules.write_text('[user.flows]\njobTitle = "upper(source.title"\nfavouriteColour = "source.c"\n')
+    config.write_text(VALID + f'[sync]\nrules_file = "{rules}"\n')
+    code, out, err = check(capsys, "check-config", str(config))
+    assert code == 2 and out == ""
+    lines = err.splitlines()
+    assert len(lines) == 2
+    assert all(line.startswith(f"sync.rules_file ({rules}): user.flows.") for line in lines)
+    assert "CEL compile error" in err and "upper(source.title" in err
+    assert "unknown target attribute 'favouriteColour'" in err

@@ -58,6 +58,16 @@ def run(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_INVALID
+    from idsync.sync.engine import group_anchor_of
+    from idsync.sync.errors import RulesError
+    from idsync.sync.rules import load_rules
+
+    try:  # the rules the daemon would load: every problem, named by rule, attribute and expression
+        load_rules(cfg.sync.rules_file, source_kind=cfg.source.kind, group_anchor=group_anchor_of(cfg))
+    except RulesError as exc:
+        for rule_problem in exc.problems:
+            print(f"sync.rules_file ({exc.origin}): {rule_problem}", file=sys.stderr)
+        return EXIT_INVALID
     print(summary(cfg, str(path)))
     for warning in inline_secret_warnings(cfg):
         print(f"warning: {warning}")
