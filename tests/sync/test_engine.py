@@ -430,3 +430,20 @@ def test_a_result_for_an_operation_recomputed_in_flight_does_not_settle_the_new_
     [new] = world.ops()
     assert new.exported_at is None and new.payload["jobTitle"] == "Chef"
     assert world.export_all() == 1
+
+
+def test_an_object_created_by_another_node_and_gone_before_the_import_showed_it_is_deprovisioned(
+    world: World,
+) -> None:
+    """Node a created the user, then failed over; the user left scope before b's target import
+    showed it. b never exported it (no journal, no link) yet must still deprovision it."""
+    world.source(ad_user(1))
+    world.sync()
+    (create,) = world.ops("create")
+    world.delete_source(guid(1))
+    world.sync()
+    assert world.ops() == []  # nothing to do yet: nothing in the target
+    attrs = dict(create.payload)  # what the other node's create put into Entra ID
+    world.target("user", TargetRow("t-elsewhere", attrs, attrs["onPremisesImmutableId"], True))
+    world.sync()
+    assert world.op_keys("delete") == {("delete", guid(1), "")}

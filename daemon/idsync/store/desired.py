@@ -119,6 +119,15 @@ def stage(conn: psycopg.Connection, verdicts: Iterable[Verdict]) -> int:
     return n
 
 
+_REMEMBER = (
+    " kept AS (INSERT INTO desired_gone (anchor, object_type, target_anchor)"
+    "  SELECT anchor, object_type, target_anchor FROM del WHERE target_anchor IS NOT NULL"
+    "  ON CONFLICT (anchor) DO UPDATE SET object_type = excluded.object_type,"
+    "  target_anchor = excluded.target_anchor, removed_at = now())"
+    " SELECT anchor FROM del"
+)
+
+
 def apply_staged(conn: psycopg.Connection, rules_hash: str, *, full: bool) -> DesiredChanges:
     """Make desired_object agree with the staged verdicts; mark what changed as dirty.
 
@@ -138,16 +147,23 @@ def apply_staged(conn: psycopg.Connection, rules_hash: str, *, full: bool) -> De
         " RETURNING anchor, (xmax = 0) AS inserted",
         (rules_hash,),
     ).fetchall()
+    # What leaves the desired state is remembered with its target anchor (desired_gone), so that
+    # the link step can still find and deprovision an object no link pointed to yet.
     removed = conn.execute(
-        "DELETE FROM desired_object d USING _desired_in i WHERE d.anchor = i.anchor AND NOT i.in_scope"
-        " RETURNING d.anchor"
+        "WITH del AS (DELETE FROM desired_object d USING _desired_in i WHERE d.anchor = i.anchor"
+        "  AND NOT i.in_scope RETURNING d.anchor, d.object_type, d.target_anchor)," + _REMEMBER
     ).fetchall()
     gone: list[Any] = []
     if full:
         gone = conn.execute(
-            "DELETE FROM desired_object d WHERE NOT EXISTS (SELECT 1 FROM source_object s"
-            " WHERE s.anchor = d.anchor AND NOT s.deleted) RETURNING d.anchor"
+            "WITH del AS (DELETE FROM desired_object d WHERE NOT EXISTS (SELECT 1 FROM source_object s"
+            " WHERE s.anchor = d.anchor AND NOT s.deleted)"
+            " RETURNING d.anchor, d.object_type, d.target_anchor)," + _REMEMBER
         ).fetchall()
+    back = [r[0] for r in upserted if r[1]]
+    if back:
+        conn.execute("DELETE FROM desired_gone WHERE anchor = ANY(%s)", (back,))
+    conn.execute("DELETE FROM desired_gone WHERE removed_at < now() - interval '7 days'")
     with conn.cursor() as cur:
         with cur.copy("COPY _dirty (anchor) FROM STDIN") as cp:
             seen: set[str] = set()

@@ -68,21 +68,19 @@ def link(conn: psycopg.Connection, soft_match: Mapping[str, str]) -> dict[str, i
         "  AND NOT EXISTS (SELECT 1 FROM sync_link l WHERE l.target_id = t.id)"
         " ORDER BY d.anchor, t.id ON CONFLICT DO NOTHING"
     ).rowcount
-    # An object this node created that left scope before the import showed it (no desired row to
-    # match any more): the journal knows the id the create returned, so the deprovision still runs.
-    # The target may show it cycles later, when nothing marks the anchor dirty: look at the recent
-    # journal, and mark what links here dirty so that the diff deprovisions it.
+    # An object that left the desired state before any link pointed to it (it left scope right
+    # after its creation, or another node created it before a failover): desired_gone still has
+    # the target anchor it carried. Link it, and mark it dirty so that the diff deprovisions it.
     orphans = conn.execute(
         "INSERT INTO sync_link (anchor, object_type, target_id, how)"
-        " SELECT DISTINCT ON (j.anchor) j.anchor, j.object_type, t.id, 'created'"
-        " FROM export_journal j"
-        " JOIN target_object t ON t.id = j.target_id AND t.object_type = j.object_type AND NOT t.deleted"
-        " WHERE j.kind = 'create' AND j.outcome IN ('ok', 'adopted') AND j.target_id IS NOT NULL"
-        "  AND j.at > now() - interval '1 hour'"
-        "  AND NOT EXISTS (SELECT 1 FROM desired_object d WHERE d.anchor = j.anchor)"
-        "  AND NOT EXISTS (SELECT 1 FROM sync_link l WHERE l.anchor = j.anchor)"
+        " SELECT DISTINCT ON (g.anchor) g.anchor, g.object_type, t.id, 'hard'"
+        " FROM desired_gone g"
+        " JOIN target_object t ON t.object_type = g.object_type AND t.anchor = g.target_anchor"
+        "  AND NOT t.deleted"
+        " WHERE NOT EXISTS (SELECT 1 FROM desired_object d WHERE d.anchor = g.anchor)"
+        "  AND NOT EXISTS (SELECT 1 FROM sync_link l WHERE l.anchor = g.anchor)"
         "  AND NOT EXISTS (SELECT 1 FROM sync_link l WHERE l.target_id = t.id)"
-        " ORDER BY j.anchor, j.id DESC ON CONFLICT DO NOTHING RETURNING anchor"
+        " ORDER BY g.anchor, t.id ON CONFLICT DO NOTHING RETURNING anchor"
     ).fetchall()
     if orphans:
         conn.execute(
