@@ -16,10 +16,9 @@ import pytest
 
 from idsync.cli import main
 from tests.cluster.checks import immutable_id
-from tests.cluster.cluster import LocalCluster
+from tests.cluster.cluster import LocalCluster, running_cluster
 from tests.cluster.directory import AdDirectory
-from tests.cluster.emulator import EmulatorProcess
-from tests.cluster.instance import ClusterSpec, Instance, wait_for
+from tests.cluster.instance import Instance, wait_for
 from tests.harness.ldap import LdapEndpoint
 
 
@@ -40,22 +39,16 @@ def ous(ad: AdDirectory, samba_ou: str) -> tuple[str, str]:
 def world(
     tmp_path: Path, pg_dsn: str, zk_hosts: str, zk_chroot: str, samba: LdapEndpoint, ous: tuple[str, str]
 ) -> Iterator[LocalCluster]:
-    em = EmulatorProcess(tmp_path / "emulator").start()
-    spec = ClusterSpec(
+    with running_cluster(
+        tmp_path,
         cluster="e2e",
         pg_dsn=pg_dsn,
         zk_hosts=zk_hosts + zk_chroot,
         ldap=samba,
         include_ous=[ous[0]],
-        graph_url=em.url,
         deletion_threshold=100,
-    )
-    c = LocalCluster(tmp_path, spec, em)
-    try:
+    ) as c:
         yield c
-    finally:
-        c.close()
-        em.stop()
 
 
 def user_by_anchor(c: LocalCluster, guid: str) -> dict[str, Any] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +99,18 @@ def wait_converged(check: Any, timeout: float, what: str = "the target to match 
         wait_for(done, timeout, what, step=0.25)
     except AssertionError:
         raise AssertionError(f"{what}: still {len(last)} differences, e.g. {last[:5]}") from None
+
+
+@contextlib.contextmanager
+def running_cluster(workdir: Path, **spec: Any) -> Iterator[LocalCluster]:
+    """A Graph emulator process and a LocalCluster pointed at it; both stopped on exit.
+
+    `spec` holds the ClusterSpec fields except `graph_url`, which is the emulator's.
+    """
+    em = EmulatorProcess(workdir / "emulator").start()
+    c = LocalCluster(workdir, ClusterSpec(graph_url=em.url, **spec), em)
+    try:
+        yield c
+    finally:
+        c.close()
+        em.stop()

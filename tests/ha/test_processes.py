@@ -15,10 +15,9 @@ import pytest
 
 from idsync.cli import main
 from tests.cluster.checks import duplicate_objects, expected_users, fencing_violations, user_differences
-from tests.cluster.cluster import LocalCluster, wait_converged
+from tests.cluster.cluster import LocalCluster, running_cluster, wait_converged
 from tests.cluster.directory import AdDirectory
-from tests.cluster.emulator import EmulatorProcess
-from tests.cluster.instance import GROUP_ANCHOR, ClusterSpec, wait_for
+from tests.cluster.instance import GROUP_ANCHOR, wait_for
 from tests.harness.ldap import LdapEndpoint
 
 SESSION = 2.0
@@ -35,22 +34,16 @@ def ad(samba: LdapEndpoint) -> Iterator[AdDirectory]:
 def cluster(
     tmp_path: Path, pg_dsn: str, zk_hosts: str, zk_chroot: str, samba: LdapEndpoint, samba_ou: str
 ) -> Iterator[LocalCluster]:
-    em = EmulatorProcess(tmp_path / "emulator").start()
-    spec = ClusterSpec(
+    with running_cluster(
+        tmp_path,
         cluster="t",
         pg_dsn=pg_dsn,
         zk_hosts=zk_hosts + zk_chroot,
         ldap=samba,
         include_ous=[samba_ou],
-        graph_url=em.url,
         session_timeout=SESSION,
-    )
-    c = LocalCluster(tmp_path, spec, em)
-    try:
+    ) as c:
         yield c
-    finally:
-        c.close()
-        em.stop()
 
 
 def check_invariants(c: LocalCluster, ad: AdDirectory, ou: str, timeout: float = 30) -> None:
