@@ -4,7 +4,8 @@
 set -euo pipefail
 # - libzookeeper-java + default-jre-headless: the harness runs ZooKeeper's jar itself; the
 #   `zookeeper` package would add only a system service and a full (X11) JRE.
-# - samba-dsdb-modules, samba-ad-provision: only Recommends of `samba`, but an AD DC needs them.
+# - samba-dsdb-modules, samba-ad-provision, samba-vfs-modules: only Recommends of `samba`, but an
+#   AD DC needs them (provisioning loads vfs/xattr_tdb.so from samba-vfs-modules).
 # - python3-venv: `make venv`; iproute2: `ss` names the holder of Samba's port 389 in errors.
 # - prometheus-alertmanager: only for amtool (checks deploy/alertmanager); systemd: only for
 #   systemd-analyze (verifies systemd/*.service); neither runs as a service here.
@@ -13,7 +14,7 @@ set -euo pipefail
 PKGS=(
   postgresql
   libzookeeper-java default-jre-headless
-  samba samba-dsdb-modules samba-ad-provision
+  samba samba-dsdb-modules samba-ad-provision samba-vfs-modules
   slapd ldap-utils
   prometheus prometheus-alertmanager
   systemd
