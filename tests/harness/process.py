@@ -10,12 +10,18 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .packages import install_hint
+
 
 class ServiceStartError(RuntimeError):
     """A service did not become ready; the message carries the reason and the tail of its log."""
 
     def __init__(self, service: str, reason: str, log: Path | None = None) -> None:
         tail = log_tail(log) if log is not None else ""
+        # A module the service could not load names the Debian package to install.
+        hint = install_hint(log_tail(log, lines=2000)) if log is not None else ""
+        if hint:
+            reason = f"{reason} -- {hint}"
         detail = f"\n--- last lines of {log} ---\n{tail}" if tail else ""
         super().__init__(f"{service}: {reason}{detail}")
         self.service = service
@@ -30,7 +36,7 @@ def log_tail(path: Path | None, lines: int = 40) -> str:
         # Logs can be large (slapd/samba under load); read only the end.
         f.seek(0, os.SEEK_END)
         size = f.tell()
-        f.seek(max(0, size - 16384))
+        f.seek(max(0, size - max(16384, lines * 400)))
         data = f.read().decode("utf-8", "replace")
     return "\n".join(data.splitlines()[-lines:])
 

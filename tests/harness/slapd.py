@@ -10,6 +10,7 @@ from typing import Any
 from ldap3.core.exceptions import LDAPEntryAlreadyExistsResult
 
 from .ldap import LdapEndpoint, bind_ok, connect
+from .packages import install_hint
 from .ports import free_port
 from .process import ServiceStartError
 from .service import Service
@@ -25,6 +26,9 @@ class Slapd(Service):
 
     name = "slapd"
     ready_timeout = 30.0
+
+    # The backend and overlays loaded from /usr/lib/ldap (all shipped by Debian's slapd).
+    modules: tuple[str, ...] = ("back_mdb", "syncprov", "memberof")
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         super().__init__(workdir)
@@ -47,12 +51,11 @@ class Slapd(Service):
         data = self.workdir / "data"
         data.mkdir(parents=True, exist_ok=True)
         includes = "\n".join(f"include /etc/ldap/schema/{s}.schema" for s in SCHEMAS)
+        modules = "\n".join(f"moduleload {m}" for m in self.modules)
         self.conf.write_text(
             f"""{includes}
 modulepath /usr/lib/ldap
-moduleload back_mdb
-moduleload syncprov
-moduleload memberof
+{modules}
 pidfile {self.workdir}/slapd.pid
 argsfile {self.workdir}/slapd.args
 # Tests read whole trees; the default limit of 500 entries applies to non-root binds.
@@ -81,7 +84,9 @@ syncprov-sessionlog 10000
         slaptest = shutil.which("slaptest") or "/usr/sbin/slaptest"
         res = subprocess.run([slaptest, "-u", "-f", str(self.conf)], capture_output=True, text=True)
         if res.returncode != 0:
-            raise ServiceStartError(self.name, f"slaptest rejected {self.conf}: {res.stderr.strip()}")
+            hint = install_hint(res.stderr)
+            reason = f"slaptest rejected {self.conf}: {res.stderr.strip()}"
+            raise ServiceStartError(self.name, f"{reason} -- {hint}" if hint else reason)
 
     def command(self) -> list[str]:
         slapd = shutil.which("slapd") or "/usr/sbin/slapd"

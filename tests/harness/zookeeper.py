@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from .packages import provider
 from .ports import free_port
 from .process import ServiceStartError
 from .service import Service
@@ -76,7 +77,10 @@ class ZooKeeper(Service):
             raise ServiceStartError(self.name, "no `java` on PATH (apt-get install default-jre-headless)")
         missing = [j for j in CLASSPATH_JARS if not (JAVA_DIR / j).exists()]
         if missing:
-            raise ServiceStartError(self.name, f"missing {missing} in {JAVA_DIR} (apt-get install zookeeper)")
+            packages = sorted({provider(str(JAVA_DIR / j)) or "libzookeeper-java" for j in missing})
+            raise ServiceStartError(
+                self.name, f"missing {missing} in {JAVA_DIR} (apt-get install {' '.join(packages)})"
+            )
         classpath = ":".join([*(str(JAVA_DIR / j) for j in CLASSPATH_JARS), str(self.workdir / "conf")])
         return [
             java,
