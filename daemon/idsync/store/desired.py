@@ -203,6 +203,19 @@ def mark_all(conn: psycopg.Connection) -> None:
     )
 
 
+def forget_dirty(conn: psycopg.Connection, object_types: list[str]) -> None:
+    """Leave objects of these types out of this cycle's diff (their target import is incomplete;
+    the engine owes them a full diff once it completes)."""
+    conn.execute(
+        "DELETE FROM _dirty x WHERE EXISTS (SELECT 1 FROM desired_object d"
+        "  WHERE d.anchor = x.anchor AND d.object_type = ANY(%(t)s))"
+        " OR EXISTS (SELECT 1 FROM sync_link l WHERE l.anchor = x.anchor AND l.object_type = ANY(%(t)s))",
+        {"t": object_types},
+    )
+    if "group" in object_types:
+        conn.execute("TRUNCATE _dirty_groups")
+
+
 def analyze(conn: psycopg.Connection) -> None:
     """Give the planner the real size of the dirty sets (temp tables have no statistics)."""
     conn.execute("ANALYZE _dirty")

@@ -26,3 +26,17 @@ class SchemaTooNew(StoreError):
 
 class MigrationError(StoreError):
     """A migration file failed to apply; the transaction was rolled back."""
+
+
+class MigrationMismatch(StoreError):
+    """The schema records a migration this build does not ship as it was applied: a shipped
+    migration was edited or replaced, or the schema was migrated by a foreign build."""
+
+    def __init__(self, schema: str, version: int, recorded: str, shipped: str) -> None:
+        super().__init__(
+            f"schema {schema!r}: migration {version:04d} was applied as {recorded}, but this build ships "
+            f"{shipped}. Shipped migrations are immutable: restore the original file and put the change "
+            "in a new migration (idsync migrate --status lists applied and pending ones)"
+        )
+        self.schema = schema
+        self.version = version
