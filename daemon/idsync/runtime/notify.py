@@ -11,16 +11,10 @@ class Notifier:
 
     def __init__(self, address: str | None = None) -> None:
         self.address = address if address is not None else os.environ.get("NOTIFY_SOCKET", "")
-        self.watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
 
     @property
     def enabled(self) -> bool:
         return bool(self.address)
-
-    @property
-    def watchdog_interval(self) -> float | None:
-        """How often to send WATCHDOG=1 (half the configured WatchdogSec), or None."""
-        return self.watchdog_usec / 2e6 if self.watchdog_usec else None
 
     def send(self, **fields: str) -> None:
         if not self.address:
@@ -41,9 +35,6 @@ class Notifier:
 
     def status(self, status: str) -> None:
         self.send(status=status)
-
-    def watchdog(self) -> None:
-        self.send(watchdog="1")
 
     def stopping(self, status: str = "stopping") -> None:
         self.send(stopping="1", status=status)

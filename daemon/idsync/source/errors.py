@@ -59,7 +59,3 @@ class BadEntry(SourceError):
         self.dn = dn
         self.reason = reason
         self.anchor = anchor
-
-
-class ImportAborted(SourceError):
-    """An import was stopped before it completed (its committed pages stay committed)."""

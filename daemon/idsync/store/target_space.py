@@ -99,11 +99,6 @@ def save_position(conn: psycopg.Connection, object_type: ObjectType, pos: DeltaP
     watermarks.put(conn, WATERMARK.format(object_type), value, pos.server)
 
 
-def forget_position(conn: psycopg.Connection, object_type: ObjectType) -> None:
-    """Drop the stored position: the next import starts a full round."""
-    watermarks.delete(conn, WATERMARK.format(object_type))
-
-
 def round_state(conn: psycopg.Connection) -> dict[str, str]:
     """Per object type: "complete", "incremental" (a delta round under way; the space is whole),
     "full" (a full round under way: incomplete, do not diff) or "never" (never imported)."""
