@@ -26,7 +26,8 @@ _AD_USER_FLOWS = {
     "givenName": "source.givenname",
     "surname": "source.sn",
     "mail": "source.mail",
-    "mailNickname": "coalesce(source.mailnickname, source.samaccountname)",
+    # Graph's mailNickname rules (sync/functions.py): ASCII, no blanks or specials, ≤ 64.
+    "mailNickname": "mail_nickname(coalesce(source.mailnickname, source.samaccountname), object_type)",
     # userAccountControl bit 2 is ACCOUNTDISABLE.
     "accountEnabled": "!bit_set(source.useraccountcontrol, 2)",
     "onPremisesImmutableId": "immutable_id(anchor)",
@@ -43,13 +44,14 @@ _AD_USER_FLOWS = {
     "country": "source.co",
     "usageLocation": "source.c",
     "mobilePhone": "source.mobile",
-    "businessPhones": "values.telephonenumber",
+    # Graph keeps one business phone (resources/user.md): the first number, not a 400.
+    "businessPhones": "take(values.telephonenumber, 1)",
     "faxNumber": "source.facsimiletelephonenumber",
 }
 _AD_GROUP_FLOWS = {
     "displayName": "coalesce(source.displayname, source.cn)",
     "description": "source.description",
-    "mailNickname": "coalesce(source.mailnickname, source.samaccountname)",
+    "mailNickname": "mail_nickname(coalesce(source.mailnickname, source.samaccountname, source.cn))",
     "mailEnabled": "false",
     "securityEnabled": "true",
 }
@@ -59,7 +61,7 @@ _LDAP_USER_FLOWS = {
     "givenName": "source.givenname",
     "surname": "source.sn",
     "mail": "source.mail",
-    "mailNickname": "coalesce(source.uid, local_part(source.mail))",
+    "mailNickname": "mail_nickname(coalesce(source.uid, local_part(source.mail)), object_type)",
     # ppolicy's lock marks a disabled account.
     "accountEnabled": "source.pwdaccountlockedtime == null",
     "onPremisesImmutableId": "uuid_base64(anchor)",
@@ -74,13 +76,13 @@ _LDAP_USER_FLOWS = {
     "state": "source.st",
     "postalCode": "source.postalcode",
     "mobilePhone": "source.mobile",
-    "businessPhones": "values.telephonenumber",
+    "businessPhones": "take(values.telephonenumber, 1)",
     "preferredLanguage": "source.preferredlanguage",
 }
 _LDAP_GROUP_FLOWS = {
     "displayName": "source.cn",
     "description": "source.description",
-    "mailNickname": "replace(source.cn, ' ', '')",
+    "mailNickname": "mail_nickname(source.cn)",
     "mailEnabled": "false",
     "securityEnabled": "true",
 }
@@ -91,6 +93,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "anchor_attribute": "onPremisesImmutableId",
             "deprovision": "delete",
             "join": {"soft_match": "userPrincipalName"},
+            # A UPN suffix the tenant has not verified: <local>@<initial domain>, as Entra Connect.
+            "upn_unverified": "fallback",
             # Like Entra Connect: never built-in accounts (Administrator, krbtgt, Guest).
             "scope": {"filter": "(!(isCriticalSystemObject=TRUE))"},
             "flows": _AD_USER_FLOWS,
@@ -110,6 +114,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "anchor_attribute": "onPremisesImmutableId",
             "deprovision": "delete",
             "join": {"soft_match": "userPrincipalName"},
+            # A UPN suffix the tenant has not verified: <local>@<initial domain>, as Entra Connect.
+            "upn_unverified": "fallback",
             "scope": {},
             "flows": _LDAP_USER_FLOWS,
         },

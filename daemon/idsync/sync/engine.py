@@ -28,6 +28,8 @@ from idsync.sync import defaults, guard
 from idsync.sync.errors import EvaluationError
 from idsync.sync.evaluate import Evaluator
 from idsync.sync.rules import Rules, load_rules
+from idsync.sync.tenant import STORE_KEY as TENANT_KEY
+from idsync.sync.tenant import TenantDomains
 
 if TYPE_CHECKING:
     from idsync.config import Config
@@ -38,6 +40,8 @@ SOURCE_WATERMARK = "sync.source_seq"
 TARGET_WATERMARK = "sync.target_seq"
 RULES_HASH_KEY = "sync.rules_hash"
 DIFF_OWED_KEY = "sync.diff_owed"  # a diff was deferred: the next complete one covers everything
+TENANT_SEEN_KEY = "sync.tenant_domains"  # fingerprint of the tenant domains the last sync used
+NOTICE = "notice"  # quarantine phase of what the rules adjusted (shown by `idsync pending`)
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,9 @@ class SyncResult:
     links: dict[str, int] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)  # seconds per step, for tuning
     deferred: str | None = None  # why the diff did not run (the target space is incomplete)
+    # Types whose diff waits for their target import while the other type's diff ran (a full
+    # group round under way must not hold user exports hostage, nor the other way round).
+    deferred_types: str | None = None
 
     def sentence(self) -> str:
         kind = f"full sync ({self.reason})" if self.full else "delta sync"
@@ -69,11 +76,12 @@ class SyncResult:
                 f" diff deferred: {self.deferred} ({self.duration_seconds:.2f}s)"
             )
         queued = ", ".join(f"{k} {v}" for k, v in sorted(self.pending.items())) or "empty"
+        partly = f"; {self.deferred_types}" if self.deferred_types else ""
         return (
             f"{kind}: {self.evaluated} objects evaluated, {self.quarantined} quarantined,"
             f" desired +{self.desired_added} ~{self.desired_updated} -{self.desired_removed},"
             f" {self.ops_written} operations written, {self.ops_confirmed} confirmed or dropped;"
-            f" queue: {queued}; guard {self.guard.sentence()} ({self.duration_seconds:.2f}s)"
+            f" queue: {queued}; guard {self.guard.sentence()}{partly} ({self.duration_seconds:.2f}s)"
         )
 
 
@@ -110,10 +118,20 @@ class SyncEngine:
             reason = "requested" if full else ""
             if not full and previous != self.rules.hash:
                 full, reason = True, "first sync" if previous is None else "rules changed"
+            tenant_json = desired.get_meta(conn, TENANT_KEY)
+            tenant = TenantDomains.from_json(tenant_json) if tenant_json else None
+            self._evaluator.tenant = tenant
+            seen_tenant = desired.get_meta(conn, TENANT_SEEN_KEY)
+            if tenant is not None and seen_tenant != tenant.fingerprint():
+                # A domain verified (or removed) changes which UPNs fall back: evaluate everything.
+                desired.set_meta(conn, TENANT_SEEN_KEY, tenant.fingerprint())
+                if not full:
+                    full, reason = True, "tenant domains changed" if seen_tenant else "tenant domains read"
             desired.prepare(conn)
             src_after = 0 if full else _mark(conn, SOURCE_WATERMARK)
             tgt_after = 0 if full else _mark(conn, TARGET_WATERMARK)
-            incomplete = self._incomplete_target(conn)
+            waiting = self._incomplete_types(conn)
+            incomplete = _why_incomplete(waiting) if len(waiting) == 2 else ""
             owed = desired.get_meta(conn, DIFF_OWED_KEY) == "1"
 
             lap = _Laps()
@@ -158,24 +176,46 @@ class SyncEngine:
                 soft = {t: a for t in ("user", "group") if (a := self.rules.of(t).soft_match)}
             linked = links.link(conn, soft)
             lap("link")
+            if waiting:
+                # One type's target import is incomplete: diff the other type now, owe this one
+                # a full diff (the owed flag stays set until both imports are complete).
+                desired.forget_dirty(conn, sorted(waiting))
+                desired.set_meta(conn, DIFF_OWED_KEY, "1")
             deprovision = {t: self.rules.of(t).deprovision for t in ("user", "group")}
             obj = diff.diff_objects(conn, deprovision)
             lap("diff_objects")
-            mem = diff.diff_members(conn)
+            # Group membership lives in the group import: it is diffed only once that is whole.
+            mem = diff.diff_members(conn) if "group" not in waiting else {}
             lap("diff_members")
             rearmed = diff.rearm_unconfirmed(conn, self.confirm_timeout)
 
             watermarks.put(conn, SOURCE_WATERMARK, str(src_upto).encode())
             watermarks.put(conn, TARGET_WATERMARK, str(tgt_upto).encode())
             desired.set_meta(conn, RULES_HASH_KEY, self.rules.hash)
-            if owed:
+            if owed and not waiting:
                 desired.set_meta(conn, DIFF_OWED_KEY, "0")
             decision = guard.evaluate(conn, self.thresholds, approved_fingerprints)
             counts = pending.counts(conn)
             lap("guard")
         obj["written"] += rearmed
+        partly = None
+        if waiting:
+            names = " and ".join(sorted(waiting))
+            partly = f"{names} diffs deferred: target import incomplete ({_why_incomplete(waiting)})"
         return self._result(
-            full, reason, evaluated, bad, changes, linked, obj, mem, counts, decision, t0, lap
+            full,
+            reason,
+            evaluated,
+            bad,
+            changes,
+            linked,
+            obj,
+            mem,
+            counts,
+            decision,
+            t0,
+            lap,
+            deferred_types=partly,
         )
 
     def _result(
@@ -193,6 +233,7 @@ class SyncEngine:
         t0: float,
         lap: _Laps,
         deferred: str | None = None,
+        deferred_types: str | None = None,
     ) -> SyncResult:
         result = SyncResult(
             full=full,
@@ -210,21 +251,19 @@ class SyncEngine:
             links={**linked, "left": obj.get("left", 0)},
             phases=lap.phases,
             deferred=deferred,
+            deferred_types=deferred_types,
         )
         log.info("sync.done", sentence=result.sentence())
         if decision.held:
             log.warning("sync.deletes_held", deletes=decision.deletes, fingerprint=decision.fingerprint)
         return result
 
-    def _incomplete_target(self, conn: psycopg.Connection) -> str:
-        """Why the target space cannot be diffed against now ('' when it can)."""
+    def _incomplete_types(self, conn: psycopg.Connection) -> dict[str, str]:
+        """The object types whose target space cannot be diffed against now, with their state."""
         if not self.check_target_rounds:
-            return ""
+            return {}
         state = target_space.round_state(conn)
-        bad = {t: s for t, s in state.items() if s in ("full", "never")}
-        return ", ".join(
-            f"{t}: {'never imported' if s == 'never' else 'full round under way'}" for t, s in bad.items()
-        )
+        return {t: s for t, s in state.items() if s in ("full", "never")}
 
     def confirm(self) -> SyncResult:
         """Process only what the target import changed (drops operations that landed).
@@ -243,9 +282,11 @@ class SyncEngine:
         """Evaluate changed source objects page by page; stage verdicts, quarantine failures."""
         evaluated = bad = 0
         ok_anchors: list[str] = []
+        plain: list[str] = []  # evaluated without a notice: an older notice is cleared
         for page in desired.changed_source(conn, after, upto, self.page_size):
             verdicts: list[desired.Verdict] = []
             failed: list[Quarantined] = []
+            notices: list[Quarantined] = []
             for row in page:
                 evaluated += 1
                 if row.deleted:
@@ -259,6 +300,10 @@ class SyncEngine:
                     failed.append(Quarantined("sync", row.anchor, str(exc), row.object_type, row.dn))
                     continue
                 ok_anchors.append(row.anchor)
+                if out.notice:
+                    notices.append(Quarantined(NOTICE, row.anchor, out.notice, row.object_type, row.dn))
+                else:
+                    plain.append(row.anchor)
                 verdicts.append(
                     desired.Verdict(
                         row.anchor,
@@ -269,15 +314,27 @@ class SyncEngine:
                     )
                 )
             desired.stage(conn, verdicts)
+            quarantine.put(conn, notices)
             if failed:
                 bad += quarantine.put(conn, failed)
                 log.warning("sync.quarantined", objects=len(failed), first=failed[0].reason)
             if len(ok_anchors) >= 10_000:
                 quarantine.release(conn, "sync", ok_anchors)
                 ok_anchors.clear()
+            if len(plain) >= 10_000:
+                quarantine.release(conn, NOTICE, plain)
+                plain.clear()
         if ok_anchors:
             quarantine.release(conn, "sync", ok_anchors)
+        if plain:
+            quarantine.release(conn, NOTICE, plain)
         return evaluated, bad
+
+
+def _why_incomplete(waiting: dict[str, str]) -> str:
+    return ", ".join(
+        f"{t}: {'never imported' if s == 'never' else 'full round under way'}" for t, s in waiting.items()
+    )
 
 
 def _mark(conn: psycopg.Connection, name: str) -> int:

@@ -17,6 +17,9 @@ from idsync.sync.errors import EvaluationError
 from idsync.sync.functions import FUNCTIONS
 from idsync.sync.rules import Expression, Rules, TypeRules, normalize_dn
 from idsync.sync.targets import REQUIRED
+from idsync.sync.tenant import TenantDomains
+
+UPN = "userPrincipalName"
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +29,7 @@ class Outcome:
     in_scope: bool
     attrs: Mapping[str, Any] | None = None
     target_anchor: str | None = None
+    notice: str | None = None  # what the rules adjusted for the tenant (a UPN fallback), for operators
 
 
 OUT_OF_SCOPE = Outcome(False)
@@ -34,8 +38,10 @@ OUT_OF_SCOPE = Outcome(False)
 class Evaluator:
     """Evaluates compiled rules; one instance per thread (it reuses one CEL context)."""
 
-    def __init__(self, rules: Rules) -> None:
+    def __init__(self, rules: Rules, tenant: TenantDomains | None = None) -> None:
         self.rules = rules
+        # The tenant's domains (None until the target connector has read them: no UPN check).
+        self.tenant = tenant
         self._ctx = cel.Context(functions=dict(FUNCTIONS))
         self._single: dict[str, tuple[str, ...]] = {}
         self._multi: dict[str, tuple[str, ...]] = {}
@@ -78,6 +84,7 @@ class Evaluator:
         for flow in tr.flows:
             out[flow.attribute] = _json_value(self._run(flow.expression, anchor, single, multi))
         self._check_required(tr, anchor, out)
+        notice = self._check_upn(tr, anchor, out) if object_type == "user" else None
         target_anchor = out.get(tr.anchor_attribute)
         if not isinstance(target_anchor, str) or not target_anchor:
             raise EvaluationError(
@@ -85,7 +92,28 @@ class Evaluator:
                 f"{object_type}.flows.{tr.anchor_attribute}",
                 f"the anchor attribute must be a non-empty string, got {target_anchor!r}",
             )
-        return Outcome(True, out, target_anchor)
+        return Outcome(True, out, target_anchor, notice)
+
+    def _check_upn(self, tr: TypeRules, anchor: str, out: dict[str, Any]) -> str | None:
+        """A UPN whose suffix the tenant has not verified: fall back to the initial domain (Entra
+        Connect's behaviour) or quarantine, as `upn_unverified` says. Returns the notice."""
+        upn = out.get(UPN)
+        if self.tenant is None or not isinstance(upn, str) or "@" not in upn:
+            return None
+        local, suffix = upn.rsplit("@", 1)
+        if self.tenant.is_verified(suffix):
+            return None
+        rule = f"{tr.object_type}.flows.{UPN}"
+        why = f"UPN suffix {suffix} of {upn} is not a verified domain of the tenant"
+        if tr.upn_unverified == "quarantine":
+            raise EvaluationError(
+                anchor, rule, f"{why} (upn_unverified = quarantine; verify the domain or use fallback)"
+            )
+        if not self.tenant.initial:
+            raise EvaluationError(anchor, rule, f"{why}, and the tenant's initial domain is unknown")
+        fallback = f"{local}@{self.tenant.initial}"
+        out[UPN] = fallback
+        return f"{why}: exported as {fallback} (upn_unverified = fallback)"
 
     @staticmethod
     def _dn_in_scope(tr: TypeRules, dn: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
+import unicodedata
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -85,6 +86,43 @@ def replace_(value: str | None, old: str, new: str) -> str | None:
     return None if value is None else str(value).replace(old, new)
 
 
+# Graph's mailNickname: at most 64 characters (resources/user.md and resources/group.md: "Maximum
+# length is 64 characters"); for groups ASCII 0-127 except @ ( ) \ [ ] " ; : . < > , and space
+# (learn.microsoft.com/graph/api/group-post-groups, docs-contrib api-reference/v1.0/api/
+# group-post-groups.md: "These characters can't be used in the mailNickName: `@()\[]";:.<>,SPACE`").
+# Graph documents no character list for users; the same set applies except the dot, which user
+# aliases (`ann.lee`) commonly carry and Entra ID accepts.
+MAIL_NICKNAME_MAX = 64
+_NICKNAME_FORBIDDEN = frozenset('@()\\[]";:.<>, ')
+_USER_NICKNAME_FORBIDDEN = _NICKNAME_FORBIDDEN - {"."}
+
+
+def mail_nickname(value: str | None, object_type: str = "group") -> str | None:
+    """`value` made into a mailNickname Graph accepts: accents folded to ASCII (`Müller` →
+    `Muller`), every other non-ASCII, control or forbidden character dropped (`Sales Team (EU)` →
+    `SalesTeamEU`), cut to 64 characters; null when nothing is left. Pass `object_type` ("user")
+    to keep dots in user aliases."""
+    if value is None:
+        return None
+    bad = _USER_NICKNAME_FORBIDDEN if object_type == "user" else _NICKNAME_FORBIDDEN
+    folded = unicodedata.normalize("NFKD", str(value))
+    kept = "".join(c for c in folded if 32 < ord(c) < 127 and c not in bad)
+    return kept[:MAIL_NICKNAME_MAX] or None
+
+
+def take(values: list[Any] | None, n: int) -> list[Any] | None:
+    """The first `n` non-empty items of a list; null when there are none.
+
+    For `businessPhones`: a string collection of which Graph keeps only one number ("only one
+    number can be set for this property", docs-contrib api-reference/v1.0/resources/user.md and
+    api/user-update.md).
+    """
+    if values is None:
+        return None
+    kept = [v for v in values if v is not None and v != ""][: int(n)]
+    return kept or None
+
+
 def rdn(dn: str | None) -> str | None:
     """The value of a DN's first component (`CN=Ann Lee,OU=x` → `Ann Lee`)."""
     if dn is None:
@@ -107,6 +145,8 @@ HELPERS: dict[str, Callable[..., Any]] = {
     "left": left,
     "replace": replace_,
     "rdn": rdn,
+    "mail_nickname": mail_nickname,
+    "take": take,
 }
 
 # What an expression may call: our helpers, cel-python's string/list libraries, CEL's own.

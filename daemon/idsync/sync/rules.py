@@ -36,7 +36,19 @@ DEPROVISION: tuple[str, ...] = ("delete", "disable", "leave")
 SOFT_MATCH: tuple[str, ...] = ("off", "userPrincipalName", "mail")
 VARIABLES = frozenset({"source", "values", "anchor", "dn", "object_type"})
 _TOP_KEYS = {"preset", "directory_extension_app", "user", "group"}
-_TYPE_KEYS = {"enabled", "anchor_attribute", "deprovision", "join", "scope", "flows", "members"}
+_TYPE_KEYS = {
+    "enabled",
+    "anchor_attribute",
+    "deprovision",
+    "join",
+    "scope",
+    "flows",
+    "members",
+    "upn_unverified",
+}
+# What to do with a userPrincipalName whose suffix is not a verified domain of the tenant:
+# Entra Connect's fallback to `<local>@<initial domain>`, or quarantine the user.
+UPN_UNVERIFIED: tuple[str, ...] = ("fallback", "quarantine")
 _SCOPE_KEYS = {"include", "exclude", "filter", "condition"}
 _JOIN_KEYS = {"soft_match"}
 # source.x, source["x"], values.x, values["x"]: the source attributes an expression reads.
@@ -85,6 +97,7 @@ class TypeRules:
     members: bool
     scope: Scope
     flows: tuple[Flow, ...]
+    upn_unverified: str = "fallback"
 
     @property
     def attributes(self) -> tuple[str, ...]:
@@ -206,6 +219,16 @@ def _type_rules(
             RuleProblem(f"{t}.join.soft_match", f"must be one of {', '.join(SOFT_MATCH)}, not {soft!r}")
         )
         soft = "off"
+    upn_unverified = data.get("upn_unverified", "fallback")
+    if upn_unverified not in UPN_UNVERIFIED:
+        problems.append(
+            RuleProblem(
+                f"{t}.upn_unverified", f"must be one of {', '.join(UPN_UNVERIFIED)}, not {upn_unverified!r}"
+            )
+        )
+        upn_unverified = "fallback"
+    if t == "group" and "upn_unverified" in data:
+        problems.append(RuleProblem("group.upn_unverified", "groups have no userPrincipalName"))
     if soft == "userPrincipalName" and t == "group":
         problems.append(
             RuleProblem("group.join.soft_match", "groups have no userPrincipalName: use mail or off")
@@ -277,6 +300,7 @@ def _type_rules(
         members=bool(data.get("members", t == "group")),
         scope=scope,
         flows=tuple(flows),
+        upn_unverified=str(upn_unverified),
     )
 
 
