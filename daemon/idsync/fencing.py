@@ -1,7 +1,9 @@
 """The fencing contract between the HA layer and the exporter.
 
-The exporter knows nothing of ZooKeeper: it receives a `Fence` and calls `ensure()` before every
-batch and every request it sends. The HA layer implements it (see idsync.ha.lease).
+The exporter knows nothing of ZooKeeper: it receives a `Fence`, calls `ensure()` before every
+batch, and hands it to the HTTP transport, which asks `write_deadline()` right before a write's
+bytes go out (and again before any re-send) and bounds the whole request by it. Before a hard
+delete the exporter calls `confirm_now()`. The HA layer implements it (see idsync.ha.lease).
 """
 
 from __future__ import annotations
@@ -35,6 +37,14 @@ class Fence(Protocol):
         """Seconds of lease left (0 when not leader)."""
         ...
 
+    def write_deadline(self) -> float:
+        """Seconds a write starting now may take in all; raises Fenced when it may not start."""
+        ...
+
+    def confirm_now(self) -> None:
+        """Confirm leadership with a quorum now (before an irreversible write); raises Fenced."""
+        ...
+
 
 class Unfenced:
     """A fence that always holds: standalone mode and tests without an HA cluster."""
@@ -56,3 +66,9 @@ class Unfenced:
 
     def remaining(self) -> float:
         return float("inf")
+
+    def write_deadline(self) -> float:
+        return float("inf")
+
+    def confirm_now(self) -> None:
+        return None

@@ -94,7 +94,6 @@ def write_config(spec: ClusterSpec, node: str, workdir: Path, schema: str) -> tu
         "ha": {
             "loop_interval_seconds": spec.interval,
             "retry_timeout_seconds": retry,
-            "failover_grace_seconds": 0,
         },
         "ha.zookeeper": {"hosts": spec.zk_hosts, "session_timeout_seconds": spec.session_timeout},
         "admin": {"listen": f"127.0.0.1:{admin_port}"},

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -105,6 +106,10 @@ def test_leader_exports_followers_do_not_and_takeover_catches_up(
     assert a.ha is not None
     a.ha.coord.stop()  # the leader dies without a hand-over
     assert cycle(b).startswith("promoted: epoch 2, previous leader a was lost")
+    # The lock-delay (the old leader's longest write, 0.2 s here) holds the first export back.
+    assert cycle(b).startswith("leader at epoch 2: waiting ")
+    assert pb.writes == []
+    time.sleep(0.25)
     assert cycle(b) == "leader at epoch 2: exporting; exported 3 batches; source +0 ~0 -0"
     assert pb.catch_ups == 1  # the target import caught up before the first export
     assert pb.writes == [("b", 2)] * 3

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from typing import Any
+
+from pydantic import Field, SecretStr, model_validator
 
 from idsync.config.base import ConfigPath, CredentialName, PositiveSeconds, Section, inline_secret
 from idsync.config.errors import ConfigError
@@ -47,4 +49,18 @@ class HaSettings(Section):
     zookeeper: ZooKeeperSettings
     loop_interval_seconds: PositiveSeconds = 10.0
     retry_timeout_seconds: PositiveSeconds = 10.0
-    failover_grace_seconds: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    # After an unplanned takeover, wait this long before the first write: the old leader's
+    # writes in flight end by their deadline (target.graph.request_timeout_seconds, the default).
+    lock_delay_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    # A leader whose main loop makes no progress this long resigns (default: the session timeout).
+    stall_timeout_seconds: PositiveSeconds | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "failover_grace_seconds" in data:
+            raise ValueError(
+                "failover_grace_seconds was renamed lock_delay_seconds (it now defaults to "
+                "target.graph.request_timeout_seconds, the old leader's longest write)"
+            )
+        return data

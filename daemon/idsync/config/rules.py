@@ -81,6 +81,13 @@ def _ha(cfg: Config) -> Iterator[ConfigProblem]:
             "starts a write only while its lease outlasts the request, so that the write has ended "
             "before another node can be elected",
         )
+    delay, write = ha.lock_delay_seconds, cfg.target.graph.request_timeout_seconds
+    if delay is not None and delay < write:
+        yield ConfigProblem(
+            "ha.lock_delay_seconds",
+            f"must be at least target.graph.request_timeout_seconds ({write:g}):"
+            " after an unplanned takeover the old leader's last writes may take that long to end",
+        )
 
 
 def _store(cfg: Config) -> Iterator[ConfigProblem]:

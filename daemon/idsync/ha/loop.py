@@ -1,7 +1,13 @@
 """The HA decision of one cycle, Patroni style: read the cluster, decide, return a sentence.
 
 `HaLoop.run_cycle(health)` never exports; it tells the daemon whether it may (`Decision.export`)
-and hands it the lease that fences every write.
+and hands it the lease that fences every write. It depends only on the `Coordination` protocol
+(ZooKeeper in production, `idsync.ha.fake` in the unit tests).
+
+Between cycles the daemon's lease keeper calls `refresh()`: it renews the lease from a
+quorum-confirmed read, but only while the main loop reports progress (`progress()`); a main loop
+that makes none for `Timing.stall` seconds gets its leadership resigned, so a hung leader hands
+over instead of holding the leader znode through kazoo's heartbeat forever.
 """
 
 from __future__ import annotations
@@ -10,15 +16,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import structlog
 
 from idsync import __version__
-from idsync.ha.lease import Lease
+from idsync.ha.coordination import Coordination, CoordinationError
+from idsync.ha.lease import Lease, boottime
 from idsync.ha.records import ClusterView, LeaderRecord, MemberRecord
-from idsync.ha.zk import CoordinationError, Coordinator
 
 log = structlog.get_logger(__name__)
+C = TypeVar("C", bound=Coordination)
 
 
 # A leader whose own cycles keep failing (its directory or store unreachable) hands over to a
@@ -52,27 +60,47 @@ class Decision:
 
 
 @dataclass(frozen=True)
-class Timing:
-    """The HA timing budget (see docs and reference/ha-anchors.md §7)."""
+class Renewal:
+    """What the lease keeper did between cycles."""
 
-    session_timeout: float = 30.0
+    sentence: str
+    renewed: bool
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The HA timing budget (see docs/configuration.md and reference/ha-anchors.md §7)."""
+
+    session_timeout: float = 30.0  # as configured; the lease uses the negotiated one
     loop_interval: float = 10.0
-    request_timeout: float = 10.0  # the longest a write to the target may take
-    grace: float = 0.0  # extra wait after an unplanned takeover, beyond what the lease guarantees
+    request_timeout: float = 10.0  # the longest a write to the target may take, all phases together
+    # Wait after an unplanned takeover before the first write; None = request_timeout, the old
+    # leader's longest write deadline (Chubby's lock-delay).
+    lock_delay: float | None = None
     stale_request: float = 60.0  # a switchover/failover request older than this is ignored
     lease_fraction: float = 2 / 3
+    # A main loop without progress for this long resigns leadership; None = session_timeout.
+    stall_timeout: float | None = None
+
+    @property
+    def delay(self) -> float:
+        return self.request_timeout if self.lock_delay is None else self.lock_delay
+
+    @property
+    def stall(self) -> float:
+        return self.session_timeout if self.stall_timeout is None else self.stall_timeout
 
 
-class HaLoop:
-    """Leader election and demotion for one node."""
+class HaLoop(Generic[C]):
+    """Leader election and demotion for one node, over any `Coordination` implementation."""
 
     def __init__(
         self,
-        coord: Coordinator,
+        coord: C,
         timing: Timing,
         *,
         admin_url: str = "",
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = boottime,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.coord = coord
@@ -83,10 +111,22 @@ class HaLoop:
         self._wall = wall
         self.leader: LeaderRecord | None = None
         self.lease: Lease | None = None
-        self._grace_until = 0.0
+        self._delay_until = 0.0
         self._unhealthy_cycles = 0
         self._lock = threading.Lock()
+        self._progress = clock()
+        self._orphan: int | None = None  # epoch of a leader znode a resignation could not delete yet
         self.last_view: ClusterView | None = None
+
+    # -- main-loop progress (any thread) -----------------------------------------------------
+
+    def progress(self) -> None:
+        """The main loop moved on (a phase ended, a nap ticked): the keeper may renew the lease."""
+        self._progress = self._clock()
+
+    def stalled_for(self) -> float:
+        """Seconds since the main loop last reported progress."""
+        return max(0.0, self._clock() - self._progress)
 
     # -- connection events (kazoo thread) ---------------------------------------------------
 
@@ -104,6 +144,7 @@ class HaLoop:
 
     def run_cycle(self, health: Health) -> Decision:
         """Decide this cycle's role; the sentence says what and why."""
+        self.progress()
         with self._lock:
             return self._run_cycle(health)
 
@@ -214,6 +255,7 @@ class HaLoop:
             )
         if not still:
             return self._demote("leadership lost: the leader znode is no longer ours")
+        self.lease.resize(self.coord.session_timeout)
         self.lease.renew(started)
         self._publish(health, "leader", healthy, why)
 
@@ -240,10 +282,10 @@ class HaLoop:
                 leader.epoch,
                 self.lease,
             )
-        wait = self._grace_until - self._clock()
+        wait = self._delay_until - self._clock()
         if wait > 0:
             return Decision(
-                f"leader at epoch {leader.epoch}: waiting {wait:.1f}s grace after an unplanned takeover",
+                f"leader at epoch {leader.epoch}: waiting {wait:.1f}s lock-delay after an unplanned takeover",
                 "leader",
                 False,
                 leader.epoch,
@@ -330,12 +372,14 @@ class HaLoop:
     ) -> Decision:
         t = self.timing
         self.leader = won
+        # The creating transaction went through the quorum leader: it confirms like sync()+read.
         self.lease = Lease(
             self.node,
             won.epoch,
-            t.session_timeout,
+            self.coord.session_timeout,
             fraction=t.lease_fraction,
-            min_remaining=t.request_timeout,
+            max_write=t.request_timeout,
+            confirmer=self.confirm_now,
             clock=self._clock,
         )
         self.lease.renew(started)
@@ -343,13 +387,14 @@ class HaLoop:
         clean = rel is not None and rel.epoch == view.epoch.epoch
         previous = view.epoch.node or "none"
         if clean or view.epoch.epoch == 0:
-            self._grace_until = 0.0
+            self._delay_until = 0.0
             how = f"previous leader {previous} released cleanly" if view.epoch.epoch else "first leader"
         else:
-            self._grace_until = self._clock() + t.grace
+            # The old leader may still have writes in flight, each bounded by its deadline.
+            self._delay_until = self._clock() + t.delay
             how = f"previous leader {previous} was lost; target import catches up first"
-            if t.grace > 0:
-                how += f", then {t.grace:.0f}s grace"
+            if t.delay > 0:
+                how += f", then {t.delay:g}s lock-delay"
         self._publish(health, "leader", True, "")
         pending = sum(health.pending.values())
         kind = "forced by failover, " if forced else ""
@@ -363,27 +408,77 @@ class HaLoop:
             promoted=True,
         )
 
-    def refresh(self) -> bool:
-        """Between cycles (e.g. during a long export): re-confirm leadership and extend the lease.
+    def refresh(self) -> Renewal:
+        """The lease keeper, between cycles: renew the lease only while the main loop progresses.
 
-        Returns False when this node is not (or no longer) a confirmed leader; the lease is then
-        held or revoked and the exporter's next `ensure()` fails.
+        A main loop stalled for `Timing.stall` seconds resigns leadership (lease revoked, leader
+        znode deleted, no release recorded: the successor waits the lock-delay).
         """
         with self._lock:
             leader, lease = self.leader, self.lease
             if leader is None or lease is None:
+                if self._orphan is not None:
+                    return self._remove_orphan(self._orphan)
+                return Renewal("not leader", False)
+            stalled = self.stalled_for()
+            if stalled >= self.timing.stall:
+                return Renewal(self._resign(f"main loop made no progress for {stalled:.0f}s").sentence, False)
+            if stalled > self.timing.stall / 2:
+                # Not renewed: the lease runs out unless the loop moves on (cycles renew it too).
+                return Renewal(
+                    f"leader at epoch {leader.epoch}: lease not renewed, main loop made no progress"
+                    f" for {stalled:.0f}s",
+                    False,
+                )
+            return self._confirm(leader, lease)
+
+    def confirm_now(self) -> bool:
+        """A fresh quorum confirmation (before a hard delete); renews the lease when it holds."""
+        with self._lock:
+            leader, lease = self.leader, self.lease
+            if leader is None or lease is None:
                 return False
-            started = self._clock()
-            try:
-                ok = self.coord.confirm(leader)
-            except CoordinationError:
-                lease.hold()  # maybe only a blip: the next confirmation restores the lease
-                return False
-            if not ok:
-                self._demote("leadership lost: the leader znode is no longer ours")
-                return False
-            lease.renew(started)
-            return True
+            return self._confirm(leader, lease).renewed
+
+    def _confirm(self, leader: LeaderRecord, lease: Lease) -> Renewal:
+        started = self._clock()
+        try:
+            ok = self.coord.confirm(leader)
+        except CoordinationError as exc:
+            lease.hold()  # maybe only a blip: the next confirmation restores the lease
+            return Renewal(
+                f"leader at epoch {leader.epoch}: cannot confirm leadership ({exc}), exports held", False
+            )
+        if not ok:
+            demoted = self._demote("leadership lost: the leader znode is no longer ours")
+            return Renewal(demoted.sentence, False)
+        lease.resize(self.coord.session_timeout)
+        lease.renew(started)
+        return Renewal(f"leader at epoch {leader.epoch}: lease renewed", True)
+
+    def _resign(self, reason: str) -> Decision:
+        leader = self.leader
+        assert leader is not None
+        if self.lease:
+            self.lease.revoke(f"resigned: {reason}")
+        self.leader = None
+        self.lease = None
+        removed = self._remove_orphan(leader.epoch).renewed
+        log.warning("ha.resigned", epoch=leader.epoch, reason=reason, removed=removed)
+        how = "" if removed else "; leader znode not removed yet, retrying"
+        return Decision(
+            f"resigned leadership at epoch {leader.epoch}: {reason}{how}", "staging", False, leader.epoch
+        )
+
+    def _remove_orphan(self, epoch: int) -> Renewal:
+        """Delete the leader znode a resigned leader left (retried by the keeper until it is gone)."""
+        self._orphan = epoch
+        try:
+            self.coord.remove_own_leader_znode(epoch)
+        except CoordinationError as exc:
+            return Renewal(f"staging: cannot remove my stale leader znode ({exc})", False)
+        self._orphan = None
+        return Renewal(f"staging: removed my stale leader znode (epoch {epoch})", True)
 
     def release(self, reason: str, health: Health | None = None) -> Decision:
         """Hand leadership over cleanly (switchover, shutdown)."""

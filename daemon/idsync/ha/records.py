@@ -54,7 +54,7 @@ class EpochRecord:
 
 @dataclass(frozen=True)
 class ReleaseRecord:
-    """Written by a leader that handed over cleanly: its successor needs no grace wait."""
+    """Written by a leader that handed over cleanly: its successor needs no lock-delay."""
 
     node: str
     epoch: int
@@ -80,6 +80,11 @@ class MemberRecord:
     version: str = ""
     interval: float = 0.0  # seconds between this node's cycles
     updated: float = field(default_factory=time.time)
+    # The highest epoch this node's store has seen: a promotion after ZooKeeper lost its data
+    # takes an epoch above every member's (ha/epochs.py).
+    seen_epoch: int = 0
+    host: str = ""  # where the process runs, for "node already running" errors
+    pid: int = 0
 
     def stale(self, now: float) -> bool:
         """True when the node has not completed a cycle for much longer than its interval (hung)."""
@@ -92,8 +97,9 @@ class SwitchoverRequest:
 
     to: str = ""
     by: str = ""
-    at: float = 0.0
-    leader: str = ""  # the leader at the time of the request
+    at: float = 0.0  # shown to operators only: staleness is never judged by comparing wall clocks
+    leader: str = ""  # the leader the request is for; another leader ignores and clears it
+    epoch: int = 0  # ... at this epoch
 
 
 @dataclass(frozen=True)
@@ -107,9 +113,14 @@ class FailoverRequest:
 
 @dataclass(frozen=True)
 class PauseRecord:
+    """`pause`: exports held cluster-wide; the leader acknowledges in the same znode."""
+
     by: str = ""
     at: float = 0.0
     reason: str = ""
+    # Written by the leader once no write of its epoch can start any more (ha/requests.py).
+    ack_node: str = ""
+    ack_epoch: int = 0
 
 
 @dataclass(frozen=True)

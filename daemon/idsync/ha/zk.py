@@ -18,6 +18,7 @@ import structlog
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import (
     KazooException,
+    NoAuthError,
     NodeExistsError,
     NoNodeError,
 )
@@ -26,6 +27,8 @@ from kazoo.protocol.states import ZnodeStat
 from kazoo.retry import KazooRetry
 from kazoo.security import make_digest_acl
 
+from idsync.ha import acl
+from idsync.ha.coordination import CoordinationError
 from idsync.ha.records import (
     ClusterView,
     EpochRecord,
@@ -42,13 +45,7 @@ from idsync.ha.records import (
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
-
-class CoordinationError(Exception):
-    """ZooKeeper could not be reached or answered in time; the message says which and where."""
-
-
-class NotLeader(CoordinationError):
-    """An operation that needs leadership found it gone."""
+__all__ = ["CoordinationError", "Coordinator", "Paths", "ZkSettings"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +117,8 @@ class Coordinator:
         )
         self.client.add_listener(self._listener)
         self._watching = False
+        self._negotiated: float | None = None
+        self._capture_negotiated_timeout()
 
     # -- connection -------------------------------------------------------------------------
 
@@ -139,6 +138,28 @@ class Coordinator:
     @property
     def connected(self) -> bool:
         return self._state == "connected" and self.client.connected
+
+    def _capture_negotiated_timeout(self) -> None:
+        # The server may grant another timeout than asked (bounded by its min/maxSessionTimeout).
+        # kazoo 2.11 computes its read timeout (2/3 of the negotiated one) in `_connect` but keeps
+        # neither; wrap that method to learn it. Newer kazoo exposes it as an attribute.
+        conn = self.client._connection
+        original = conn._connect
+
+        def _connect(*args: Any, **kwargs: Any) -> Any:
+            read_timeout_ms, connect_timeout_ms = original(*args, **kwargs)
+            self._negotiated = read_timeout_ms * 1.5 / 1000.0
+            return read_timeout_ms, connect_timeout_ms
+
+        conn._connect = _connect
+
+    @property
+    def session_timeout(self) -> float:
+        """The session timeout the server agreed to (the configured one until connected)."""
+        exposed = getattr(self.client, "negotiated_session_timeout", None)
+        if isinstance(exposed, int | float) and exposed > 0:
+            return float(exposed) / 1000.0
+        return self._negotiated or self.settings.session_timeout
 
     @property
     def session_id(self) -> int | None:
@@ -162,6 +183,8 @@ class Coordinator:
                 f"cannot reach ZooKeeper at {self.settings.hosts} within {wait:.0f}s"
             ) from exc
         self._state = "connected"
+        # Wrong credentials are fatal here, not a NoAuth retried forever (ha/acl.py).
+        acl.check_access(self, tighten=True)
         try:
             if self.client.chroot:
                 # kazoo does not create the chroot; do it through a chroot-less view of the path.
@@ -212,6 +235,8 @@ class Coordinator:
             return data, stat
         except NoNodeError:
             return None, None
+        except NoAuthError as exc:
+            raise acl.ZkAccessDenied(path, "read", self.settings.auth) from exc
         except (KazooException, KazooTimeoutError) as exc:
             raise CoordinationError(f"ZooKeeper read of {path} failed: {exc!r}") from exc
 
@@ -301,7 +326,7 @@ class Coordinator:
         return record
 
     def confirm(self, leader: LeaderRecord) -> bool:
-        """True if ZooKeeper still shows us as leader at our epoch, in the session that won.
+        """True if a ZooKeeper quorum still shows us as leader at our epoch, in the session that won.
 
         False is definitive (the session or the znode is gone); a connection that is merely down
         raises CoordinationError, because the session may survive it.
@@ -310,6 +335,13 @@ class Coordinator:
             return False
         if not self.connected:
             raise CoordinationError("ZooKeeper connection is down")
+        # A follower cut off from the quorum keeps answering plain reads (up to syncLimit x
+        # tickTime) while the quorum expires our session; sync() goes through the quorum leader,
+        # so the reads after it are at least as new as the moment the quorum answered.
+        try:
+            self.client.sync_async(self.paths.leader).get(timeout=self.settings.retry_timeout)
+        except (KazooException, KazooTimeoutError) as exc:
+            raise CoordinationError(f"ZooKeeper sync of {self.paths.leader} failed: {exc!r}") from exc
         data, stat = self._get(self.paths.leader)
         current = decode(LeaderRecord, data)
         if stat is None or current is None:
@@ -376,14 +408,8 @@ class Coordinator:
     def request_switchover(self, req: SwitchoverRequest) -> None:
         self._put(self.paths.switchover, encode(req))
 
-    def clear_switchover(self) -> bool:
-        return self._remove(self.paths.switchover)
-
     def request_failover(self, req: FailoverRequest) -> None:
         self._put(self.paths.failover, encode(req))
-
-    def clear_failover(self) -> bool:
-        return self._remove(self.paths.failover)
 
     def set_pause(self, rec: PauseRecord) -> None:
         self._put(self.paths.pause, encode(rec))

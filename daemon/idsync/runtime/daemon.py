@@ -88,7 +88,7 @@ def open_store(cfg: Config, stop: threading.Event | None = None) -> Store:
     return retrying("postgresql", attempt, transient, stop or threading.Event())
 
 
-def make_ha(cfg: Config) -> HaLoop:
+def make_ha(cfg: Config) -> HaLoop[Coordinator]:
     zk = cfg.ha.zookeeper
     settings = ZkSettings(
         hosts=zk.hosts,
@@ -98,7 +98,7 @@ def make_ha(cfg: Config) -> HaLoop:
         tls=zk.tls,
         ca_file=str(zk.ca_file) if zk.ca_file else None,
     )
-    ha: HaLoop
+    ha: HaLoop[Coordinator]
     coord = Coordinator(settings, cfg.node.cluster, cfg.node.name, on_state=lambda s: ha.on_state(s))
     host, port = cfg.admin.host_port()
     ha = HaLoop(
@@ -107,7 +107,8 @@ def make_ha(cfg: Config) -> HaLoop:
             session_timeout=zk.session_timeout_seconds,
             loop_interval=cfg.ha.loop_interval_seconds,
             request_timeout=cfg.target.graph.request_timeout_seconds,
-            grace=cfg.ha.failover_grace_seconds,
+            lock_delay=cfg.ha.lock_delay_seconds,
+            stall_timeout=cfg.ha.stall_timeout_seconds,
         ),
         admin_url=f"http://{host}:{port}",
     )
@@ -122,7 +123,7 @@ class Daemon:
         cfg: Config,
         pipeline: Pipeline,
         store: Store,
-        ha: HaLoop | None,
+        ha: HaLoop[Coordinator] | None,
         *,
         notifier: Notifier | None = None,
         on_cycle: Callable[[CycleOutcome], None] | None = None,
@@ -158,7 +159,9 @@ class Daemon:
     # -- lease keeper -----------------------------------------------------------------------
 
     def _keep_lease(self) -> None:
-        """While leader, re-confirm with ZooKeeper between cycles so a long export keeps its lease."""
+        """While leader, re-confirm with a ZooKeeper quorum between cycles so a long export keeps
+        its lease, but only while the main loop progresses: a hung loop loses the lease and
+        resigns (`HaLoop.refresh`)."""
         assert self.ha is not None
         period = max(
             0.2, min(self.cfg.ha.loop_interval_seconds, self.cfg.ha.zookeeper.session_timeout_seconds / 6)
@@ -166,9 +169,12 @@ class Daemon:
         while not self.stop.wait(period):
             ha = self.ha
             lease = ha.lease
-            if ha.leader is None or lease is None:
+            renewal = ha.refresh()
+            if not renewal.renewed:
+                if renewal.sentence != "not leader":
+                    log.info("ha.keeper", decision=renewal.sentence)
                 continue
-            if ha.refresh():
+            if lease is not None:
                 try:
                     with self.store.transaction() as conn:
                         store_fence.renew(conn, lease.epoch, self.cfg.node.name, lease.remaining())
@@ -176,6 +182,10 @@ class Daemon:
                     log.warning("daemon.fence_renew_failed", exc_info=True)
 
     # -- main loop --------------------------------------------------------------------------
+
+    def _progress(self) -> None:
+        if self.ha is not None:
+            self.ha.progress()
 
     async def run(self, opts: DaemonOptions) -> int:
         loop = asyncio.get_running_loop()
@@ -197,6 +207,7 @@ class Daemon:
                     log.info("daemon.reloaded", change=what)
                     self.notifier.send(ready="1")
                 started = time.monotonic()
+                self._progress()
                 try:
                     outcome = await self.node.run_cycle()
                 except Exception as exc:  # never let one bad cycle end the daemon; say why, back off
@@ -226,6 +237,7 @@ class Daemon:
         deadline = time.monotonic() + max(0.0, seconds)
         wake = self.ha.coord.wake if self.ha else None
         while not self.stop.is_set():
+            self._progress()  # napping is the loop working as it should
             left = deadline - time.monotonic()
             if left <= 0:
                 return

@@ -50,6 +50,13 @@ class _Slice:
     def remaining(self) -> float:
         return self._fence.remaining()
 
+    def write_deadline(self) -> float:
+        # A batch started within the slice finishes: only the lease bounds its writes.
+        return self._fence.write_deadline()
+
+    def confirm_now(self) -> None:
+        self._fence.confirm_now()
+
     def ensure(self) -> None:
         self._fence.ensure()
         if self._stop.is_set():

@@ -88,6 +88,7 @@ class Node:
         report = await self._import_and_sync(full)
         if report.ok:
             self.last_ok = time.time()
+        self._progress()
 
         if self.ha is None:
             decision = Decision("standalone: exporting", "leader", True, 0, None)
@@ -106,6 +107,7 @@ class Node:
                 log.warning("fence.renew_failed", error=str(exc))
                 decision = replace(decision, export=False, sentence=f"{decision.sentence}; store unreachable")
         bind_context(role=decision.role, epoch=decision.epoch or None)
+        self._progress()
 
         export: ExportReport | None = None
         sentence = decision.sentence
@@ -119,12 +121,18 @@ class Node:
                 sentence += "; not exporting after a failed import/sync"
             else:
                 export = await self.pipeline.export(fence, self.stop)
+                self._progress()
                 sentence += f"; {export.summary}"
         sentence += f"; {report.summary}" if report.ok else f"; cycle failed: {report.error}"
         outcome = CycleOutcome(sentence, decision.role, decision.epoch, report, export, decision.promoted)
         self.last = outcome
         self._metrics(outcome, decision)
         return outcome
+
+    def _progress(self) -> None:
+        """Tell the lease keeper the cycle moves on (it renews the lease only while it does)."""
+        if self.ha is not None:
+            self.ha.progress()
 
     def _metrics(self, outcome: CycleOutcome, decision: Decision) -> None:
         report = outcome.report

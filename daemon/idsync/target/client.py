@@ -8,15 +8,22 @@ Retries are idsync's, not the SDK middleware's (its RetryHandler is switched off
 only be re-sent after the caller's fence check, every 429 must reach the write budget, and
 `Retry-After: 0` must not turn into the middleware's 3.5 s pause. Reads are retried here with
 jittered backoff on 429/5xx and dropped connections; writes are retried by the exporter.
+
+Writes are fenced at the wire (`FencedTransport`, the innermost transport, under every
+middleware): right before a write's first byte is sent — after the token was fetched and a
+pooled connection obtained — the fence is asked again, and the whole request (pool wait,
+connect, send, answer) is bounded by the fence's `write_deadline()`, never longer than the
+leader's remaining lease. Every re-send (a 401 refresh, a redirect) passes the same check.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 import ssl
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +43,7 @@ from msgraph_core.base_graph_request_adapter import BaseGraphRequestAdapter
 
 from idsync import __version__
 from idsync.config.target import GraphSettings, is_microsoft_host
+from idsync.fencing import Fence, Fenced
 from idsync.target.auth import CredentialTokenProvider, auth_provider
 from idsync.target.budget import WriteBudget
 from idsync.target.errors import GraphAuthError, GraphUnavailable
@@ -106,6 +114,59 @@ def backoff(attempt: int, base: float, cap: float = 30.0) -> float:
 
 _RAW = NativeResponseHandler()
 
+# The fence of the write being sent by the current task (None for reads): set by
+# `GraphClient.send(fence=...)`, read by `FencedTransport` below every middleware.
+_WRITE_FENCE: contextvars.ContextVar[Fence | None] = contextvars.ContextVar(
+    "idsync_write_fence", default=None
+)
+
+Trace = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class FencedTransport(httpx.AsyncBaseTransport):
+    """The transport that fences writes at the wire (see the module docstring).
+
+    httpcore's `trace` extension reports `<http11|http2>.send_request_headers.started` once a
+    connection is in hand and immediately before the request's bytes are written: the fence is
+    checked there, so a leader frozen after an earlier check (GC, SIGSTOP, a VM pause, a slow
+    token fetch or pool wait) finds its lease gone when it wakes and sends nothing.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+        self.fenced_at_wire = 0  # writes refused at the last check (tests, metrics)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        fence = _WRITE_FENCE.get()
+        if fence is None:
+            return await self._inner.handle_async_request(request)
+        deadline = fence.write_deadline()  # raises Fenced: not even the pool is waited for
+        previous: Trace | None = request.extensions.get("trace")
+
+        async def trace(event: str, info: dict[str, Any]) -> None:
+            if event.endswith(".send_request_headers.started"):
+                try:
+                    fence.write_deadline()
+                except Fenced:
+                    self.fenced_at_wire += 1
+                    raise
+            if previous is not None:
+                await previous(event, info)
+
+        request.extensions["trace"] = trace
+        try:
+            async with asyncio.timeout(deadline):
+                return await self._inner.handle_async_request(request)
+        except TimeoutError:
+            # Bytes already sent may still be applied: the caller treats this like a dropped
+            # connection (outcome unknown), and the next target import shows what happened.
+            raise httpx.WriteTimeout(
+                f"write deadline of {deadline:.2f}s (the lease's remainder) passed", request=request
+            ) from None
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
 
 class GraphClient:
     """Sends Graph requests through msgraph-sdk's adapter; one instance per process.
@@ -133,12 +194,17 @@ class GraphClient:
             verify = ssl.create_default_context(cafile=str(settings.ca_file))
         t = settings.request_timeout_seconds
         pool = settings.max_concurrent_batches * 2 + 4
+        self.transport = FencedTransport(
+            httpx.AsyncHTTPTransport(
+                limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+                verify=verify,
+                http2=is_microsoft_host(settings.graph_endpoint),
+            )
+        )
         http = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(t, connect=min(t, 10.0)),
-            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
-            verify=verify,
-            http2=is_microsoft_host(settings.graph_endpoint),
+            transport=self.transport,
         )
         options = {
             RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=0),
@@ -168,12 +234,32 @@ class GraphClient:
         body: bytes | None = None,
         agent: str | None = None,
         headers: Mapping[str, str] | None = None,
+        fence: Fence | None = None,
     ) -> GraphResponse:
         """One request, one attempt (after a token refresh when Graph says the token died).
+
+        With `fence`, the request is a write: `FencedTransport` checks the fence right before
+        its bytes go out (and before the re-send after a 401) and bounds it by the fence's
+        deadline; Fenced is raised when it may not be sent.
 
         Raises httpx.TransportError when the connection failed: whether a write was applied is
         then unknown, and only the caller can decide how to retry.
         """
+        token = _WRITE_FENCE.set(fence)
+        try:
+            return await self._send(method, path, body=body, agent=agent, headers=headers)
+        finally:
+            _WRITE_FENCE.reset(token)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None,
+        agent: str | None,
+        headers: Mapping[str, str] | None,
+    ) -> GraphResponse:
         refreshed = False
         while True:
             cid = str(uuid.uuid4())

@@ -6,8 +6,10 @@ row (epoch and lease), then:
 1. creates look their anchor up first (a retried POST, or an earlier leader, may have created
    the object already: it is adopted); deletes read the object and refuse (`NotOwned`) unless
    it carries idsync's anchor; a 404 there means the delete is already done;
-2. the writes go in one `$batch`, paced by the write budget; `fence.ensure()` runs right before
-   every HTTP write;
+2. the writes go in one `$batch`, paced by the write budget; `fence.ensure()` runs before each
+   batch, and the HTTP transport checks the fence again right before the bytes go out, bounding
+   the request by the lease's remainder (`GraphClient.send(fence=...)`); a batch holding a hard
+   delete first gets a fresh quorum confirmation (`fence.confirm_now()`);
 3. per item: 2xx is done; "already a member", a 404 on delete or member removal are done too;
    a 429 is retried after its own Retry-After; a 5xx, 424 or a dropped connection is retried
    with jittered backoff — a create whose outcome is unknown is looked up again first, so it is
@@ -449,14 +451,23 @@ class Exporter:
                 reqs.append(SubRequest(str(n + 1), i.method, i.url, i.body, i.request_id))
             body = batch.encode(reqs)
             try:
-                self.fence.ensure()  # right before the write leaves this process
+                self.fence.ensure()
+                if any(i.op.kind == "delete" for i in ready):
+                    # A hard delete cannot be undone by the next cycle: confirm with a quorum now.
+                    await asyncio.to_thread(self.fence.confirm_now)
             except Fenced:
                 self.budget.refund(len(ready))
                 raise
             for i in ready:
                 i.attempts += 1
             try:
-                resp = await self.client.send("POST", "/$batch", body=body, agent=self.agent)
+                # The transport checks the fence again at the wire and bounds the request by it.
+                resp = await self.client.send(
+                    "POST", "/$batch", body=body, agent=self.agent, fence=self.fence
+                )
+            except Fenced:
+                self.budget.refund(len(ready))
+                raise
             except httpx.TransportError as e:
                 report.batches += 1
                 log.info("export.batch_dropped", ops=len(ready), error=f"{type(e).__name__}: {e}")
