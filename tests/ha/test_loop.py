@@ -50,7 +50,7 @@ import pytest
 from idsync.fencing import Fenced
 from idsync.ha.fake import FakeCoordination, FakeEnsemble
 from idsync.ha.loop import HaLoop, Health, Timing
-from idsync.ha.records import FailoverRequest, MemberRecord, PauseRecord, SwitchoverRequest
+from idsync.ha.records import ClusterView, FailoverRequest, MemberRecord, PauseRecord, SwitchoverRequest
 
 SESSION = 3.0
 TIMING = Timing(session_timeout=SESSION, loop_interval=1.0, request_timeout=0.5, stale_request=60.0)
@@ -324,11 +324,11 @@ def test_16_23_24_first_leader_and_the_race(
     ensemble.leader = None  # the next read shows no leader, but the epoch CAS still refuses b
     real_read = b.coord.read
 
-    def stale_read() -> object:
+    def stale_read() -> ClusterView:
         real_read()
         return view
 
-    b.coord.read = stale_read  # type: ignore[method-assign]
+    b.coord.read = stale_read  # type: ignore[method-assign]  # the read raced a's election
     assert b.run_cycle(healthy(clock)).sentence == "staging: no leader, another node won the election"
 
 
