@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from idsync.cli import main
+from idsync.ha import upkeep
 from idsync.ha.loop import HaLoop
 from tests.ha.test_election import healthy, make_node  # noqa: F401  (fixture)
 
@@ -29,7 +30,10 @@ class Driver:
             for n in self.nodes:
                 h = self.health[n.node]
                 self.health[n.node] = type(h)(**{**h.__dict__, "last_cycle_ok": time.time()})
-                self.sentences.append(f"{n.node}: {n.run_cycle(self.health[n.node]).sentence}")
+                d = n.run_cycle(self.health[n.node])
+                self.sentences.append(f"{n.node}: {d.sentence}")
+                # As runtime/node.py does: the pause ack and request upkeep follow the decision.
+                upkeep.after_cycle(n, export=d.export, seen_epoch=0)
             self._stop.wait(0.05)
 
     def __enter__(self) -> Driver:

@@ -115,7 +115,7 @@ def test_switchover_to_a_named_node(make_node: Callable[..., HaLoop]) -> None:
     a.run_cycle(healthy())
     b.run_cycle(healthy())
     c.run_cycle(healthy())
-    a.coord.request_switchover(SwitchoverRequest(to="c", by="test", at=time.time(), leader="a"))
+    a.coord.request_switchover(SwitchoverRequest(to="c", by="test", at=time.time(), leader="a", epoch=1))
     assert a.run_cycle(healthy()).sentence == "released leadership at epoch 1: switchover to c"
     # b is healthy too but must leave the leadership to c.
     assert b.run_cycle(healthy()).sentence == "staging: no leader, switchover to c in progress"

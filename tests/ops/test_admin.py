@@ -340,7 +340,7 @@ def test_live_nodes_through_a_switchover_and_a_lost_session(
 
     # A switchover: a hands over at its next cycle, b promotes at its next.
     assert a.ha is not None and b.ha is not None
-    a.ha.coord.request_switchover(SwitchoverRequest(to="b", by="test", at=time.time(), leader="a"))
+    a.ha.coord.request_switchover(SwitchoverRequest(to="b", by="test", at=time.time(), leader="a", epoch=1))
     assert cycle(a).startswith("released leadership at epoch 1: switchover to b")
     assert metrics.LEADER._value.get() == 0
     assert cycle(b).startswith("promoted: epoch 2, previous leader a released cleanly")

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from idsync.ha import requests
 from idsync.ha.records import ClusterView, FailoverRequest, MemberRecord, PauseRecord, SwitchoverRequest
 from idsync.ha.zk import CoordinationError, Coordinator
 
@@ -57,8 +58,12 @@ def switchover(
     elif not any(healthy(m, time.time()) for n, m in view.members.items() if n != old):
         raise ControlError("switchover is not possible: no healthy staging node to take over")
     started = time.monotonic()
-    coord.request_switchover(SwitchoverRequest(to=to or "", by=by, at=time.time(), leader=old))
-    return _await_new_leader(coord, old, to, started, wait, sleep)
+    req = SwitchoverRequest(to=to or "", by=by, at=time.time(), leader=old, epoch=view.leader.epoch)
+    try:
+        requests.submit_switchover(coord, req, view)
+    except requests.RequestRejected as exc:
+        raise ControlError(f"switchover refused: {exc}") from exc
+    return _await_new_leader(coord, old, view.leader.epoch, to, started, wait, sleep, request=req)
 
 
 def failover(
@@ -79,32 +84,79 @@ def failover(
     old = view.leader.node if view.leader else ""
     started = time.monotonic()
     coord.request_failover(FailoverRequest(to=to, by=by, at=time.time()))
-    return _await_new_leader(coord, old, to, started, wait, sleep)
+    return _await_new_leader(coord, old, view.epoch.epoch, to, started, wait, sleep)
 
 
 def _await_new_leader(
     coord: Coordinator,
     old: str,
+    old_epoch: int,
     to: str | None,
     started: float,
     wait: float,
     sleep: Callable[[float], None],
+    *,
+    request: SwitchoverRequest | None = None,
 ) -> HandoverResult:
+    """Wait for a leader at a higher epoch; the wrong one (the fallback took over) is an error."""
     deadline = started + wait
     while time.monotonic() < deadline:
         coord.wake.clear()
         view = coord.read()
         leader = view.leader
-        if leader is not None and leader.node != old and (to is None or leader.node == to):
-            return HandoverResult(old, leader.node, leader.epoch, time.monotonic() - started)
+        if leader is not None and leader.epoch > old_epoch:
+            if to is None or leader.node == to:
+                return HandoverResult(old, leader.node, leader.epoch, time.monotonic() - started)
+            raise ControlError(
+                f"{to} did not take over: {leader.node} leads at epoch {leader.epoch} instead "
+                f"({to} did not complete the hand-over in time; see its log)"
+            )
+        if request is not None and leader is not None and view.switchover != request:
+            raise ControlError(
+                f"the switchover request was dropped: {leader.node} still leads at epoch {leader.epoch}"
+                " (it was replaced, or its target stopped being a member)"
+            )
         coord.wake.wait(timeout=0.05)
     raise ControlError(
         f"no new leader after {wait:.0f}s (the request stays in place; `idsync status` shows progress)"
     )
 
 
-def pause(coord: Coordinator, *, by: str, reason: str = "") -> None:
-    coord.set_pause(PauseRecord(by=by, at=time.time(), reason=reason))
+@dataclass(frozen=True)
+class PauseResult:
+    acknowledged_by: str  # the leader that acknowledged, '' when there was no leader
+    epoch: int
+
+
+def pause(
+    coord: Coordinator, *, by: str, reason: str = "", wait: float = 30.0, poll: float = 0.05
+) -> PauseResult:
+    """Pause exports and return once the leader has acknowledged: no write starts after that.
+
+    The leader acknowledges only in a cycle that decided not to export, after its export slice
+    has ended; with no leader there is nobody to acknowledge (a node promoted meanwhile reads the
+    pause before its first export).
+    """
+    try:
+        requests.set_pause(coord, PauseRecord(by=by, at=time.time(), reason=reason))
+    except requests.RequestRejected as exc:
+        raise ControlError(str(exc)) from exc
+    deadline = time.monotonic() + wait
+    while True:
+        view = coord.read()
+        rec, leader = view.pause, view.leader
+        if rec is None:
+            raise ControlError("the pause was removed (`idsync resume`?) before the leader acknowledged it")
+        if leader is None:
+            return PauseResult("", view.epoch.epoch)
+        if (rec.ack_node, rec.ack_epoch) == (leader.node, leader.epoch):
+            return PauseResult(leader.node, leader.epoch)
+        if time.monotonic() >= deadline:
+            raise ControlError(
+                f"pause recorded, but leader {leader.node} (epoch {leader.epoch}) has not acknowledged it "
+                f"within {wait:.0f}s: it may still be exporting (hung?); `idsync status` shows it"
+            )
+        coord.wake.wait(timeout=poll)
 
 
 def resume(coord: Coordinator) -> bool:
@@ -127,10 +179,17 @@ def render_status(view: ClusterView, cluster: str, now: float | None = None) -> 
     else:
         lines[0] += "  NO LEADER"
     if view.pause:
-        lines.append(f"PAUSED by {view.pause.by or '?'} {view.pause.reason}".rstrip())
+        ack = (
+            f" (acknowledged by {view.pause.ack_node} at epoch {view.pause.ack_epoch})"
+            if view.pause.ack_node
+            else ""
+        )
+        lines.append(f"PAUSED by {view.pause.by or '?'}{ack} {view.pause.reason}".rstrip())
     if view.switchover:
+        sw = view.switchover
         lines.append(
-            f"switchover requested to {view.switchover.to or 'any healthy node'} by {view.switchover.by}"
+            f"switchover requested to {sw.to or 'any healthy node'} by {sw.by}"
+            f" (for leader {sw.leader} at epoch {sw.epoch})"
         )
     if view.failover:
         lines.append(f"failover requested to {view.failover.to} by {view.failover.by}")

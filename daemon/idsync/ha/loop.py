@@ -12,6 +12,8 @@ over instead of holding the leader znode through kazoo's heartbeat forever.
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -21,9 +23,11 @@ from typing import Generic, TypeVar
 import structlog
 
 from idsync import __version__
+from idsync.ha import epochs
 from idsync.ha.coordination import Coordination, CoordinationError
 from idsync.ha.lease import Lease, boottime
 from idsync.ha.records import ClusterView, LeaderRecord, MemberRecord
+from idsync.ha.requests import RequestTracker
 
 log = structlog.get_logger(__name__)
 C = TypeVar("C", bound=Coordination)
@@ -44,6 +48,7 @@ class Health:
     rules_hash: str
     pending: dict[str, int] = field(default_factory=dict)
     reason: str = ""  # why the last cycle failed, if it did
+    seen_epoch: int = 0  # the highest epoch this node's store has seen (ha/epochs.py)
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,9 @@ class HaLoop(Generic[C]):
         self._progress = clock()
         self._orphan: int | None = None  # epoch of a leader znode a resignation could not delete yet
         self.last_view: ClusterView | None = None
+        # Hand-over requests judged by identity and this node's own clock (ha/requests.py): a
+        # target that has not taken over within half a session timeout is given up on.
+        self.requests = RequestTracker(timing.session_timeout / 2, clock)
 
     # -- main-loop progress (any thread) -----------------------------------------------------
 
@@ -179,6 +187,9 @@ class HaLoop(Generic[C]):
             admin_url=self.admin_url,
             version=__version__,
             interval=self.timing.loop_interval,
+            seen_epoch=max(health.seen_epoch, self.leader.epoch if self.leader else 0),
+            host=socket.gethostname(),
+            pid=os.getpid(),
         )
 
     def _demote(self, reason: str) -> Decision:
@@ -297,14 +308,12 @@ class HaLoop(Generic[C]):
 
     def _handover_target(self, view: ClusterView) -> str | None:
         """The node a pending request asks us to hand over to ('' = any), or None."""
-        now = self._wall()
-        sw = view.switchover
-        if sw is not None and now - sw.at <= self.timing.stale_request and sw.to != self.node:
+        assert self.leader is not None
+        sw = self.requests.for_leader(view, self.leader)  # only a request naming us and our epoch
+        if sw is not None:
             return sw.to
-        fo = view.failover
-        if fo is not None and now - fo.at <= self.timing.stale_request and fo.to != self.node:
-            return fo.to
-        return None
+        fo = self.requests.failover_for_leader(view, self.leader)
+        return fo.to if fo is not None else None
 
     def _as_follower(self, view: ClusterView, health: Health, healthy: bool, why: str) -> Decision:
         self._publish(health, "staging", healthy, why)
@@ -333,13 +342,8 @@ class HaLoop(Generic[C]):
                 False,
                 view.leader.epoch,
             )
-        now = self._wall()
-        fo = view.failover if view.failover and now - view.failover.at <= self.timing.stale_request else None
-        sw = (
-            view.switchover
-            if view.switchover and now - view.switchover.at <= self.timing.stale_request
-            else None
-        )
+        fo = self.requests.live_failover(view)
+        sw = self.requests.live_switchover(view)
         forced = False
         if fo is not None:
             if fo.to != self.node:
@@ -360,7 +364,8 @@ class HaLoop(Generic[C]):
 
         started = self._clock()
         try:
-            won = self.coord.try_acquire(view, health.rules_hash)
+            # Above every epoch any store saw, even if ZooKeeper lost its data (ha/epochs.py).
+            won = self.coord.try_acquire(epochs.with_floor(view, health.seen_epoch), health.rules_hash)
         except CoordinationError as exc:
             return Decision(f"staging: no leader, election failed ({exc})", "staging", False, 0)
         if won is None:

@@ -21,7 +21,10 @@ import structlog
 from psycopg_pool import PoolTimeout
 
 from idsync.config import Config
+from idsync.ha.acl import ZkAccessDenied
+from idsync.ha.identity import claim_member
 from idsync.ha.loop import HaLoop, Timing
+from idsync.ha.requests import PauseGate
 from idsync.ha.zk import CoordinationError, Coordinator, ZkSettings
 from idsync.runtime.node import CycleOutcome, Node
 from idsync.runtime.notify import Notifier
@@ -30,6 +33,7 @@ from idsync.store import fence as store_fence
 from idsync.store import migrate
 from idsync.store.db import Store
 from idsync.store.errors import StoreUnavailable
+from idsync.store.identity import IdentityLock, SchemaInUse
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -137,6 +141,7 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.on_cycle = on_cycle
         self._reload = False
+        self.identity: IdentityLock | None = None
         self.interval = cfg.sync.interval_seconds
 
     # -- signals ----------------------------------------------------------------------------
@@ -191,9 +196,15 @@ class Daemon:
         loop = asyncio.get_running_loop()
         if threading.current_thread() is threading.main_thread():
             self.install_signals(loop)
+        # One live process per schema and per node name (store/identity.py, ha/identity.py).
+        self.identity = await asyncio.to_thread(self._claim_schema)
         if self.ha is not None:
             coord = self.ha.coord
             await asyncio.to_thread(retrying, "zookeeper", coord.start, (CoordinationError,), self.stop)
+            await asyncio.to_thread(claim_member, coord, coord.session_timeout)
+            gate = PauseGate()
+            gate.watch(coord)
+            self.node.pause_gate = gate
             threading.Thread(target=self._keep_lease, name="lease-keeper", daemon=True).start()
         if opts.full:
             self.node.request_full()
@@ -209,7 +220,10 @@ class Daemon:
                 started = time.monotonic()
                 self._progress()
                 try:
+                    await asyncio.to_thread(self._check_schema)
                     outcome = await self.node.run_cycle()
+                except (ZkAccessDenied, SchemaInUse):
+                    raise  # fatal: the message names what to fix; retrying cannot help
                 except Exception as exc:  # never let one bad cycle end the daemon; say why, back off
                     log.exception("cycle.crashed", error=str(exc))
                     self.notifier.send(status=f"cycle failed: {exc}", watchdog="1")
@@ -231,6 +245,22 @@ class Daemon:
         finally:
             await self._shutdown()
         return 0
+
+    def _claim_schema(self) -> IdentityLock:
+        s = self.cfg.store
+        lock = IdentityLock(
+            s.dsn(), s.schema_name, self.cfg.node.name, connect_timeout=s.connect_timeout_seconds
+        )
+        transient = (StoreUnavailable, psycopg.OperationalError)
+        return retrying("postgresql", lock.acquire, transient, self.stop)
+
+    def _check_schema(self) -> None:
+        if self.identity is None:
+            return
+        try:
+            self.identity.check()
+        except StoreUnavailable as exc:  # PostgreSQL is down: the cycle reports it; re-taken later
+            log.warning("store.identity_unchecked", error=str(exc))
 
     async def _nap(self, seconds: float) -> None:
         """Sleep until the next cycle, a ZooKeeper event (leader gone, switchover, pause) or stop."""
@@ -255,4 +285,6 @@ class Daemon:
                 log.info("daemon.released", decision=sentence)
             await asyncio.to_thread(self.ha.coord.stop)
         await asyncio.to_thread(self.pipeline.close)
+        if self.identity is not None:
+            self.identity.release()
         log.info("daemon.stopped")

@@ -14,8 +14,10 @@ from dataclasses import dataclass, replace
 import structlog
 
 from idsync import metrics
-from idsync.fencing import Unfenced
+from idsync.fencing import Fence, Unfenced
+from idsync.ha import upkeep
 from idsync.ha.loop import Decision, HaLoop, Health
+from idsync.ha.requests import PauseGate
 from idsync.log import bind_context
 from idsync.runtime.pipeline import CycleReport, ExportReport, Pipeline
 from idsync.store import fence as store_fence
@@ -55,6 +57,7 @@ class Node:
         self.last: CycleOutcome | None = None
         self._full_next = False
         self._catch_up = False
+        self.pause_gate: PauseGate | None = None  # set by the daemon once ZooKeeper is connected
 
     def request_full(self) -> None:
         self._full_next = True
@@ -68,6 +71,20 @@ class Node:
             pending=report.pending,
             reason=report.error,
         )
+
+    def _ha_cycle(self, report: CycleReport) -> Decision:
+        """The HA decision with the store's highest epoch, then its ZooKeeper upkeep (pause ack,
+        stale requests, a structure ZooKeeper lost), all before this cycle's export."""
+        assert self.ha is not None
+        try:
+            with self.store.transaction() as conn:
+                seen = store_fence.highest_epoch(conn)
+        except Exception as exc:  # the fence renewal below reports the store's state
+            log.warning("fence.read_failed", error=str(exc))
+            seen = 0
+        decision = self.ha.run_cycle(replace(self._health(report), seen_epoch=seen))
+        done = upkeep.after_cycle(self.ha, export=decision.export, seen_epoch=seen)
+        return replace(decision, sentence=f"{decision.sentence}; {done}") if done else decision
 
     def _renew_standalone_fence(self) -> None:
         with self.store.transaction() as conn:
@@ -92,15 +109,17 @@ class Node:
 
         if self.ha is None:
             decision = Decision("standalone: exporting", "leader", True, 0, None)
-            fence = Unfenced(self.name)
+            fence: Fence | None = Unfenced(self.name)
             try:
                 await asyncio.to_thread(self._renew_standalone_fence)
             except Exception as exc:
                 log.warning("fence.renew_failed", error=str(exc))
                 decision = replace(decision, export=False, sentence="standalone: store unreachable")
         else:
-            decision = await asyncio.to_thread(self.ha.run_cycle, self._health(report))
+            decision = await asyncio.to_thread(self._ha_cycle, report)
             fence = decision.lease  # type: ignore[assignment]
+            if fence is not None and self.pause_gate is not None:
+                fence = self.pause_gate.wrap(fence)  # a pause stops the running slice too
             try:
                 await asyncio.to_thread(self._renew_store_fence, decision)
             except Exception as exc:  # the store is down: no claim can succeed, so export nothing

@@ -25,6 +25,12 @@ def renew(conn: psycopg.Connection, epoch: int, node: str, seconds: float) -> No
     )
 
 
+def highest_epoch(conn: psycopg.Connection) -> int:
+    """The highest epoch this store has run under (the fence row never lowers it); 0 if none."""
+    row = conn.execute("SELECT epoch FROM fence WHERE singleton").fetchone()
+    return int(row[0]) if row else 0
+
+
 def revoke(conn: psycopg.Connection, epoch: int) -> None:
     """End the lease of `epoch` now (demotion, release)."""
     conn.execute("UPDATE fence SET lease_until = now(), updated_at = now() WHERE epoch = %s", (epoch,))
