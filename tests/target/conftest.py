@@ -95,6 +95,7 @@ class TestFence:
     def __init__(self, epoch: int = EPOCH, node: str = NODE) -> None:
         self._epoch, self._node = epoch, node
         self.checks = 0
+        self.confirmations = 0  # fresh quorum confirmations asked for (before hard deletes)
         self.broken: str | None = None
         self.on_ensure: Callable[[int], None] | None = None
 
@@ -115,6 +116,17 @@ class TestFence:
 
     def remaining(self) -> float:
         return 0.0 if self.broken else 60.0
+
+    def write_deadline(self) -> float:
+        """The transport's check at the wire (not counted in `checks`: hooks count the exporter's)."""
+        if self.broken:
+            raise Fenced(self._epoch, self.broken)
+        return 60.0
+
+    def confirm_now(self) -> None:
+        self.confirmations += 1
+        if self.broken:
+            raise Fenced(self._epoch, self.broken)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import pytest
 
 from idsync.emulator.core import Emulator
 from idsync.emulator.faults import Fault
+from idsync.fencing import Fenced
 from idsync.store import fence as store_fence
 from idsync.store.db import Store
 from idsync.target import ExportRejected, GraphTarget, NotOwned
@@ -276,6 +277,29 @@ async def test_a_fenced_exporter_sends_nothing_more(
     writes_after = [e for e in em.log.since(0) if e.write]
     assert len(writes_after) == 20
     assert sum(1 for _, _, done, _ in _pending(store) if not done) == 40
+
+
+async def test_a_hard_delete_is_sent_only_after_a_fresh_quorum_confirmation(
+    em: Emulator, target: GraphTarget, store: Store, lease: TestFence
+) -> None:
+    owned = add_user(em, "owned", immutable="imm-1")
+    queue(store, "user", "src-1", "update", {"department": "Legal"}, target_id=owned.id)
+    report = await target.exporter(store, lease).export()
+    assert report.count("ok") == 1 and lease.confirmations == 0  # reversible writes need none
+
+    def lost_quorum() -> None:  # the quorum no longer confirms us (a partitioned leader)
+        lease.confirmations += 1
+        raise Fenced(EPOCH, "leadership not confirmed by a ZooKeeper quorum")
+
+    lease.confirm_now = lost_quorum  # type: ignore[method-assign]
+    queue(store, "user", "src-1", "delete", target_id=owned.id)
+    mark = em.log.seq
+    report = await target.exporter(store, lease).export()
+    assert lease.confirmations == 1
+    assert report.fenced == "leadership not confirmed by a ZooKeeper quorum"
+    assert em.store.live("user", owned.id)
+    assert not [e for e in em.log.since(mark) if e.write]
+    assert [(k, done) for k, _, done, _ in _pending(store)] == [("update", True), ("delete", False)]
 
 
 async def test_the_store_fence_refuses_a_claim_after_the_lease_ran_out(
