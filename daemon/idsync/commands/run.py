@@ -20,8 +20,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from idsync.commands import _node
     from idsync.config import ConfigError
-    from idsync.ha.acl import ZkAccessDenied
-    from idsync.ha.identity import NodeInUse
     from idsync.log import get_logger
     from idsync.store.errors import StoreError
     from idsync.sync.errors import RulesError
@@ -32,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     log = get_logger("idsync.run")
     try:
         return asyncio.run(_main(cfg, args))
-    except (StoreError, RulesError, ConfigError, OSError, ZkAccessDenied, NodeInUse) as exc:
+    except (StoreError, RulesError, ConfigError, OSError) as exc:
         log.error("daemon.cannot_start", error=str(exc))
         print(f"idsync: {exc}", file=sys.stderr)
         return 1
@@ -57,6 +55,10 @@ async def _main(cfg: object, args: argparse.Namespace) -> int:
             return ()
 
     pipeline = DataPath(cfg, store, approvals=approvals)
+    if not await _tenant_ready(pipeline):
+        await pipeline.aclose()
+        store.close()
+        return 1
     daemon = Daemon(cfg, pipeline, store, ha)
     state = LiveState(daemon.node, ha, max(cfg.sync.interval_seconds, cfg.ha.loop_interval_seconds))
     daemon.on_cycle = state.observe
@@ -68,3 +70,25 @@ async def _main(cfg: object, args: argparse.Namespace) -> int:
         await admin.stop()
         await pipeline.aclose()
         store.close()
+
+
+async def _tenant_ready(pipeline: object) -> bool:
+    """The fatal tenant checks before the first cycle: False (said on stderr and in the log) when
+    the app cannot get a token or lacks the permissions idsync needs. Graph being unreachable is
+    not fatal: the cycles retry it."""
+    from idsync.log import get_logger
+    from idsync.runtime.datapath import DataPath
+    from idsync.runtime.tenant_watch import TenantNotReady
+    from idsync.target.errors import GraphAuthError, GraphUnavailable
+
+    assert isinstance(pipeline, DataPath)
+    log = get_logger("idsync.run")
+    try:
+        await pipeline.startup_checks()
+    except (TenantNotReady, GraphAuthError) as exc:
+        log.error("daemon.cannot_start", error=str(exc))
+        print(f"idsync: {exc}", file=sys.stderr)
+        return False
+    except GraphUnavailable as exc:
+        log.warning("daemon.tenant_unchecked", error=str(exc))
+    return True

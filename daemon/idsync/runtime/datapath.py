@@ -17,6 +17,7 @@ from idsync import metrics
 from idsync.config import Config
 from idsync.fencing import Fence, Fenced
 from idsync.runtime.pipeline import CycleReport, ExportReport, StopFlag
+from idsync.runtime.tenant_watch import TenantWatch
 from idsync.source.importer import ImportResult as SourceResult
 from idsync.source.importer import SourceImporter
 from idsync.source.settings import LdapSourceSettings
@@ -24,6 +25,7 @@ from idsync.store import quarantine
 from idsync.store.db import Store
 from idsync.sync.engine import SyncEngine, SyncResult, engine_from_config
 from idsync.target.graph import GraphTarget
+from idsync.target.tenant import TenantReader
 
 log = structlog.get_logger(__name__)
 
@@ -81,6 +83,13 @@ class DataPath:
         self.engine: SyncEngine = engine_from_config(store, cfg)
         self.source = SourceImporter(LdapSourceSettings.from_config(cfg.source), store)
         self.target = self._target()
+        rules = self.engine.rules
+        self.tenant = TenantWatch(
+            TenantReader(self.target.client),
+            store,
+            rules.anchor_attribute("group"),
+            rules.of("group").enabled,
+        )
         self.guard_held = False
         self.last_sync: SyncResult | None = None
         # How long one cycle may export before the HA loop gets its turn again.
@@ -102,13 +111,20 @@ class DataPath:
     def rules_hash(self) -> str:
         return self.engine.rules.hash
 
+    async def startup_checks(self) -> list[str]:
+        """The tenant checks the daemon runs before its first cycle (raises TenantNotReady or
+        GraphAuthError when it cannot run; a missing group extension only holds groups back)."""
+        return await self.tenant.startup()
+
     async def import_and_sync(self, *, full: bool = False) -> CycleReport:
         t0 = time.monotonic()
         src = await asyncio.to_thread(self._source, full)
         t1 = time.monotonic()
         metrics.PHASE_SECONDS.labels("source_import").observe(t1 - t0)
         metrics.LAST_SUCCESS.labels("source_import").set(time.time())
-        tgt = await self.target.import_delta(self.store)
+        await self.tenant.refresh()
+        self.engine.blocked = dict(self.tenant.blocked)  # e.g. groups without their extension
+        tgt = await self.target.import_delta(self.store, self.tenant.import_types)
         t2 = time.monotonic()
         metrics.PHASE_SECONDS.labels("target_import").observe(t2 - t1)
         metrics.LAST_SUCCESS.labels("target_import").set(time.time())
@@ -156,7 +172,7 @@ class DataPath:
     async def catch_up_target(self) -> None:
         """A new leader's first step: read what the previous leader wrote."""
         for _ in range(10):
-            res = await self.target.import_delta(self.store)
+            res = await self.target.import_delta(self.store, self.tenant.import_types)
             if all(t.complete for t in res.types.values()):
                 return
         log.warning("target.catch_up_incomplete")

@@ -107,6 +107,9 @@ class SyncEngine:
         self.confirm_timeout = confirm_timeout
         self.check_target_rounds = check_target_rounds
         self._evaluator = Evaluator(rules)
+        # Object types whose diff the daemon holds back, with the reason (e.g. groups while the
+        # group anchor extension is not registered); the other type goes on.
+        self.blocked: dict[str, str] = {}
 
     def run(self, *, full: bool = False, approved_fingerprints: tuple[str, ...] = ()) -> SyncResult:
         """Run one sync: desired state, links, diff, guard. Commits once, at the end."""
@@ -130,8 +133,16 @@ class SyncEngine:
             desired.prepare(conn)
             src_after = 0 if full else _mark(conn, SOURCE_WATERMARK)
             tgt_after = 0 if full else _mark(conn, TARGET_WATERMARK)
-            waiting = self._incomplete_types(conn)
-            incomplete = _why_incomplete(waiting) if len(waiting) == 2 else ""
+            rounds = self._incomplete_types(conn)
+            # Per type, why its diff must wait: its target import, or a block the daemon set
+            # (the group anchor extension is not registered).
+            waiting = {t: f"target import incomplete ({_why_incomplete({t: s})})" for t, s in rounds.items()}
+            waiting.update({t: r for t, r in self.blocked.items() if t not in waiting})
+            incomplete = ""
+            if len(rounds) == 2:
+                incomplete = f"target import incomplete ({_why_incomplete(rounds)})"
+            elif len(waiting) == 2:
+                incomplete = "; ".join(f"{t}: {r}" for t, r in waiting.items())
             owed = desired.get_meta(conn, DIFF_OWED_KEY) == "1"
 
             lap = _Laps()
@@ -160,7 +171,7 @@ class SyncEngine:
                     decision,
                     t0,
                     lap,
-                    deferred=f"target import incomplete ({incomplete})",
+                    deferred=incomplete,
                 )
             desired.mark_dependents(conn)
             if full or owed:
@@ -200,8 +211,7 @@ class SyncEngine:
         obj["written"] += rearmed
         partly = None
         if waiting:
-            names = " and ".join(sorted(waiting))
-            partly = f"{names} diffs deferred: target import incomplete ({_why_incomplete(waiting)})"
+            partly = "; ".join(f"{t} diffs deferred: {r}" for t, r in waiting.items())
         return self._result(
             full,
             reason,

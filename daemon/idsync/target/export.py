@@ -27,7 +27,7 @@ import string
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Literal
 from urllib.parse import quote
@@ -52,6 +52,7 @@ from idsync.target.errors import (
     NotOwned,
 )
 from idsync.target.schema import SYNC_FLAG, TargetSchema, anchor_filter, nest, owned_anchor
+from idsync.target.tenant import TenantReader
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +78,7 @@ class OpResult:
     error: ExportRejected | None = None
     message: str | None = None
     retry_after: float | None = None
+    final: bool = False  # a refusal no retry can fix (a privileged user): quarantined at once
 
     @property
     def done(self) -> bool:
@@ -224,6 +226,7 @@ class Exporter:
                     request_id=r.request_id,
                     target_id=r.target_id,
                     retry_after=timedelta(seconds=r.retry_after) if r.retry_after is not None else None,
+                    **({"max_attempts": 1} if r.final else {}),
                 )
 
     # --- one batch of operations -------------------------------------------------------------
@@ -245,6 +248,7 @@ class Exporter:
             await self._lookup([i for i in items if i.op.kind == "create"], results, report)
             await self._check_owned([i for i in items if i.op.kind == "delete"], results, report)
             await self._write([i for i in items if i.op.id not in results], results, report)
+            await self._explain_denied(results)
         except Fenced as e:
             fenced = e
         except (GraphUnavailable, GraphRequestError, GraphAuthError) as e:
@@ -258,6 +262,37 @@ class Exporter:
                 why = f"fenced before it was sent: {fenced.reason}" if fenced else i.last or "not sent"
                 results[i.op.id] = self._result(i, "retry", message=why, retry_after=0.0)
         return [results[op.id] for op in ops], fenced
+
+    async def _explain_denied(self, results: dict[int, OpResult]) -> None:
+        """A user change or delete refused with 403: when the user holds a directory role, that
+        is why — an app-only caller without a privileged role of its own may not disable, delete
+        or change the sensitive properties of an administrator (docs-contrib
+        api-reference/v1.0/api/user-update.md and user-delete.md). Retrying cannot help: the
+        operation is quarantined at once, its reason naming the roles and the fix."""
+        for op_id, r in list(results.items()):
+            if not (r.outcome == "error" and r.status == 403 and r.object_type == "user" and r.target_id):
+                continue
+            if r.kind not in ("update", "delete") or r.error is None:
+                continue
+            try:
+                roles = await TenantReader(self.client).user_roles(r.target_id)
+            except (GraphRequestError, GraphUnavailable) as e:
+                log.info("export.roles_unknown", anchor=r.anchor, error=str(e))
+                continue
+            if not roles:
+                continue
+            action = "delete" if r.kind == "delete" else "change"
+            err = ExportRejected(
+                r.anchor,
+                r.error.code,
+                f"{r.error.message} — the user holds the directory role(s) {', '.join(roles)}, and an app"
+                f" without a privileged role of its own may not {action} it; quarantined (give the app's"
+                " service principal the Privileged Authentication Administrator role, or handle the"
+                " user by hand; a changed source value queues it again)",
+                403,
+            )
+            log.warning("export.privileged_user", anchor=r.anchor, target_id=r.target_id, roles=roles)
+            results[op_id] = replace(r, error=err, final=True)
 
     def _result(self, item: _Item, outcome: Outcome, **kw: Any) -> OpResult:
         op = item.op
