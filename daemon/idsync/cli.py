@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("idsync.commands.migrate", "apply database migrations and exit"),
     "graph-emulator": ("idsync.commands.graph_emulator", "serve the offline Microsoft Graph emulator"),
     "status": ("idsync.commands.status", "show the cluster: nodes, roles, epoch, health"),
+    "history": ("idsync.commands.history", "show every change of leadership (epoch, old -> new, why)"),
     "switchover": ("idsync.commands.switchover", "hand leadership to another healthy node"),
     "failover": ("idsync.commands.failover", "force a node to lead when there is no healthy leader"),
     "pause": ("idsync.commands.pause", "hold exports cluster-wide (imports continue)"),

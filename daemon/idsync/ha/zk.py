@@ -27,7 +27,7 @@ from kazoo.protocol.states import ZnodeStat
 from kazoo.retry import KazooRetry
 from kazoo.security import make_digest_acl
 
-from idsync.ha import acl
+from idsync.ha import acl, history
 from idsync.ha.coordination import CoordinationError
 from idsync.ha.records import (
     ClusterView,
@@ -311,6 +311,8 @@ class Coordinator:
             tx.delete(self.paths.switchover)
         if view.failover is not None and view.failover.to == self.node:
             tx.delete(self.paths.failover)
+        # The leadership history entry commits with the epoch, or not at all (ha/history.py).
+        history.stage(tx, self.client, self.paths.base, view, record, self.settings.retry_timeout)
         try:
             results = tx.commit_async().get(timeout=self.settings.retry_timeout)
         except (KazooException, KazooTimeoutError) as exc:
