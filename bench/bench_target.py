@@ -286,13 +286,14 @@ def run(users: int = 100_000, groups: int = 2_000, creates: int = 10_000) -> lis
         with tempfile.TemporaryDirectory() as d:
             tmp = Path(d)
             ca, ctx = make_tls(tmp)
-            cfg = EmulatorConfig(extensions=[ANCHOR_EXT], read_budget=0)
+            # pre-registered until idsync registers it itself (preflight --fix)
+            cfg = EmulatorConfig(preregister_extensions=[ANCHOR_EXT], read_budget=0)
             t0 = time.perf_counter()
             with _emulator(cfg, ctx, (users, groups, MEMBERS)) as url:
                 print(f"emulator seeded in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
                 figures += asyncio.run(_import(url, cfg, dsn, schema, tmp, ca, users, groups))
             # Graph's quota scaled to 100 writes/s, so 10,000 creates take about 90 s.
-            cfg = EmulatorConfig(extensions=[ANCHOR_EXT], write_budget=1500, write_window=15.0)
+            cfg = EmulatorConfig(preregister_extensions=[ANCHOR_EXT], write_budget=1500, write_window=15.0)
             if creates:
                 with _emulator(cfg, ctx, (0, 0, 0)) as url:
                     figures += asyncio.run(_export(url, cfg, dsn, schema2, tmp, ca, creates))

@@ -38,6 +38,8 @@ class EmulatorProcess:
         cmd = [
             sys.executable, "-m", "idsync", "graph-emulator", "--listen", f"127.0.0.1:{self.port}",
             "--anonymous", "--domain", self.domain,
+            # pre-registered until idsync registers it itself (preflight --fix)
+            "--preregister-extension", "idsyncAnchor",
         ]  # fmt: skip
         if not self.throttle:
             cmd.append("--no-throttle")

@@ -77,6 +77,19 @@ class Graph:
         assert r.status == 201, r.body
         return dict(r.body)
 
+    async def register_extension(
+        self, name: str, data_type: str = "String", targets: tuple[str, ...] = ("User", "Group")
+    ) -> str:
+        """Register a directory extension on the default client's application the way Graph
+        documents it (application-post-extensionproperty.md); returns its full name."""
+        r = await self.call(
+            "POST",
+            f"/applications(appId='{self.em.cfg.client_id}')/extensionProperties",
+            {"name": name, "dataType": data_type, "targetObjects": list(targets)},
+        )
+        assert r.status == 201, r.body
+        return str(r.body["name"])
+
     async def create_group(self, nick: str, **extra: Any) -> dict[str, Any]:
         """POST /groups for a security group; asserts 201."""
         body = {

@@ -141,7 +141,7 @@ async def test_security_groups_are_hard_deleted(graph: Graph) -> None:
 
 
 async def test_group_extension_anchor(graph: Graph) -> None:
-    ext = graph.em.cfg.extension_name("idsyncAnchor")
+    ext = await graph.register_extension("idsyncAnchor")
     g = await graph.create_group("anch", **{ext: "objectguid-1"})
     r = await graph.call("GET", f"/groups?$filter={ext} eq 'objectguid-1'&$select=id,{ext}")
     assert r.body["value"] == [{"id": g["id"], ext: "objectguid-1"}]

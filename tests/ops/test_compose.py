@@ -252,8 +252,10 @@ def test_graph_emulator_files_and_identity(compose: dict[str, Any]) -> None:
         secret = (ROOT / "deploy/compose" / graph["client_secret_file"]).read_text()
         assert secret == in_container(svc, args["--client-secret-file"]).read_text()
         # the group anchor extension must be one the emulator registers for this app
-        registered = [a.split("=", 1)[1] for a in svc["command"] if str(a).startswith("--extension=")]
-        for name in registered or EmulatorConfig().extensions:
+        registered = [
+            a.split("=", 1)[1] for a in svc["command"] if str(a).startswith("--preregister-extension=")
+        ]
+        for name in registered or EmulatorConfig().preregister_extensions:
             if (
                 graph["anchor_extension_attribute"]
                 == f"extension_{args['--client-id'].replace('-', '')}_{name}"

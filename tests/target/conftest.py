@@ -38,8 +38,9 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ssl.SSLContext,
 
 @pytest.fixture
 async def server(tls: tuple[Path, ssl.SSLContext, Path]) -> AsyncIterator[EmulatorServer]:
-    """The emulator on https://127.0.0.1:<port>, registering the group anchor extension."""
-    cfg = EmulatorConfig(extensions=[ANCHOR_EXT])
+    """The emulator on https://127.0.0.1:<port>, with the group anchor extension registered."""
+    # pre-registered until idsync registers it itself (preflight --fix)
+    cfg = EmulatorConfig(preregister_extensions=[ANCHOR_EXT])
     async with EmulatorServer(cfg, ssl_context=tls[1]) as srv:
         yield srv
 

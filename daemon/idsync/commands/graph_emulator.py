@@ -24,11 +24,36 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--client-secret-file", metavar="FILE", help="file holding that app's secret")
     parser.add_argument("--domain", action="append", metavar="DOMAIN", help="verified domain (repeatable)")
     parser.add_argument(
-        "--extension",
+        "--preregister-extension",
         action="append",
         metavar="NAME",
-        help="directory extension short name registered for users and groups "
-        "(repeatable; default idsyncAnchor)",
+        help="register directory extension extension_<clientid>_NAME (String, on users and groups) "
+        "at start, as an admin would (repeatable; default none: clients register their own through "
+        "POST /applications/{id}/extensionProperties)",
+    )
+    parser.add_argument(
+        "--client-roles",
+        metavar="ROLE,ROLE",
+        help="application permissions in the client's tokens (default: what idsync needs, "
+        "docs/graph-emulator.md)",
+    )
+    parser.add_argument(
+        "--extra-client",
+        action="append",
+        metavar="ID:SECRETFILE:ROLE,ROLE",
+        help="another app allowed to get tokens, with its secret in SECRETFILE and these roles (repeatable)",
+    )
+    parser.add_argument(
+        "--replication-lag",
+        metavar="MIN:MAX",
+        help="a new or changed object shows up in reads, $filter and delta after a random lag of "
+        "MIN..MAX seconds; also runs $batch items in a random order",
+    )
+    parser.add_argument("--replication-seed", type=int, metavar="N", help="seed of the lag's RNG (default 0)")
+    parser.add_argument(
+        "--batch-order",
+        choices=("request", "random"),
+        help="order of $batch items without dependsOn (default: random with --replication-lag)",
     )
     parser.add_argument("--write-budget", type=int, metavar="N", help="writes per window per app (0 = off)")
     parser.add_argument("--write-window", type=float, metavar="S", help="write window in seconds")
@@ -40,7 +65,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--replication-delay",
         type=float,
         metavar="S",
-        help="keep new objects invisible for S seconds (Graph's eventual consistency)",
+        help="shorthand for --replication-lag S:S",
     )
     parser.add_argument(
         "--request-log-size",
@@ -62,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     import ssl
 
     from idsync.emulator.app import EmulatorServer
-    from idsync.emulator.config import EmulatorConfig
+    from idsync.emulator.config import ClientSpec, EmulatorConfig
     from idsync.emulator.faults import Fault
     from idsync.emulator.persistence import StateFileError
 
@@ -79,8 +104,36 @@ def run(args: argparse.Namespace) -> int:
             return 2
     if args.domain:
         cfg.domains = args.domain
-    if args.extension:
-        cfg.extensions = args.extension
+    if args.preregister_extension:
+        cfg.preregister_extensions = args.preregister_extension
+    if args.client_roles is not None:
+        cfg.client_roles = [r.strip() for r in args.client_roles.split(",") if r.strip()]
+    for spec in args.extra_client or []:
+        cid, _, rest = spec.partition(":")
+        secret_file, _, roles = rest.partition(":")
+        if not cid or not secret_file:
+            print(f"graph-emulator: --extra-client wants ID:SECRETFILE:ROLES, not {spec!r}", file=sys.stderr)
+            return 2
+        try:
+            secret = Path(secret_file).read_text().strip()
+        except OSError as e:
+            print(f"graph-emulator: cannot read the secret of --extra-client {cid}: {e}", file=sys.stderr)
+            return 2
+        cfg.extra_clients.append(ClientSpec(cid, secret, [r for r in roles.split(",") if r], cid))
+    if args.replication_lag:
+        lo, _, hi = args.replication_lag.partition(":")
+        try:
+            cfg.replication_lag_min, cfg.replication_lag_max = float(lo), float(hi or lo)
+        except ValueError:
+            print(
+                f"graph-emulator: --replication-lag wants MIN:MAX seconds, not {args.replication_lag!r}",
+                file=sys.stderr,
+            )
+            return 2
+    if args.replication_seed is not None:
+        cfg.replication_seed = args.replication_seed
+    if args.batch_order:
+        cfg.batch_random_order = args.batch_order == "random"
     for name in (
         "write_budget",
         "write_window",

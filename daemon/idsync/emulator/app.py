@@ -60,7 +60,7 @@ async def _graph(request: web.Request, em: Emulator) -> web.Response:
     )
     if not em.cfg.anonymous:
         try:
-            call.app_id = em.auth.verify(headers.get("authorization"))
+            ident = em.auth.verify(headers.get("authorization"))
         except GraphError as e:
             reply = error_reply(e, call)
             rid = str(uuid.uuid4())
@@ -68,7 +68,8 @@ async def _graph(request: web.Request, em: Emulator) -> web.Response:
             em.record(call, reply.status, rid, None, None, "unauthenticated")
             return _send(reply)
     else:
-        call.app_id = em.cfg.client_id
+        ident = em.auth.anonymous()
+    call.app_id, call.roles, call.principal = ident.app_id, ident.roles, ident.principal
     pre = em.faults.take(call, ("latency",), envelope=path == "/$batch")
     if pre is not None:
         await asyncio.sleep(pre.latency)
@@ -148,7 +149,10 @@ async def _admin(request: web.Request, em: Emulator, what: str) -> web.Response:
         if what == "config":
             if m == "POST":
                 em.configure(**orjson.loads(await request.read()))
-            cfg = {k: v for k, v in vars(em.cfg).items() if k != "client_secret"}
+            cfg = {k: v for k, v in vars(em.cfg).items() if k not in ("client_secret", "extra_clients")}
+            cfg["extra_clients"] = [
+                {"client_id": c.client_id, "roles": c.roles} for c in em.cfg.extra_clients
+            ]
             return _json(200, cfg)
         if what == "seed" and m == "POST":
             data = orjson.loads(await request.read())
@@ -157,10 +161,29 @@ async def _admin(request: web.Request, em: Emulator, what: str) -> web.Response:
             return _json(200, {"users": len(ids), "first": ids[:1]})
         if what == "synced" and m == "POST":
             data = orjson.loads(await request.read())
-            found = em.mark_synced(list(data["ids"]), bool(data.get("synced", True)))
+            synced = data.get("synced", True)
+            found = em.mark_synced(
+                list(data["ids"]), None if synced is None else bool(synced), data.get("props")
+            )
             return _json(200, {"marked": found})
+        if what == "roles":
+            if m == "POST":
+                data = orjson.loads(await request.read())
+                em.grant_role(str(data["role"]), str(data["principal"]))
+            return _json(200, {"roles": em.role_holders()})
+        if what == "clients" and m == "POST":
+            data = orjson.loads(await request.read())
+            em.add_client(
+                str(data["client_id"]),
+                str(data["client_secret"]),
+                list(data["roles"]),
+                str(data.get("name", "")),
+            )
+            return _json(200, {"client_id": data["client_id"], "roles": data["roles"]})
         if what == "token" and m == "POST":
-            return _json(200, {"access_token": em.auth.issue()})
+            raw = await request.read()
+            client = orjson.loads(raw).get("client_id") if raw else None
+            return _json(200, {"access_token": em.auth.issue(client_id=client)})
         if what == "save" and m == "POST":
             path = request.app.get(STATE_KEY)
             if not path:

@@ -12,15 +12,21 @@ import hmac
 import os
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from idsync.emulator.config import GRAPH_APP_ID, GRAPH_RESOURCE, EmulatorConfig
+from idsync.emulator.config import (
+    GRAPH_APP_ID,
+    GRAPH_RESOURCE,
+    ClientSpec,
+    EmulatorConfig,
+    service_principal_id,
+)
 from idsync.emulator.errors import GraphError, unauthorized
 from idsync.emulator.store import Clock
 
-ROLES = ["Directory.ReadWrite.All", "Group.ReadWrite.All", "GroupMember.ReadWrite.All", "User.ReadWrite.All"]
 ACCEPTED_SCOPES = {f"{GRAPH_RESOURCE}/.default", f"{GRAPH_RESOURCE}//.default", f"{GRAPH_APP_ID}/.default"}
 
 
@@ -30,6 +36,15 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a valid token speaks for: the app, its application permissions, its service principal."""
+
+    app_id: str
+    roles: frozenset[str]
+    principal: str
 
 
 class AuthError(Exception):
@@ -59,7 +74,19 @@ class Auth:
         self.cfg = cfg
         self.clock = clock
         self.key = os.urandom(32)
-        self._cache: dict[str, tuple[float, str]] = {}
+        self._cache: dict[str, tuple[float, Identity]] = {}
+
+    def client(self, client_id: str) -> ClientSpec | None:
+        """The configured client with this id (case-insensitive), if any."""
+        for c in self.cfg.clients():
+            if c.client_id.lower() == client_id.lower():
+                return c
+        return None
+
+    def anonymous(self) -> Identity:
+        """`--anonymous`: every call acts as the default client, with its roles."""
+        cid = self.cfg.client_id
+        return Identity(cid, frozenset(self.cfg.client_roles), service_principal_id(cid))
 
     def tenant_ok(self, tenant: str) -> bool:
         """Whether `tenant` (GUID or verified domain) names the emulated tenant."""
@@ -112,7 +139,8 @@ class Auth:
                 f"The app requested an unsupported grant type '{grant}'.",
             )
         client = form.get("client_id", "")
-        if client.lower() != self.cfg.client_id.lower():
+        spec = self.client(client)
+        if spec is None:
             raise AuthError(
                 400,
                 "unauthorized_client",
@@ -128,7 +156,7 @@ class Auth:
                 "The request body must contain the following "
                 "parameter: 'client_assertion' or 'client_secret'.",
             )
-        if not hmac.compare_digest(secret.encode(), self.cfg.client_secret.encode()):
+        if not hmac.compare_digest(secret.encode(), spec.client_secret.encode()):
             raise AuthError(
                 401,
                 "invalid_client",
@@ -151,14 +179,18 @@ class Auth:
             "token_type": "Bearer",
             "expires_in": lifetime,
             "ext_expires_in": lifetime,
-            "access_token": self.issue(lifetime),
+            "access_token": self.issue(lifetime, spec.client_id),
         }
 
-    def issue(self, lifetime: float | None = None) -> str:
-        """A signed access token for the configured app (tests may call this directly)."""
+    def issue(self, lifetime: float | None = None, client_id: str | None = None) -> str:
+        """A signed access token for a configured app, the default one unless `client_id` names
+        another (tests may call this directly). Its `roles` claim holds that app's permissions."""
         now = int(self.clock.now())
         life = int(self.cfg.token_lifetime if lifetime is None else lifetime)
         tid = self.cfg.tenant_id
+        spec = self.client(client_id or self.cfg.client_id)
+        if spec is None:
+            raise ValueError(f"no client {client_id!r} is configured")
         header = {"typ": "JWT", "alg": "HS256", "kid": "idsync-emulator"}
         payload = {
             "aud": GRAPH_RESOURCE,
@@ -166,12 +198,12 @@ class Auth:
             "iat": now,
             "nbf": now,
             "exp": now + life,
-            "appid": self.cfg.client_id,
+            "appid": spec.client_id,
             "appidacr": "1",
             "idtyp": "app",
-            "oid": str(uuid.uuid5(uuid.NAMESPACE_URL, self.cfg.client_id)),
-            "roles": ROLES,
-            "sub": self.cfg.client_id,
+            "oid": service_principal_id(spec.client_id),
+            "roles": list(spec.roles),
+            "sub": service_principal_id(spec.client_id),
             "tid": tid,
             "ver": "1.0",
             "uti": _b64(os.urandom(12)),
@@ -180,8 +212,8 @@ class Auth:
         sig = hmac.new(self.key, signing.encode(), hashlib.sha256).digest()
         return f"{signing}.{_b64(sig)}"
 
-    def verify(self, authorization: str | None) -> str:
-        """The app id of a valid `Authorization: Bearer` header, or Graph's 401."""
+    def verify(self, authorization: str | None) -> Identity:
+        """Who a valid `Authorization: Bearer` header speaks for, or Graph's 401."""
         if not authorization or not authorization.startswith("Bearer ") or not authorization[7:].strip():
             raise unauthorized("Access token is empty.")
         token = authorization[7:].strip()
@@ -213,6 +245,11 @@ class Auth:
             raise unauthorized("Lifetime validation failed, the token is expired.")
         if len(self._cache) > 10_000:
             self._cache.clear()
-        app = str(payload.get("appid", ""))
-        self._cache[token] = (exp, app)
-        return app
+        roles = payload.get("roles") or []
+        ident = Identity(
+            str(payload.get("appid", "")),
+            frozenset(str(r) for r in roles if isinstance(r, str)),
+            str(payload.get("oid", "")),
+        )
+        self._cache[token] = (exp, ident)
+        return ident

@@ -2,7 +2,8 @@
 
 Batch-level problems (malformed JSON, more than 20 items, duplicate ids, absolute URLs, a write
 without Content-Type, unknown or cyclic dependsOn) fail the whole batch with 400 and run nothing.
-Items run in order (dependencies first); an item whose dependency failed gets 424; each item is
+Items run in request order, or in a random one (`batch_random_order`), dependencies first; an
+item whose dependency failed gets 424; each item is
 throttled on its own and answers its own status and headers.
 """
 
@@ -27,8 +28,14 @@ def _invalid(message: str = "Invalid batch payload format.") -> GraphError:
     return GraphError(400, "BadRequest", message)
 
 
-def _order(reqs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Requests in an order where every dependency runs first (stable otherwise)."""
+def _order(
+    reqs: list[dict[str, Any]], shuffle: Callable[[list[Any]], None] | None = None
+) -> list[dict[str, Any]]:
+    """Requests in an order where every dependency runs first: the request order, or a random
+    one when `shuffle` is given (Graph promises no order for independent items)."""
+    if shuffle is not None:
+        reqs = list(reqs)
+        shuffle(reqs)
     by_id = {r["id"].lower(): r for r in reqs}
     done: set[str] = set()
     out: list[dict[str, Any]] = []
@@ -52,8 +59,8 @@ def _order(reqs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def validate(payload: Any) -> list[dict[str, Any]]:
-    """The batch's requests, or the 400 Graph returns for the whole batch."""
+def validate(payload: Any, shuffle: Callable[[list[Any]], None] | None = None) -> list[dict[str, Any]]:
+    """The batch's requests in the order they run, or the 400 Graph returns for the whole batch."""
     if (
         not isinstance(payload, dict)
         or not isinstance(payload.get("requests"), list)
@@ -98,7 +105,7 @@ def validate(payload: Any) -> list[dict[str, Any]]:
                 raise _invalid(f"Request '{r['id']}' depends on '{d}', which is not in the batch.")
             if d.lower() == r["id"].lower():
                 raise _invalid(f"Request '{r['id']}' cannot depend on itself.")
-    return _order(reqs)
+    return _order(reqs, shuffle)
 
 
 def _sub_call(outer: Call, r: dict[str, Any]) -> Call:
@@ -116,6 +123,8 @@ def _sub_call(outer: Call, r: dict[str, Any]) -> Call:
         base_url=outer.base_url,
         app_id=outer.app_id,
         in_batch=True,
+        roles=outer.roles,
+        principal=outer.principal,
     )
     if "body" in r:
         body = r["body"]
@@ -132,10 +141,14 @@ def _sub_call(outer: Call, r: dict[str, Any]) -> Call:
 
 
 def run(
-    outer: Call, execute: Callable[[Call, str], Reply], shuffle: Callable[[list[Any]], None] | None
+    outer: Call,
+    execute: Callable[[Call, str], Reply],
+    shuffle: Callable[[list[Any]], None] | None,
+    order: Callable[[list[Any]], None] | None = None,
 ) -> Reply:
-    """Validate and run a batch; `execute(call, item_id)` answers one item (auth already done)."""
-    reqs = validate(outer.json())
+    """Validate and run a batch; `execute(call, item_id)` answers one item (auth already done).
+    `shuffle` reorders the responses, `order` the execution (dependencies still run first)."""
+    reqs = validate(outer.json(), order)
     status: dict[str, int] = {}
     responses: list[dict[str, Any]] = []
     for r in reqs:

@@ -31,6 +31,9 @@ class Call:
     app_id: str = ""
     in_batch: bool = False
     parsed: Any = None
+    # the token's `roles` claim (application permissions) and the caller's service principal
+    roles: frozenset[str] = frozenset()
+    principal: str = ""
 
     @property
     def is_write(self) -> bool:

@@ -1,7 +1,8 @@
-"""The emulator's settings: tenant, app credentials, domains, limits."""
+"""The emulator's settings: tenant, app credentials and roles, domains, limits."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 
 DEFAULT_TENANT = "00000000-0000-4000-8000-000000000001"
@@ -10,6 +11,30 @@ DEFAULT_CLIENT_SECRET = "idsync-emulator-secret"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 
+# The application permissions idsync needs (docs/graph-emulator.md lists why each one):
+# users and groups, member links, registering its own directory extension (OwnedBy: only on
+# applications the app owns), reading the extension catalogue, verified domains and role holders.
+DEFAULT_ROLES: tuple[str, ...] = (
+    "User.ReadWrite.All",
+    "Group.ReadWrite.All",
+    "GroupMember.ReadWrite.All",
+    "Application.ReadWrite.OwnedBy",
+    "Directory.Read.All",
+    "Domain.Read.All",
+    "RoleManagement.Read.Directory",
+)
+
+
+@dataclass
+class ClientSpec:
+    """One app registration allowed to get tokens: its credentials and the application
+    permissions (the token's `roles` claim) an admin consented to."""
+
+    client_id: str
+    client_secret: str
+    roles: list[str] = field(default_factory=lambda: list(DEFAULT_ROLES))
+    display_name: str = ""
+
 
 @dataclass
 class EmulatorConfig:
@@ -17,16 +42,27 @@ class EmulatorConfig:
 
     `write_budget`/`write_window` is Graph's identity write quota per app+tenant (3,000 per
     150 s); `read_budget`/`read_window` its resource-unit quota (8,000 RU per 10 s for a large
-    tenant). A budget of 0 turns that limit off. `replication_delay` keeps new objects invisible
-    to reads and references for that many seconds, as Graph's replication lag does.
+    tenant). A budget of 0 turns that limit off.
+
+    `preregister_extensions` registers directory extensions (String, on User and Group) on the
+    default client's application at start, as if an admin had done it; by default none exist
+    and a client registers its own through `POST /applications/{id}/extensionProperties`.
+
+    Replication lag: with `replication_lag_max` > 0 a new or changed object becomes visible to
+    reads, `$filter` and delta only after a random lag in [min, max] seconds (RNG seeded with
+    `replication_seed`); `replication_delay` S is the shorthand min = max = S.
+    `batch_random_order` (None: on exactly when the lag is) runs `$batch` items without
+    `dependsOn` in a random order.
     """
 
     tenant_id: str = DEFAULT_TENANT
     client_id: str = DEFAULT_CLIENT_ID
     client_secret: str = DEFAULT_CLIENT_SECRET
+    client_roles: list[str] = field(default_factory=lambda: list(DEFAULT_ROLES))
+    extra_clients: list[ClientSpec] = field(default_factory=list)
     anonymous: bool = False
     domains: list[str] = field(default_factory=lambda: ["example.com"])
-    extensions: list[str] = field(default_factory=lambda: ["idsyncAnchor"])
+    preregister_extensions: list[str] = field(default_factory=list)
     token_lifetime: float = 3599.0
     write_budget: int = 3000
     write_window: float = 150.0
@@ -37,7 +73,11 @@ class EmulatorConfig:
     delta_token_lifetime: float = 7 * 86400.0
     soft_delete_retention: float = 30 * 86400.0
     shuffle_batch_responses: bool = False
+    batch_random_order: bool | None = None
     replication_delay: float = 0.0
+    replication_lag_min: float = 0.0
+    replication_lag_max: float = 0.0
+    replication_seed: int = 0
     request_log_size: int = 200_000
 
     @property
@@ -45,6 +85,36 @@ class EmulatorConfig:
         """The client id as Graph spells it inside extension property names."""
         return self.client_id.replace("-", "")
 
-    def extension_name(self, short: str) -> str:
-        """`idsyncAnchor` -> `extension_<appid>_idsyncAnchor`."""
-        return f"extension_{self.app_id_nodash}_{short}"
+    def extension_name(self, short: str, app_id: str | None = None) -> str:
+        """`idsyncAnchor` -> `extension_<appid>_idsyncAnchor` (the default client's app unless
+        `app_id` is given)."""
+        return f"extension_{(app_id or self.client_id).replace('-', '')}_{short}"
+
+    def clients(self) -> list[ClientSpec]:
+        """Every app that may get tokens, the default one first."""
+        main = ClientSpec(self.client_id, self.client_secret, list(self.client_roles), "idsync")
+        return [main, *self.extra_clients]
+
+    def lag_bounds(self) -> tuple[float, float]:
+        """(min, max) replication lag in seconds; (0, 0) when off."""
+        if self.replication_lag_max > 0:
+            return max(0.0, self.replication_lag_min), self.replication_lag_max
+        if self.replication_delay > 0:
+            return self.replication_delay, self.replication_delay
+        return 0.0, 0.0
+
+    def random_batch_order(self) -> bool:
+        """Whether `$batch` items without dependsOn run in a random order."""
+        if self.batch_random_order is not None:
+            return self.batch_random_order
+        return self.lag_bounds()[1] > 0
+
+
+def service_principal_id(client_id: str) -> str:
+    """The object id of a client's service principal (the token's `oid`), stable across runs."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, client_id))
+
+
+def application_object_id(client_id: str) -> str:
+    """The object id of a client's application object (`/applications/{id}`), stable across runs."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"application:{client_id}"))

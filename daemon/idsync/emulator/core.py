@@ -15,9 +15,10 @@ from typing import Any
 from idsync.emulator import batch
 from idsync.emulator.auth import Auth
 from idsync.emulator.call import Call, Reply, error_reply
-from idsync.emulator.config import EmulatorConfig
+from idsync.emulator.config import ClientSpec, EmulatorConfig
 from idsync.emulator.errors import STATUS_MESSAGES, GraphError, too_many_requests
 from idsync.emulator.faults import STATUS_CODES, Fault, Faults
+from idsync.emulator.model import GROUP_READONLY, USER_READONLY
 from idsync.emulator.reqlog import RequestLog
 from idsync.emulator.routing import route
 from idsync.emulator.store import Store, iso_now
@@ -40,7 +41,8 @@ class Emulator:
     def __init__(self, cfg: EmulatorConfig | None = None, seed: int = 0) -> None:
         self.cfg = cfg or EmulatorConfig()
         self.store = Store()
-        self.store.replication_delay = self.cfg.replication_delay
+        self._apply_lag()
+        self.preregister()
         self.auth = Auth(self.cfg, self.store.clock)
         self.throttle = Throttle(self.cfg)
         self.faults = Faults(seed)
@@ -94,8 +96,11 @@ class Emulator:
             reply = self._fault_reply(fault, call)
         else:
             shuffle = self.rng.shuffle if self.cfg.shuffle_batch_responses else None
+            # Graph runs items without dependsOn in parallel, in no promised order
+            # (concepts/json-batching.md); the lag mode makes that visible
+            order = self.store.lag_rng.shuffle if self.cfg.random_batch_order() else None
             try:
-                reply = batch.run(call, lambda sub, item: self.execute(sub, item, rid), shuffle)
+                reply = batch.run(call, lambda sub, item: self.execute(sub, item, rid), shuffle, order)
             except GraphError as e:
                 reply = error_reply(e, call)
         reply.headers["request-id"] = rid
@@ -149,11 +154,48 @@ class Emulator:
 
     # --- administration -------------------------------------------------------------------
     def reset(self) -> None:
-        """Empty directory, no faults, full buckets, empty request log; old delta tokens die."""
+        """Empty directory, no faults, full buckets, empty request log; old delta tokens die.
+        Extensions named by `preregister_extensions` are registered again."""
         self.store.reset()
+        self.preregister()
         self.faults.clear()
         self.throttle.reset()
         self.log.clear()
+
+    def preregister(self) -> None:
+        """Register the `preregister_extensions` (String, on User and Group) on the default
+        client's application, as an admin would have; names already registered are kept."""
+        from idsync.emulator.applications import register
+
+        main = self.cfg.clients()[0]
+        for short in self.cfg.preregister_extensions:
+            if self.cfg.extension_name(short) not in self.store.extensions:
+                register(self, main, short)
+
+    def _apply_lag(self) -> None:
+        self.store.lag_min, self.store.lag_max = self.cfg.lag_bounds()
+        self.store.lag_rng.seed(self.cfg.replication_seed)
+
+    def grant_role(self, role: str, principal: str) -> None:
+        """Give directory role `role` (a name, e.g. "User Administrator") to a user id or a
+        service principal id (`config.service_principal_id(client_id)`)."""
+        from idsync.emulator import roles
+
+        if role not in roles.TEMPLATES:
+            raise ValueError(f"unknown directory role {role!r}; known: {', '.join(roles.TEMPLATES)}")
+        roles.assign(self, roles.role_id(self, role), principal)
+
+    def role_holders(self) -> dict[str, list[str]]:
+        """Directory role name -> ids of the users and service principals holding it."""
+        from idsync.emulator import roles
+
+        return {n: list(self.store.role_members.get(roles.role_id(self, n), [])) for n in roles.TEMPLATES}
+
+    def add_client(self, client_id: str, client_secret: str, app_roles: list[str], name: str = "") -> None:
+        """Allow another app to get tokens, with these application permissions."""
+        if self.auth.client(client_id) is not None:
+            raise ValueError(f"client {client_id} already exists")
+        self.cfg.extra_clients.append(ClientSpec(client_id, client_secret, list(app_roles), name))
 
     def advance_clock(self, seconds: float) -> int:
         """Move time forward (token and delta-token expiry, deleted-item retention)."""
@@ -173,21 +215,31 @@ class Emulator:
             "token_lifetime",
             "delta_token_lifetime",
             "domains",
-            "extensions",
+            "preregister_extensions",
+            "client_roles",
             "replication_delay",
+            "replication_lag_min",
+            "replication_lag_max",
+            "replication_seed",
+            "batch_random_order",
         }
         bad = set(settings) - allowed
         if bad:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(bad))}")
         for k, v in settings.items():
             setattr(self.cfg, k, v)
-        self.store.replication_delay = self.cfg.replication_delay
+        self._apply_lag()
+        self.preregister()
         self.throttle.reset()
 
     def seed_users(self, count: int, prefix: str = "user", domain: str | None = None) -> list[str]:
         """Create `count` valid users directly in the store (fast setup for demos and benches)."""
         dom = domain or self.cfg.domains[0]
-        ext = self.cfg.extension_name(self.cfg.extensions[0]) if self.cfg.extensions else None
+        ext = (
+            self.cfg.extension_name(self.cfg.preregister_extensions[0])
+            if self.cfg.preregister_extensions
+            else None
+        )
         now = iso_now(self.store)
         ids = []
         start = self.store.live_count["user"]
@@ -213,18 +265,31 @@ class Emulator:
             ids.append(self.store.add("user", props).id)
         return ids
 
-    def mark_synced(self, ids: list[str], synced: bool = True) -> int:
-        """Mark objects as synced by Entra Connect (`onPremisesSyncEnabled`): Graph then refuses
-        writes to their directory-mastered properties, deletes and member changes. Returns how
-        many objects were found."""
+    def mark_synced(
+        self, ids: list[str], synced: bool | None = True, props: dict[str, Any] | None = None
+    ) -> int:
+        """Mark objects as synced by Entra Connect (`onPremisesSyncEnabled` true: Graph then
+        refuses writes to their directory-mastered properties, deletes and member changes),
+        formerly synced (false: onPremisesExtensionAttributes stay read-only) or cloud-only
+        (None). `props` sets on-premises properties only sync can write (e.g.
+        onPremisesSamAccountName, onPremisesExtensionAttributes). Graph itself cannot do
+        either. Returns how many objects were found."""
+        allowed = {"onPremisesExtensionAttributes"} | {
+            k for k in (*USER_READONLY, *GROUP_READONLY) if k.startswith("onPremises")
+        }
+        bad = set(props or {}) - allowed
+        if bad:
+            raise ValueError(f"not on-premises properties: {', '.join(sorted(bad))}")
         found = 0
         for ident in ids:
             o = self.store.objects.get(ident)
             if o is None:
                 continue
             found += 1
-            o.props["onPremisesSyncEnabled"] = synced
-            self.store.touch(o, ["onPremisesSyncEnabled"])
+            changed = {"onPremisesSyncEnabled": synced, **(props or {})}
+            self.store.will_change(o)
+            o.props.update(changed)
+            self.store.touch(o, list(changed))
         return found
 
     def dump(self) -> dict[str, Any]:

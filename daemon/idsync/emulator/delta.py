@@ -51,7 +51,7 @@ def _start(em: Emulator, call: Call, kind: str) -> dict[str, Any]:
         if opt in q:
             raise GraphError(400, "Request_UnsupportedQuery", "Unsupported Query.")
     select = parse_select(q)
-    check_select(kind, select, em.cfg, USER_RELATIONS if kind == "user" else GROUP_RELATIONS)
+    check_select(kind, select, em.store.extensions, USER_RELATIONS if kind == "user" else GROUP_RELATIONS)
     ids: list[str] | None = None
     if "$filter" in q:
         joiner, clauses = parse_filter(q["$filter"])
@@ -138,6 +138,7 @@ def delta(em: Emulator, call: Call, kind: str) -> Reply:
         return True
 
     done = True
+    hold: int | None = tok.get("h")
     resume = tok.get("p")
     if resume:
         g = st.live("group", resume[0])
@@ -161,6 +162,12 @@ def delta(em: Emulator, call: Call, kind: str) -> Reply:
             elif obj.deleted_at is not None:
                 if base > 0:
                     value.append({"id": ident, "@removed": {"reason": "changed"}})
+            elif st.pending(obj):
+                # not replicated yet (replication lag): leave it, and let the next round's base
+                # stay below it so that round reports it (Graph's "processing delay",
+                # concepts/delta-query-overview.md)
+                hold = seq if hold is None else min(hold, seq)
+                continue
             else:
                 if minimal and obj.created_seq <= base:
                     names = [
@@ -177,10 +184,12 @@ def delta(em: Emulator, call: Call, kind: str) -> Reply:
                 done = False
                 break
     out: dict[str, Any] = {"@odata.context": ctx, "value": value}
-    nxt = {**tok, "c": cursor, "p": partial}
+    nxt = {**tok, "c": cursor, "p": partial, "h": hold}
     if done:
-        # everything up to now was walked: the next round reports changes after the current number
-        nxt.update(w=st.seq, c=st.seq, p=None, t=st.clock.now())
+        # everything up to now was walked: the next round reports changes after the current
+        # number, or from the first change that had not replicated yet
+        nxt_base = st.seq if hold is None else min(st.seq, hold - 1)
+        nxt.update(w=nxt_base, c=nxt_base, p=None, h=None, t=st.clock.now())
         out["@odata.deltaLink"] = link(call.base_url, path, {"$deltatoken": encode_token(nxt)})
     else:
         out["@odata.nextLink"] = link(call.base_url, path, {"$skiptoken": encode_token(nxt)})

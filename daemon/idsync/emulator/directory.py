@@ -84,7 +84,7 @@ def get_directory_object(em: Emulator, call: Call, ident: str) -> Reply:
     body = {
         "@odata.context": f"{call.base_url}/$metadata#directoryObjects/$entity",
         "@odata.type": ODATA_TYPE[obj.kind],
-        **render(obj, select),
+        **render(em.store.visible(obj), select),
     }
     return Reply(200, body)
 

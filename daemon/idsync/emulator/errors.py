@@ -84,6 +84,22 @@ def unknown_extension(prop: str) -> GraphError:
     return bad_request(f"Property '{prop}' does not exist as a declared property or extension property.")
 
 
+def extensions_not_available(names: list[str]) -> GraphError:
+    """400 for `extension_<appid>_<name>` properties in a body that no application registered
+    (or not for this object type). Microsoft's pages do not give the message; this is the one
+    Graph returns in practice (observed: microsoftgraph/msgraph-sdk-dotnet#2680,
+    Azure-Samples/ms-identity-dotnetcore-b2c-account-management#17)."""
+    return bad_request(f"The following extension properties are not available: {','.join(names)}.")
+
+
+def forbidden() -> GraphError:
+    """403 for a call the token's application permissions (or the app's directory roles) do not
+    allow (docs-contrib: concepts/json-batching.md shows this body; concepts/errors.md lists it)."""
+    return GraphError(
+        403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation."
+    )
+
+
 def read_only(prop: str) -> GraphError:
     """400 for writing a property Graph computes or that only sync can set."""
     return bad_request(f"Property '{prop}' is read-only and cannot be set.")
@@ -98,9 +114,17 @@ def check_cloud_writable(props: dict[str, Any], names: object = ()) -> None:
     `props` are the target object's properties; `names` the properties being written (empty for
     deletes and membership changes, which are refused outright).
     """
+    written = set(names)  # type: ignore[call-overload]
+    if props.get("onPremisesSyncEnabled") is False and "onPremisesExtensionAttributes" in written:
+        # user.md: for a cloud-only user previously synced from on-premises AD,
+        # onPremisesExtensionAttributes are read-only in Graph. Microsoft gives no message for
+        # this case; the emulator answers as for a synced object.
+        raise bad_request(
+            "Unable to update the specified properties for on-premises mastered Directory Sync objects "
+            "or objects currently undergoing migration."
+        )
     if props.get("onPremisesSyncEnabled") is not True:
         return
-    written = set(names)  # type: ignore[call-overload]
     if written and written <= CLOUD_MASTERED:
         return
     raise bad_request(

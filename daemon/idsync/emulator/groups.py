@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from idsync.emulator.core import Emulator
 
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_REF = re.compile(r"^https?://[^/]+/(?:v1\.0|beta)/(?:directoryObjects|users|groups)/([^/?#]+)$")
+_REF = re.compile(
+    r"^https?://[^/]+/(?:v1\.0|beta)/(?:directoryObjects|users|groups|servicePrincipals)/([^/?#]+)$"
+)
 _NICK_BAD = re.compile(r"[@()\\\[\]\";:.<>,\s]")
 MAX_BINDS = 20
 ALREADY_MEMBER = (
@@ -114,7 +116,7 @@ def _check_values(props: dict[str, Any]) -> None:
 
 def create_group(em: Emulator, call: Call) -> Reply:
     """POST /groups -> 201 (security groups: mailEnabled false, securityEnabled true)."""
-    props, binds = clean_body("group", call.json(), em.cfg)
+    props, binds = clean_body("group", call.json(), em.store.extensions)
     for name in ("displayName", "mailEnabled", "mailNickname", "securityEnabled"):
         if props.get(name) is None:
             raise invalid_value(name, "Group")
@@ -153,8 +155,9 @@ def get_group(em: Emulator, call: Call, ident: str) -> Reply:
     """GET /groups/{id}."""
     g = find_group(em, ident)
     select = parse_select(call.query)
-    check_select("group", select, em.cfg, GROUP_RELATIONS)
-    return Reply(200, {"@odata.context": f"{call.base_url}/$metadata#groups/$entity", **render(g, select)})
+    check_select("group", select, em.store.extensions, GROUP_RELATIONS)
+    view = em.store.visible(g)
+    return Reply(200, {"@odata.context": f"{call.base_url}/$metadata#groups/$entity", **render(view, select)})
 
 
 def list_groups(em: Emulator, call: Call) -> Reply:
@@ -165,7 +168,7 @@ def list_groups(em: Emulator, call: Call) -> Reply:
 def patch_group(em: Emulator, call: Call, ident: str) -> Reply:
     """PATCH /groups/{id} -> 204, including `members@odata.bind` (at most 20, all or nothing)."""
     g = find_group(em, ident)
-    props, binds = clean_body("group", call.json(), em.cfg)
+    props, binds = clean_body("group", call.json(), em.store.extensions)
     check_cloud_writable(g.props, [*props, *(f"{b}@odata.bind" for b in binds)])
     for name in ("displayName", "mailNickname", "mailEnabled", "securityEnabled"):
         if name in props and props[name] is None:
@@ -179,6 +182,7 @@ def patch_group(em: Emulator, call: Call, ident: str) -> Reply:
     st = em.store
     changed = [k for k, v in props.items() if g.props.get(k) != v]
     if changed:
+        st.will_change(g)
         g.props.update(props)
         st.touch(g, changed)
     for m in members:
@@ -196,7 +200,7 @@ def delete_group(em: Emulator, call: Call, ident: str) -> Reply:
 
 def list_members(em: Emulator, call: Call, ident: str, refs: bool = False) -> Reply:
     """GET /groups/{id}/members (or `/members/$ref`), paged like Graph (100 default, 999 max)."""
-    g = find_group(em, ident)
+    g = em.store.visible(find_group(em, ident))
     q = dict(call.query)
     after = 0
     tok = q.pop("$skiptoken", None)
@@ -216,7 +220,10 @@ def list_members(em: Emulator, call: Call, ident: str, refs: bool = False) -> Re
         if len(value) >= top:
             more = True
             break
-        m = em.store.objects[mid]
+        m = em.store.objects.get(mid)
+        if m is None:
+            continue  # purged after the replicated version was taken
+        m = em.store.visible(m)
         if refs:
             value.append({"@odata.id": f"{call.base_url}/directoryObjects/{mid}"})
         else:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from idsync.emulator.call import Call, Reply
-from idsync.emulator.errors import GraphError, sync_state_not_found
+from idsync.emulator.errors import GraphError, sync_state_not_found, unknown_extension
 from idsync.emulator.model import COLLECTION, RESOURCE, DirObject
 from idsync.emulator.odata import Clause, decode_token, encode_token, parse_filter, parse_select, parse_top
 from idsync.emulator.schema import check_select, extension_names, render
@@ -80,6 +80,11 @@ def _candidates(em: Emulator, kind: str, joiner: str, clauses: list[Clause]) -> 
                 return None
             if o is not None:
                 out[o.id] = o
+    for ident in list(st.stale):
+        # the indexes hold new values; reads must still find an unreplicated object by its old ones
+        o = st.live(kind, ident)
+        if o is not None:
+            out[o.id] = o
     return sorted(out.values(), key=lambda o: o.created_seq)
 
 
@@ -101,15 +106,19 @@ def list_objects(em: Emulator, call: Call, kind: str, relations: frozenset[str] 
                 f"The query option {opt} is not supported by the idsync Graph emulator for this resource.",
             )
     select = parse_select(q)
-    check_select(kind, select, em.cfg, relations)
+    check_select(kind, select, em.store.extensions, relations)
     top = parse_top(q, 100, 999)
     objs: Iterable[DirObject]
     filt = q.get("$filter")
     match: Callable[[DirObject], bool] | None = None
     if filt:
         joiner, clauses = parse_filter(filt)
-        allowed = FILTERABLE[kind] | extension_names(em.cfg)
+        allowed = FILTERABLE[kind] | extension_names(em.store.extensions, kind)
         for c in clauses:
+            if c.prop.startswith("extension_") and c.prop not in allowed:
+                # Microsoft documents no message for an unregistered extension in $filter; this
+                # is the directory's message for a property it does not know
+                raise unknown_extension(c.prop)
             if c.prop not in allowed or (c.op == "startswith" and c.prop not in STARTSWITH):
                 raise GraphError(
                     400,
@@ -128,6 +137,7 @@ def list_objects(em: Emulator, call: Call, kind: str, relations: frozenset[str] 
     last = after
     more = False
     for o in objs:
+        o = em.store.visible(o)
         if match is not None and not match(o):
             continue
         if len(value) >= top:

@@ -203,3 +203,54 @@ class Tombstone:
     id: str
     kind: str
     seq: int
+
+
+# extensionProperty.dataType values (docs-contrib: api-reference/v1.0/resources/extensionproperty.md)
+EXTENSION_TYPES = frozenset({"Binary", "Boolean", "DateTime", "Integer", "LargeInteger", "String"})
+EXTENSION_TARGETS = frozenset(
+    {"User", "Group", "AdministrativeUnit", "Application", "Device", "Organization"}
+)
+
+
+@dataclass
+class ExtensionProperty:
+    """A registered directory extension (Graph's `extensionProperty`), owned by one application."""
+
+    id: str
+    app_id: str  # the owning application's appId (client id)
+    name: str  # extension_<appId without dashes>_<short name>
+    data_type: str
+    target_objects: list[str]
+    is_multi_valued: bool = False
+    app_display_name: str = ""
+
+    def to_graph(self) -> dict[str, Any]:
+        """The resource as Graph returns it."""
+        return {
+            "@odata.type": "#microsoft.graph.extensionProperty",
+            "id": self.id,
+            "deletedDateTime": None,
+            "appDisplayName": self.app_display_name,
+            "dataType": self.data_type,
+            "isMultiValued": self.is_multi_valued,
+            "isSyncedFromOnPremises": False,
+            "name": self.name,
+            "targetObjects": list(self.target_objects),
+        }
+
+    def to_state(self) -> dict[str, Any]:
+        """A plain dict for the state file."""
+        return {
+            "id": self.id,
+            "app_id": self.app_id,
+            "name": self.name,
+            "data_type": self.data_type,
+            "target_objects": self.target_objects,
+            "is_multi_valued": self.is_multi_valued,
+            "app_display_name": self.app_display_name,
+        }
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> ExtensionProperty:
+        """Inverse of `to_state`."""
+        return cls(**d)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
-from idsync.emulator.config import EmulatorConfig
 from idsync.emulator.errors import (
     GraphError,
+    extensions_not_available,
     invalid_value,
     read_only,
     unknown_extension,
@@ -17,28 +21,34 @@ from idsync.emulator.model import (
     RESOURCE,
     TYPE_NAME,
     DirObject,
+    ExtensionProperty,
     default_select,
     readonly,
     writable,
 )
 
+Extensions = Mapping[str, ExtensionProperty]
+
 _EXT = re.compile(r"^extension_[0-9a-fA-F]{32}_[A-Za-z0-9_]+$")
 _OPEXT = frozenset(f"extensionAttribute{i}" for i in range(1, 16))
 
 
-def extension_names(cfg: EmulatorConfig) -> set[str]:
-    """The registered directory extension properties (same set for users and groups)."""
-    return {cfg.extension_name(s) for s in cfg.extensions}
+def extension_names(exts: Extensions, kind: str) -> set[str]:
+    """The directory extensions registered for `kind` ("user" or "group")."""
+    target = RESOURCE[kind]
+    return {name for name, e in exts.items() if target in e.target_objects}
 
 
-def check_select(kind: str, select: list[str] | None, cfg: EmulatorConfig, relations: frozenset[str]) -> None:
-    """400 for a $select naming a property the type does not have."""
+def check_select(kind: str, select: list[str] | None, exts: Extensions, relations: frozenset[str]) -> None:
+    """400 for a $select naming a property the type does not have, or an extension nobody
+    registered for this type. Microsoft documents no message for an unregistered extension in
+    $select; the emulator answers as for any unknown property (OData's select parser error)."""
     if select is None:
         return
-    exts = extension_names(cfg)
+    registered = extension_names(exts, kind)
     known = writable(kind).keys() | readonly(kind).keys()
     for name in select:
-        if name in known or name in exts or name in relations:
+        if name in known or name in registered or name in relations:
             continue
         raise GraphError(
             400,
@@ -81,7 +91,39 @@ def _check_type(kind: str, name: str, ptype: str, value: Any) -> None:
         raise invalid_value(name, RESOURCE[kind])
 
 
-def clean_body(kind: str, body: dict[str, Any], cfg: EmulatorConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+def _extension_value(kind: str, ext: ExtensionProperty, value: Any) -> None:
+    """400 unless `value` fits the extension's dataType (limits from
+    docs-contrib: api-reference/v1.0/api/application-post-extensionproperty.md)."""
+    if value is None:
+        return
+    values = value if ext.is_multi_valued and isinstance(value, list) else [value]
+    if ext.is_multi_valued != isinstance(value, list):
+        raise invalid_value(ext.name, RESOURCE[kind])
+    for v in values:
+        t = ext.data_type
+        ok = True
+        if t == "String":
+            ok = isinstance(v, str) and len(v) <= 256
+        elif t == "Boolean":
+            ok = isinstance(v, bool)
+        elif t in ("Integer", "LargeInteger"):
+            bits = 31 if t == "Integer" else 63
+            ok = isinstance(v, int) and not isinstance(v, bool) and -(2**bits) <= v < 2**bits
+        elif t == "DateTime":
+            try:
+                ok = isinstance(v, str) and datetime.fromisoformat(v.replace("Z", "+00:00")) is not None
+            except ValueError:
+                ok = False
+        elif t == "Binary":
+            try:
+                ok = isinstance(v, str) and len(base64.b64decode(v, validate=True)) <= 256
+            except (binascii.Error, ValueError):
+                ok = False
+        if not ok:
+            raise invalid_value(ext.name, RESOURCE[kind])
+
+
+def clean_body(kind: str, body: dict[str, Any], exts: Extensions) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split a POST/PATCH body into (property values, `x@odata.bind` references), strictly.
 
     Instance annotations (`@odata.type` and friends) are accepted and dropped; unknown or
@@ -90,7 +132,8 @@ def clean_body(kind: str, body: dict[str, Any], cfg: EmulatorConfig) -> tuple[di
     props: dict[str, Any] = {}
     binds: dict[str, Any] = {}
     w, ro = writable(kind), readonly(kind)
-    exts = extension_names(cfg)
+    registered = extension_names(exts, kind)
+    missing: list[str] = []
     for name, value in body.items():
         if name.endswith("@odata.bind"):
             binds[name[: -len("@odata.bind")]] = value
@@ -118,14 +161,15 @@ def clean_body(kind: str, body: dict[str, Any], cfg: EmulatorConfig) -> tuple[di
             props[name] = value
         elif name in ro:
             raise read_only(name)
-        elif name in exts:
-            if value is not None and not isinstance(value, (str, int, bool)):
-                raise invalid_value(name, RESOURCE[kind])
-            if isinstance(value, str) and len(value) > 256:
-                raise invalid_value(name, RESOURCE[kind])
+        elif name in registered:
+            _extension_value(kind, exts[name], value)
             props[name] = value
         elif _EXT.match(name):
+            missing.append(name)
+        elif name.startswith("extension_"):
             raise unknown_extension(name)
         else:
             raise unknown_property(name, TYPE_NAME[kind])
+    if missing:
+        raise extensions_not_available(missing)
     return props, binds

@@ -10,12 +10,14 @@ the log is compacted when stale entries outnumber live ones.
 from __future__ import annotations
 
 import bisect
+import random
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
-from idsync.emulator.model import DirObject, Tombstone
+from idsync.emulator.model import DirObject, ExtensionProperty, Tombstone
 
 
 class Clock:
@@ -69,8 +71,10 @@ class Store:
 
     def __init__(self) -> None:
         self.clock = Clock()
-        # seconds a new object stays invisible to reads and references (Graph's replication lag)
-        self.replication_delay = 0.0
+        # Graph's replication lag: a new or changed object stays invisible to reads for a random
+        # number of seconds in [lag_min, lag_max] (0, 0: off)
+        self.lag_min = self.lag_max = 0.0
+        self.lag_rng = random.Random(0)
         self.reset()
 
     def reset(self) -> None:
@@ -86,14 +90,63 @@ class Store:
         self.by_upn: dict[str, str] = {}
         self.by_immutable: dict[str, str] = {}
         self.by_proxy: dict[str, str] = {}
-        # objects created less than replication_delay ago: id -> when they become visible
+        # new objects not replicated yet: id -> when they become visible
         self.fresh: dict[str, float] = {}
+        # changed objects not replicated yet: id -> (when, what reads show until then)
+        self.stale: dict[str, tuple[float, DirObject]] = {}
+        # directory extensions registered on applications, by property name
+        self.extensions: dict[str, ExtensionProperty] = {}
+        # activated directory roles: role id -> ids of the users and service principals holding it
+        self.role_members: dict[str, list[str]] = {}
 
     # --- change numbers -------------------------------------------------------------------
     def next_seq(self) -> int:
         """Take the next global change number."""
         self.seq += 1
         return self.seq
+
+    def lag(self) -> float:
+        """How long the next change takes to replicate (seconds; 0 when the lag is off)."""
+        if self.lag_max <= 0:
+            return 0.0
+        return self.lag_rng.uniform(self.lag_min, self.lag_max)
+
+    def will_change(self, obj: DirObject) -> None:
+        """Call before changing a visible object: with a replication lag, reads keep showing
+        this version until the change has replicated (the first unreplicated version wins)."""
+        if self.lag_max <= 0 or obj.id in self.fresh:
+            return
+        held = self.stale.get(obj.id)
+        if held is not None and self.clock.now() < held[0]:
+            snapshot = held[1]
+        else:
+            snapshot = replace(
+                obj,
+                props=dict(obj.props),
+                prop_seq=dict(obj.prop_seq),
+                members=dict(obj.members),
+                removed=dict(obj.removed),
+                member_of=set(obj.member_of),
+            )
+        self.stale[obj.id] = (self.clock.now() + self.lag(), snapshot)
+
+    def visible(self, obj: DirObject) -> DirObject:
+        """What reads show of a live object: its last replicated version."""
+        if not self.stale:
+            return obj
+        held = self.stale.get(obj.id)
+        if held is None:
+            return obj
+        if self.clock.now() >= held[0]:
+            del self.stale[obj.id]
+            return obj
+        return held[1]
+
+    def pending(self, obj: DirObject) -> bool:
+        """Whether a change (or the creation) of `obj` has not replicated yet."""
+        if self.fresh and self.replicating(obj.id):
+            return True
+        return bool(self.stale) and self.visible(obj) is not obj
 
     def touch(self, obj: DirObject, props: list[str] | tuple[str, ...] = ()) -> int:
         """Mark `obj` (and `props`) changed now; returns the change number."""
@@ -111,14 +164,6 @@ class Store:
         entries = [(o.seq, o.id) for o in self.objects.values() if o.kind == kind]
         entries += [(t.seq, t.id) for t in self.tombstones.values() if t.kind == kind]
         self.changes[kind].rebuild(entries)
-
-    def current_seq(self, ident: str) -> int | None:
-        """The change number an id holds now (object or tombstone)."""
-        o = self.objects.get(ident)
-        if o is not None:
-            return o.seq
-        t = self.tombstones.get(ident)
-        return t.seq if t is not None else None
 
     # --- lookups ----------------------------------------------------------------------------
     def live(self, kind: str | None, ident: str) -> DirObject | None:
@@ -225,12 +270,13 @@ class Store:
         self.created[kind].append(seq, ident)
         self.live_count[kind] += 1
         self.index(obj)
-        if self.replication_delay > 0:
-            self.fresh[ident] = self.clock.now() + self.replication_delay
+        if self.lag_max > 0:
+            self.fresh[ident] = self.clock.now() + self.lag()
         return obj
 
     def add_member(self, group: DirObject, member: DirObject) -> None:
         """Link `member` into `group` (caller checked it is not a member yet)."""
+        self.will_change(group)
         seq = self.touch(group)
         group.removed.pop(member.id, None)
         group.members[member.id] = seq
@@ -238,6 +284,7 @@ class Store:
 
     def remove_member(self, group: DirObject, member_id: str) -> None:
         """Unlink a member (caller checked it is one)."""
+        self.will_change(group)
         seq = self.touch(group)
         del group.members[member_id]
         group.removed[member_id] = seq
@@ -307,6 +354,8 @@ class Store:
             "clock_offset": self.clock.offset,
             "objects": [o.to_state() for o in sorted(self.objects.values(), key=lambda o: o.created_seq)],
             "tombstones": [[t.id, t.kind, t.seq] for t in self.tombstones.values()],
+            "extensions": [e.to_state() for e in self.extensions.values()],
+            "role_members": self.role_members,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -324,6 +373,10 @@ class Store:
                 self.index(o)
         for ident, kind, seq in state["tombstones"]:
             self.tombstones[ident] = Tombstone(ident, kind, seq)
+        for e in state.get("extensions", []):
+            ext = ExtensionProperty.from_state(e)
+            self.extensions[ext.name] = ext
+        self.role_members = {k: list(v) for k, v in state.get("role_members", {}).items()}
         for kind in ("user", "group"):
             self._compact(kind)
 

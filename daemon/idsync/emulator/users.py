@@ -6,6 +6,7 @@ import re
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from idsync.emulator import roles
 from idsync.emulator.call import Call, Reply
 from idsync.emulator.errors import (
     GraphError,
@@ -88,6 +89,12 @@ def _check_values(em: Emulator, props: dict[str, Any]) -> None:
     mail = props.get("mail")
     if mail is not None and (mail.count("@") != 1 or " " in mail):
         raise invalid_value("mail", "User")
+    phones = props.get("businessPhones")
+    if phones is not None and len(phones) > 1:
+        # user.md: "Although this is a string collection, only one number can be set for this
+        # property." Microsoft gives no message for a second number; this is the directory's
+        # generic one for a refused value.
+        raise invalid_value("businessPhones", "User")
     if props.get("passwordProfile") is not None:
         pp = dict(props["passwordProfile"])
         if "password" in pp:
@@ -104,7 +111,7 @@ def _with_proxies(props: dict[str, Any]) -> None:
 
 def create_user(em: Emulator, call: Call) -> Reply:
     """POST /users -> 201 and the user."""
-    props, binds = clean_body("user", call.json(), em.cfg)
+    props, binds = clean_body("user", call.json(), em.store.extensions)
     if binds:
         raise GraphError(
             400,
@@ -147,8 +154,9 @@ def get_user(em: Emulator, call: Call, ident: str) -> Reply:
     """GET /users/{id | userPrincipalName}."""
     obj = find_user(em, ident)
     select = parse_select(call.query)
-    check_select("user", select, em.cfg, USER_RELATIONS)
-    return Reply(200, {"@odata.context": f"{call.base_url}/$metadata#users/$entity", **render(obj, select)})
+    check_select("user", select, em.store.extensions, USER_RELATIONS)
+    view = em.store.visible(obj)
+    return Reply(200, {"@odata.context": f"{call.base_url}/$metadata#users/$entity", **render(view, select)})
 
 
 def list_users(em: Emulator, call: Call) -> Reply:
@@ -159,8 +167,9 @@ def list_users(em: Emulator, call: Call) -> Reply:
 def patch_user(em: Emulator, call: Call, ident: str) -> Reply:
     """PATCH /users/{id | upn} -> 204; only changed values count as changes for delta."""
     obj = find_user(em, ident)
-    props, binds = clean_body("user", call.json(), em.cfg)
+    props, binds = clean_body("user", call.json(), em.store.extensions)
     check_cloud_writable(obj.props, props)
+    roles.check_sensitive_change(em, call, obj, props)
     if binds:
         raise GraphError(
             400,
@@ -189,6 +198,7 @@ def patch_user(em: Emulator, call: Call, ident: str) -> Reply:
         raise conflict(prop)
     changed = [k for k, v in props.items() if obj.props.get(k) != v and k != "passwordProfile"]
     if changed or "passwordProfile" in props:
+        st.will_change(obj)
         st.unindex(obj)
         obj.props.update(props)
         st.index(obj)
@@ -200,5 +210,6 @@ def delete_user(em: Emulator, call: Call, ident: str) -> Reply:
     """DELETE /users/{id | upn} -> 204; the user goes to /directory/deletedItems for 30 days."""
     obj = find_user(em, ident)
     check_cloud_writable(obj.props)
+    roles.check_sensitive_change(em, call, obj, None)
     em.store.soft_delete(obj)
     return Reply(204)
