@@ -51,6 +51,12 @@ PHASE_SECONDS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
     registry=REGISTRY,
 )
+DUPLICATES_REMOVED = Counter(
+    "idsync_duplicate_objects_removed_total",
+    "Younger duplicates of an anchor deleted from the target (the oldest is kept)",
+    ["type"],
+    registry=REGISTRY,
+)
 CYCLES = Counter("idsync_cycles_total", "Cycles run, by result", ["result"], registry=REGISTRY)
 
 IMPORTED = Counter(

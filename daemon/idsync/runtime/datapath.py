@@ -24,6 +24,7 @@ from idsync.source.settings import LdapSourceSettings
 from idsync.store import quarantine
 from idsync.store.db import Store
 from idsync.sync.engine import SyncEngine, SyncResult, engine_from_config
+from idsync.target import duplicates
 from idsync.target.graph import GraphTarget
 from idsync.target.tenant import TenantReader
 
@@ -180,8 +181,11 @@ class DataPath:
     async def export(self, fence: Fence, stop: StopFlag) -> ExportReport:
         if self.guard_held:
             return ExportReport("deletion guard holds all exports", held="deletion guard")
-        exporter = self.target.exporter(self.store, _Slice(fence, stop, self.export_slice))
+        fenced_slice = _Slice(fence, stop, self.export_slice)
+        exporter = self.target.exporter(self.store, fenced_slice)
         t0 = time.monotonic()
+        # Duplicate groups the target import found (target/duplicates.py) go before any export.
+        dups = await duplicates.resolve(self.target.client, self.store, fenced_slice, self.target.schema)
         # In-flight batches finish; no new one starts once the slice is over or on SIGTERM.
         rep = await exporter.export(held=self.guard_held)
         attempted = len(rep.results)
@@ -196,8 +200,10 @@ class DataPath:
         if fenced in (SLICE_USED, "stopping"):
             more, fenced = f"; {fenced}", ""
         seconds = time.monotonic() - t0
+        if dups.found:
+            more += f"; {dups.sentence()}"
         if not attempted and not fenced:
-            return ExportReport("nothing to export", duration=seconds)
+            return ExportReport(f"nothing to export{more}", duration=seconds)
         counts = f"{ok} ok, {failed} rejected, {throttled} throttled"
         summary = f"exported {attempted} ({counts}) in {seconds:.1f}s{more}"
         if fenced:

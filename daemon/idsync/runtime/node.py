@@ -83,6 +83,15 @@ class Node:
             log.warning("fence.read_failed", error=str(exc))
             seen = 0
         decision = self.ha.run_cycle(replace(self._health(report), seen_epoch=seen))
+        view = self.ha.last_view
+        if view is not None and view.epoch.epoch > seen:
+            # Remembered in the store: epochs stay above it even if ZooKeeper loses its data.
+            try:
+                with self.store.transaction() as conn:
+                    store_fence.observe_epoch(conn, view.epoch.epoch)
+                seen = view.epoch.epoch
+            except Exception as exc:
+                log.warning("fence.observe_failed", error=str(exc))
         done = upkeep.after_cycle(self.ha, export=decision.export, seen_epoch=seen)
         return replace(decision, sentence=f"{decision.sentence}; {done}") if done else decision
 

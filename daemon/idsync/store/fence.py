@@ -31,6 +31,17 @@ def highest_epoch(conn: psycopg.Connection) -> int:
     return int(row[0]) if row else 0
 
 
+def observe_epoch(conn: psycopg.Connection, epoch: int) -> None:
+    """Record an epoch seen in ZooKeeper (another node's leadership): it never lowers the row,
+    and a higher one ends any lease of ours at once, so our own old epoch can claim nothing."""
+    conn.execute(
+        "INSERT INTO fence (singleton, epoch, node, lease_until) VALUES (true, %s, '', now())"
+        " ON CONFLICT (singleton) DO UPDATE SET epoch = excluded.epoch, lease_until = now(),"
+        " updated_at = now() WHERE fence.epoch < excluded.epoch",
+        (epoch,),
+    )
+
+
 def revoke(conn: psycopg.Connection, epoch: int) -> None:
     """End the lease of `epoch` now (demotion, release)."""
     conn.execute("UPDATE fence SET lease_until = now(), updated_at = now() WHERE epoch = %s", (epoch,))

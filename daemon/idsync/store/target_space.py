@@ -310,6 +310,23 @@ def by_anchor(conn: psycopg.Connection, object_type: ObjectType, anchor: str) ->
     return [TargetObject(*r) for r in rows]
 
 
+def duplicate_anchors(conn: psycopg.Connection, object_type: ObjectType) -> dict[str, list[str]]:
+    """Anchors that more than one live object carries (a duplicate in the tenant), with their ids."""
+    rows = conn.execute(
+        "SELECT anchor, array_agg(id ORDER BY id) FROM target_object"
+        " WHERE object_type = %s AND anchor IS NOT NULL AND NOT deleted"
+        " GROUP BY anchor HAVING count(*) > 1",
+        (object_type,),
+    ).fetchall()
+    return {str(a): list(ids) for a, ids in rows}
+
+
+def mark_deleted(conn: psycopg.Connection, ids: Iterable[str]) -> int:
+    """Record objects idsync deleted itself (the next delta says so too; this is at once)."""
+    with conn.cursor() as cur:
+        return _delete(cur, ids)
+
+
 def members(conn: psycopg.Connection, group_id: str) -> set[str]:
     """Member ids of a group as imported."""
     rows = conn.execute("SELECT member_id FROM target_member WHERE group_id = %s", (group_id,))
