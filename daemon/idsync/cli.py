@@ -21,6 +21,7 @@ DEFAULT_CONFIG = "/etc/idsync/idsync.toml"
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("idsync.commands.run", "run the daemon (import, sync and, as leader, export)"),
     "check-config": ("idsync.commands.check_config", "validate a configuration file"),
+    "preflight": ("idsync.commands.preflight", "check this node against its tenant, directory and services"),
     "migrate": ("idsync.commands.migrate", "apply database migrations and exit"),
     "graph-emulator": ("idsync.commands.graph_emulator", "serve the offline Microsoft Graph emulator"),
     "status": ("idsync.commands.status", "show the cluster: nodes, roles, epoch, health"),

@@ -41,6 +41,10 @@ class TenantDomains:
                 verified.add(name)
             if d.get("isInitial") is True:
                 initial = name
+        if initial is None:
+            # A listing without isInitial (a proxy's $select, an emulator): the initial domain is
+            # the one "created by Microsoft Online Services (companyname.onmicrosoft.com)".
+            initial = next((d for d in sorted(verified) if d.endswith(".onmicrosoft.com")), None)
         return cls(frozenset(verified), initial)
 
     def to_json(self) -> str:

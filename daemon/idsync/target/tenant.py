@@ -233,8 +233,22 @@ class TenantReader:
         """The directory roles the app's service principal holds: `GET
         /servicePrincipals(appId='{appId}')/memberOf` lists "the groups and directory roles that
         this servicePrincipal is a direct member of" (api/serviceprincipal-list-memberof.md)."""
-        path = f"/servicePrincipals(appId='{quote(app_id)}')/memberOf"
-        return _role_names(await self._get_all(path, "list the app's directory roles"))
+        sp = f"/servicePrincipals(appId='{quote(app_id)}')"
+        try:
+            return _role_names(await self._get_all(f"{sp}/memberOf", "list the app's directory roles"))
+        except GraphRequestError as e:
+            if e.status not in (400, 404):
+                raise
+        # The same answer the long way round: the activated roles and their members
+        # (api/directoryrole-list.md, api/directoryrole-list-members.md).
+        resp = await self.client.get(sp, what="read the app's service principal")
+        sp_id = str(_ok(resp, "read the app's service principal").get("id") or "")
+        held = []
+        for role in await self._get_all("/directoryRoles", "list directory roles"):
+            members = await self._get_all(f"/directoryRoles/{role.get('id')}/members", "list role members")
+            if any(m.get("id") == sp_id for m in members):
+                held.append(str(role.get("displayName") or role.get("id")))
+        return tuple(sorted(held))
 
     async def user_roles(self, user_id: str) -> tuple[str, ...]:
         """The directory roles a user holds (`GET /users/{id}/memberOf`, api/user-list-memberof.md)."""
