@@ -11,12 +11,15 @@ set -euo pipefail
 #   systemd-analyze (verifies systemd/*.service); neither runs as a service here.
 #   python3-yaml: tests/ops reads compose.yaml with it when the venv has no PyYAML;
 #   python3-seccomp: tests/ops runs the daemon under the units' syscall filter.
+# - chromium: the web console's browser test (Playwright drives this system browser; it never
+#   downloads one).
 PKGS=(
   postgresql
   libzookeeper-java default-jre-headless
   samba samba-dsdb-modules samba-ad-provision samba-vfs-modules
   slapd ldap-utils
   prometheus prometheus-alertmanager
+  chromium
   systemd
   python3-venv python3-yaml python3-seccomp iproute2
 )

@@ -37,6 +37,7 @@ from idsync.config.errors import ConfigError
 if TYPE_CHECKING:
     from idsync.config.service import AdminSettings
     from idsync.ha.loop import HaLoop
+    from idsync.runtime.console import ConsoleSources
     from idsync.runtime.node import CycleOutcome, Node
     from idsync.store.db import Store
     from idsync.store.pending import PendingExport
@@ -47,6 +48,7 @@ HEALTHY_CYCLES = 3  # a cycle older than this many intervals is not "recent"
 MIN_LIVENESS_SECONDS = 120.0  # a full import may keep one turn of the loop busy for minutes
 DETAILS_LIMIT = 100  # operations listed by /pending?details=1 unless ?limit= says otherwise
 MAX_DETAILS_LIMIT = 10_000
+CONSOLE_COOKIE = "idsync_admin_token"  # the bearer token, as a browser sends it after /login
 
 
 @dataclass(frozen=True)
@@ -316,10 +318,12 @@ class AdminServer:
         settings: AdminSettings,
         *,
         pending: PendingReader | None = None,
+        console: ConsoleSources | None = None,
     ) -> None:
         self.state = state
         self.settings = settings
         self.pending_reader = pending
+        self.console = console  # the web console at / (runtime/console.py), None: no console
         self._token: str | None = None
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -333,6 +337,10 @@ class AdminServer:
             app.router.add_get(path, self._check)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/pending", self._pending)
+        if self.console is not None:
+            from idsync.runtime import console
+
+            console.add_routes(app, self.state, self.console, lambda: self._token)
         return app
 
     async def start(self) -> None:
@@ -378,8 +386,14 @@ class AdminServer:
         token = self._current_token() if self._token is not None else None
         if token is not None:
             given = request.headers.get("Authorization", "")
+            if not given and CONSOLE_COOKIE in request.cookies:  # a browser signed in at /login
+                given = f"Bearer {request.cookies[CONSOLE_COOKIE]}"
+            if request.path == "/login":
+                return await handler(request)  # the form that asks for the token
             scheme, _, value = given.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+                if request.path == "/" and self.console is not None:
+                    raise web.HTTPSeeOther("/login")  # a browser: ask for the token
                 return web.json_response(
                     {"error": "a valid bearer token is required"},
                     status=401,

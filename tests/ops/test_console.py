@@ -1,0 +1,168 @@
+"""The web console at `/` of real `idsync run` processes, looked at in a real headless browser.
+
+Debian's chromium driven by Playwright (the system browser, nothing downloaded). The cluster is
+real (ZooKeeper, PostgreSQL, Samba AD, the Graph emulator) and so is what the page shows: two
+nodes after a switchover, a pause holding an update whose old and new values are shown, a user
+quarantined by the rules, the leadership history. The screenshot is written beside the test
+output (tmp_path) and copied to $IDSYNC_ARTIFACTS when set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from idsync.cli import main
+from tests.cluster.cluster import LocalCluster, running_cluster
+from tests.cluster.directory import AdDirectory
+from tests.cluster.instance import wait_for
+from tests.ha.test_processes import ad  # noqa: F401  (fixture)
+from tests.harness.ldap import LdapEndpoint
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TOKEN = "console-test-token"
+ELSEWHERE = "unverified.example"  # a UPN suffix the emulator's tenant has not verified
+
+
+@pytest.fixture
+def cluster(
+    tmp_path: Path, pg_dsn: str, zk_hosts: str, zk_chroot: str, samba: LdapEndpoint, samba_ou: str
+) -> Iterator[LocalCluster]:
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[user]\nupn_unverified = "quarantine"\n')
+    token = tmp_path / "admin-token"
+    token.write_text(TOKEN + "\n")
+    with running_cluster(
+        tmp_path,
+        cluster="t",
+        pg_dsn=pg_dsn,
+        zk_hosts=zk_hosts + zk_chroot,
+        ldap=samba,
+        include_ous=[samba_ou],
+        session_timeout=2.0,
+        extra={"sync": {"rules_file": str(rules)}, "admin": {"token_file": str(token)}},
+    ) as c:
+        yield c
+
+
+def get(port: int, path: str, token: str | None = TOKEN) -> tuple[int, Any]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            status, raw, ctype = resp.status, resp.read(), resp.headers.get_content_type()
+    except urllib.error.HTTPError as exc:
+        status, raw, ctype = exc.code, exc.read(), exc.headers.get_content_type()
+    except OSError:
+        return 0, None  # not listening yet
+    return status, orjson.loads(raw) if ctype == "application/json" else raw.decode()
+
+
+def artifact(shot: Path) -> None:
+    where = os.environ.get("IDSYNC_ARTIFACTS")
+    if where:
+        Path(where).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(where) / shot.name)
+
+
+def test_the_console_shows_the_cluster_in_a_real_browser(
+    cluster: LocalCluster,
+    ad: AdDirectory,  # noqa: F811
+    samba_ou: str,
+    tmp_path: Path,
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    users = [ad.add_user(samba_ou, f"u{uuid.uuid4().hex[:8]}", department="Sales") for _ in range(3)]
+    odd = ad.add_user(samba_ou, f"q{uuid.uuid4().hex[:8]}", domain=ELSEWHERE)
+    cluster.start("a")
+    assert cluster.wait_leader() == "a"
+    cluster.start("b")
+    a, b = cluster.nodes["a"].admin_port, cluster.nodes["b"].admin_port
+    wait_for(lambda: get(b, "/staging")[0] == 200, 60, "b to answer 200 on /staging")
+    assert main(["switchover", "--to", "b", *cluster.ctl_args()]) == 0
+    wait_for(lambda: get(b, "/leader")[0] == 200, 30, "b to lead")
+    # Held by a pause, an update stays pending on the leader with its old and new value.
+    assert main(["pause", "--reason", "console test", *cluster.ctl_args()]) == 0
+    ad.replace(users[0].dn, department="Marketing")
+    wait_for(lambda: get(b, "/pending")[1]["pending"].get("update"), 60, "the update pending on b")
+    wait_for(lambda: get(a, "/health")[0] == 200, 30, "a healthy")
+
+    # The same token rules as the API: nothing without it.
+    code, page = get(b, "/", token=None)  # redirected to the sign-in form
+    assert code == 200 and '<form method=post action="/login">' in page and "cluster t" not in page
+    assert get(b, "/metrics", token=None)[0] == 401
+    code, page = get(b, "/")
+    assert code == 200 and "cluster t" in page
+
+    shot = tmp_path / "console.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+            tab = ctx.new_page()
+            # Without the token the browser is sent to the sign-in form; a wrong token is refused.
+            tab.goto(f"http://127.0.0.1:{b}/")
+            assert tab.url.endswith("/login")
+            tab.fill("input[name=token]", "wrong")
+            tab.click("button[type=submit]")
+            assert "That is not the admin token." in tab.inner_text("main")
+            tab.fill("input[name=token]", TOKEN)
+            tab.click("button[type=submit]")
+            tab.wait_for_selector("#cluster")
+            assert tab.url == f"http://127.0.0.1:{b}/"
+
+            summary = tab.inner_text("#cluster .summary")
+            assert "epoch 2" in summary and "leader b" in summary and "PAUSED by" in summary
+            rows = {
+                r.inner_text().split()[0]: r.inner_text()
+                for r in tab.query_selector_all("#cluster table.members tbody tr")
+            }
+            assert set(rows) == {"a", "b"}
+            assert "leader" in rows["b"] and "(this node)" in rows["b"]
+            assert "staging" in rows["a"] and "healthy" in rows["a"]
+            # Each node's last cycle sentence: b's own, a's read from a's admin API with the token.
+            assert "leader at epoch 2: paused by" in rows["b"]
+            assert "staging: leader is b (epoch 2)" in rows["a"]
+
+            pending = tab.inner_text("#pending")
+            assert "update" in pending and users[0].upn in pending
+            assert "department" in pending and "Sales → Marketing" in pending
+
+            quarantine = tab.inner_text("#quarantine")
+            assert odd.dn in quarantine or odd.guid in quarantine
+            assert f"UPN suffix {ELSEWHERE}" in quarantine and "not a verified domain" in quarantine
+
+            assert "not holding" in tab.inner_text("#guard")
+
+            history = [r.inner_text().split("\t") for r in tab.query_selector_all("#history tbody tr")]
+            assert [(h[0], h[2], h[3]) for h in history] == [("2", "a", "b"), ("1", "-", "a")]
+            assert (
+                history[0][4].startswith("switchover by ") and history[1][4] == "first leader of the cluster"
+            )
+
+            tab.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
+    artifact(shot)
+    print(f"console screenshot: {shot}")
