@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
 async def _main(cfg: object, args: argparse.Namespace) -> int:
     from idsync.config import Config
     from idsync.runtime.admin import AdminServer, LiveState, store_pending_reader
+    from idsync.runtime.console import ConsoleSources
     from idsync.runtime.daemon import Daemon, DaemonOptions, make_ha, open_store
     from idsync.runtime.datapath import DataPath
 
@@ -62,7 +63,8 @@ async def _main(cfg: object, args: argparse.Namespace) -> int:
     daemon = Daemon(cfg, pipeline, store, ha)
     state = LiveState(daemon.node, ha, max(cfg.sync.interval_seconds, cfg.ha.loop_interval_seconds))
     daemon.on_cycle = state.observe
-    admin = AdminServer(state, cfg.admin, pending=store_pending_reader(store))
+    console = ConsoleSources(cfg.node.cluster, ha, store)  # the web console at / (read-only)
+    admin = AdminServer(state, cfg.admin, pending=store_pending_reader(store), console=console)
     try:
         await admin.start()  # ConfigError: token unreadable; OSError: address in use
         return await daemon.run(DaemonOptions(standalone=args.standalone, once=args.once, full=args.full))
