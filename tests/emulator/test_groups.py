@@ -147,3 +147,12 @@ async def test_group_extension_anchor(graph: Graph) -> None:
     assert r.body["value"] == [{"id": g["id"], ext: "objectguid-1"}]
     assert (await graph.call("PATCH", f"/groups/{g['id']}", {ext: None})).status == 204
     assert (await graph.call("GET", f"/groups/{g['id']}?$select={ext}")).body[ext] is None
+
+
+async def test_group_mail_nickname_follows_graphs_character_rules(graph: Graph) -> None:
+    # group-post-groups.md: at most 64 characters, ASCII 0-127 except @ () \ [] " ; : . <> , SPACE
+    base = {"displayName": "G", "mailEnabled": False, "securityEnabled": True}
+    for nick in ("a.b", "a@b", "a(b", 'a"b', "a<b", "a,b", "grüppe", "x" * 65):
+        r = await graph.call("POST", "/groups", {**base, "mailNickname": nick})
+        assert r.status == 400 and "mailNickname" in r.body["error"]["message"], nick
+    assert (await graph.call("POST", "/groups", {**base, "mailNickname": "x" * 64})).status == 201

@@ -273,3 +273,63 @@ async def test_objects_synced_by_entra_connect_are_read_only(graph: Graph) -> No
     assert r.status == 400 and r.body["error"]["message"] == message
     r = await graph.call("GET", f"/users/{u['id']}?$select=onPremisesSyncEnabled")
     assert r.body["onPremisesSyncEnabled"] is True
+
+
+async def test_business_phones_holds_at_most_one_number(graph: Graph) -> None:
+    # user.md: "Although this is a string collection, only one number can be set for this property."
+    u = await graph.create_user("phil", businessPhones=["+1 555 0100"])
+    r = await graph.call("PATCH", f"/users/{u['id']}", {"businessPhones": ["+1 555 0100", "+1 555 0101"]})
+    assert r.status == 400 and "businessPhones" in r.body["error"]["message"]
+    assert (await graph.call("GET", f"/users/{u['id']}")).body["businessPhones"] == ["+1 555 0100"]
+    r = await graph.call("POST", "/users", {**_body("phyl"), "businessPhones": ["1", "2"]})
+    assert r.status == 400
+    assert (await graph.call("PATCH", f"/users/{u['id']}", {"businessPhones": []})).status == 204
+
+
+async def test_formerly_synced_objects_keep_on_premises_extension_attributes_read_only(graph: Graph) -> None:
+    was = await graph.create_user("olga")
+    cloud = await graph.create_user("otto")
+    async with graph.session.post(
+        graph.server.url + "/_emulator/synced",
+        json={
+            "ids": [was["id"]],
+            "synced": False,
+            "props": {
+                "onPremisesSamAccountName": "olga",
+                "onPremisesExtensionAttributes": {"extensionAttribute1": "a"},
+            },
+        },
+    ) as mark:
+        assert (await mark.json())["marked"] == 1
+    attrs = {"onPremisesExtensionAttributes": {"extensionAttribute1": "b"}}
+    r = await graph.call("PATCH", f"/users/{was['id']}", attrs)
+    assert r.status == 400 and r.body["error"]["code"] == "Request_BadRequest"
+    assert (await graph.call("PATCH", f"/users/{was['id']}", {"jobTitle": "x"})).status == 204
+    assert (await graph.call("PATCH", f"/users/{cloud['id']}", attrs)).status == 204
+    r = await graph.call(
+        "GET",
+        f"/users/{was['id']}?$select=onPremisesSyncEnabled,onPremisesSamAccountName,onPremisesExtensionAttributes",
+    )
+    assert r.body["onPremisesSyncEnabled"] is False and r.body["onPremisesSamAccountName"] == "olga"
+    assert r.body["onPremisesExtensionAttributes"] == {"extensionAttribute1": "a"}
+    async with graph.session.post(
+        graph.server.url + "/_emulator/synced", json={"ids": [was["id"]], "props": {"jobTitle": "x"}}
+    ) as bad:
+        assert bad.status == 400  # only on-premises properties can be seeded this way
+
+
+async def test_user_mail_nickname_is_ascii_without_exchange_specials(graph: Graph) -> None:
+    for nick in ("a@b", "a b", "jürgen", "x" * 65, "a;b"):
+        r = await graph.call("POST", "/users", {**_body("ok"), "mailNickname": nick})
+        assert r.status == 400 and "mailNickname" in r.body["error"]["message"], nick
+    assert (await graph.call("POST", "/users", {**_body("dot.ted")})).status == 201
+
+
+def _body(nick: str) -> dict[str, object]:
+    return {
+        "accountEnabled": True,
+        "displayName": nick.title(),
+        "mailNickname": nick,
+        "userPrincipalName": f"{nick}@example.com",
+        "passwordProfile": {"password": PASSWORD, "forceChangePasswordNextSignIn": False},
+    }

@@ -79,7 +79,16 @@ def _check_values(em: Emulator, props: dict[str, Any]) -> None:
             raise invalid_value("displayName", "User")
     if "mailNickname" in props:
         nick = props["mailNickname"]
-        if not isinstance(nick, str) or not nick or len(nick) > 64 or _NICK_BAD.search(nick):
+        # user.md: at most 64 characters. Microsoft lists no characters for a user's alias; the
+        # emulator applies the group rule (group-post-groups.md: ASCII 0-127 without
+        # @ () \ [] " ; : <> , and space) but allows '.', which user aliases use everywhere.
+        if (
+            not isinstance(nick, str)
+            or not nick
+            or len(nick) > 64
+            or _NICK_BAD.search(nick)
+            or any(ord(c) > 127 for c in nick)
+        ):
             raise invalid_value("mailNickname", "User")
     if "accountEnabled" in props and props["accountEnabled"] is None:
         raise invalid_value("accountEnabled", "User")
