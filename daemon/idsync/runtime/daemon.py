@@ -143,6 +143,7 @@ class Daemon:
         self._reload = False
         self.identity: IdentityLock | None = None
         self.interval = cfg.sync.interval_seconds
+        self._store_renewing = threading.Event()
 
     # -- signals ----------------------------------------------------------------------------
 
@@ -179,12 +180,22 @@ class Daemon:
                 if renewal.sentence != "not leader":
                     log.info("ha.keeper", decision=renewal.sentence)
                 continue
-            if lease is not None:
-                try:
-                    with self.store.transaction() as conn:
-                        store_fence.renew(conn, lease.epoch, self.cfg.node.name, lease.remaining())
-                except Exception:  # the claim transaction refuses on its own when this fails
-                    log.warning("daemon.fence_renew_failed", exc_info=True)
+            if lease is not None and not self._store_renewing.is_set():
+                # In its own thread: a store that hangs (a lock held elsewhere) must not stop
+                # the keeper, whose next turn may have to resign.
+                self._store_renewing.set()
+                threading.Thread(
+                    target=self._renew_store_fence, args=(lease.epoch, lease.remaining()), daemon=True
+                ).start()
+
+    def _renew_store_fence(self, epoch: int, seconds: float) -> None:
+        try:
+            with self.store.transaction() as conn:
+                store_fence.renew(conn, epoch, self.cfg.node.name, seconds)
+        except Exception:  # the claim transaction refuses on its own when this fails
+            log.warning("daemon.fence_renew_failed", exc_info=True)
+        finally:
+            self._store_renewing.clear()
 
     # -- main loop --------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import structlog
@@ -24,6 +25,37 @@ from idsync.store import fence as store_fence
 from idsync.store.db import Store
 
 log = structlog.get_logger(__name__)
+
+
+class _Progressing:
+    """The leader's fence, reporting main-loop progress at each check: an export that keeps
+    checking (batch after batch, retry after retry) is a loop at work, not a hung one."""
+
+    def __init__(self, fence: Fence, progress: Callable[[], None]) -> None:
+        self._fence = fence
+        self._progress = progress
+
+    @property
+    def epoch(self) -> int:
+        return self._fence.epoch
+
+    @property
+    def node(self) -> str:
+        return self._fence.node
+
+    def remaining(self) -> float:
+        return self._fence.remaining()
+
+    def ensure(self) -> None:
+        self._progress()
+        self._fence.ensure()
+
+    def write_deadline(self) -> float:
+        self._progress()
+        return self._fence.write_deadline()
+
+    def confirm_now(self) -> None:
+        self._fence.confirm_now()
 
 
 @dataclass(frozen=True)
@@ -127,6 +159,8 @@ class Node:
         else:
             decision = await asyncio.to_thread(self._ha_cycle, report)
             fence = decision.lease  # type: ignore[assignment]
+            if fence is not None:
+                fence = _Progressing(fence, self._progress)  # an export that checks its fence moves on
             if fence is not None and self.pause_gate is not None:
                 fence = self.pause_gate.wrap(fence)  # a pause stops the running slice too
             try:
