@@ -149,9 +149,13 @@ def test_concurrent_switchovers_one_wins_the_other_gets_a_clear_error_and_old_re
         ctl.client.create(ctl.paths.switchover, encode(stale))
         wait_for(lambda: ctl.read().switchover is None, 20, "the stale request to be cleared")
         assert ctl.read().leader.node == target  # type: ignore[union-attr]
-        assert any(
-            "cleared a switchover request meant for a at epoch 1" in s
-            for s in cluster.nodes[target].sentences()
+        wait_for(
+            lambda: any(
+                "cleared a switchover request meant for a at epoch 1" in s
+                for s in cluster.nodes[target].sentences()
+            ),
+            10,
+            "the leader to say it cleared the request",
         )
     finally:
         ctl.stop()
@@ -335,6 +339,7 @@ def test_after_zookeeper_lost_its_data_exports_resume_above_the_old_epoch(
     assert cluster.wait_leader() == "a"
     cluster.start("b")
     check_invariants(cluster, ad, samba_ou)
+    wait_for(lambda: cluster.view().members.get("b") and cluster.view().members["b"].healthy, 30, "b healthy")
     assert main(["switchover", *cluster.ctl_args(), "--to", "b", "--wait", "20"]) == 0
     assert "at epoch 2" in capsys.readouterr().out
     add_users(ad, samba_ou, 2)
@@ -408,7 +413,11 @@ def test_a_duplicate_group_created_behind_idsyncs_back_is_resolved_oldest_kept(
     assert fencing_violations(cluster.emulator.writes()) == []
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{cluster.nodes['a'].admin_port}/metrics", timeout=10)
     assert 'idsync_duplicate_objects_removed_total{type="group"} 1.0' in metrics.read().decode()
-    assert any("duplicate groups: 1 anchors, removed 1" in s for s in cluster.nodes["a"].sentences())
+    wait_for(
+        lambda: any("duplicate groups: 1 anchors, removed 1" in s for s in cluster.nodes["a"].sentences()),
+        10,
+        "the leader's sentence about the duplicate",
+    )
 
 
 # -- the request tracker: no wall clocks --------------------------------------------------------

@@ -114,7 +114,7 @@ def check_access(coord: Coordinator, *, tighten: bool) -> None:
                 log.warning("ha.acl_tightened", path=path, credential=credential(auth))
             except (KazooException, KazooTimeoutError) as exc:
                 log.warning("ha.acl_tighten_failed", path=path, error=repr(exc))
-    if wanted is None:
+    if wanted is None and tighten:  # the daemon says so once; the CLI stays quiet
         log.warning("ha.acl_open", reason="no [ha.zookeeper] auth: the cluster's znodes are world-writable")
 
 
