@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 
 from idsync.ha.records import ClusterView
@@ -26,6 +29,7 @@ class LocalCluster:
         self.nodes: dict[str, Instance] = {}
         self.schemas: list[str] = []
         self._ctl: Coordinator | None = None
+        self.preflight: list[dict[str, Any]] | None = None  # the first node's `preflight --fix`
 
     def add(self, name: str) -> Instance:
         schema = f"t_{name}_{uuid.uuid4().hex[:8]}"
@@ -33,6 +37,8 @@ class LocalCluster:
         path, port = write_config(self.spec, name, self.workdir / name, schema)
         inst = Instance(name, path, port, self.workdir / name)
         self.nodes[name] = inst
+        if self.preflight is None and self.spec.register_extension:
+            self.preflight = run_preflight(path, fix=True)
         return inst
 
     def start(self, *names: str) -> None:
@@ -86,6 +92,26 @@ class LocalCluster:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{s}" CASCADE')
 
 
+def run_preflight(config: Path, *, fix: bool = False) -> list[dict[str, Any]]:
+    """`idsync preflight [--fix] --json` as an operator runs it; the checks, by name.
+
+    With `fix`, the group anchor extension must come out registered (the strict emulator starts
+    as a new tenant, without it).
+    """
+    cmd = [sys.executable, "-m", "idsync", "--config", str(config), "preflight", "--json", "--standalone"]
+    res = subprocess.run([*cmd, "--fix"] if fix else cmd, capture_output=True, timeout=120)
+    try:
+        checks: list[dict[str, Any]] = orjson.loads(res.stdout)
+    except orjson.JSONDecodeError:
+        raise RuntimeError(
+            f"preflight printed no report (exit {res.returncode}): {res.stderr[-2000:]!r}"
+        ) from None
+    ext = next((c for c in checks if c["name"] == "group-extension"), None)
+    if fix and (ext is None or ext["status"] != "OK"):
+        raise RuntimeError(f"preflight --fix did not register the group extension: {checks}")
+    return checks
+
+
 def wait_converged(check: Any, timeout: float, what: str = "the target to match AD") -> None:
     """Poll `check()` (a list of differences) until it is empty."""
     last: list[str] = []
@@ -102,12 +128,15 @@ def wait_converged(check: Any, timeout: float, what: str = "the target to match 
 
 
 @contextlib.contextmanager
-def running_cluster(workdir: Path, **spec: Any) -> Iterator[LocalCluster]:
+def running_cluster(
+    workdir: Path, *, emulator_args: tuple[str, ...] = (), **spec: Any
+) -> Iterator[LocalCluster]:
     """A Graph emulator process and a LocalCluster pointed at it; both stopped on exit.
 
-    `spec` holds the ClusterSpec fields except `graph_url`, which is the emulator's.
+    `spec` holds the ClusterSpec fields except `graph_url`, which is the emulator's;
+    `emulator_args` are more `idsync graph-emulator` options.
     """
-    em = EmulatorProcess(workdir / "emulator").start()
+    em = EmulatorProcess(workdir / "emulator", args=emulator_args).start()
     c = LocalCluster(workdir, ClusterSpec(graph_url=em.url, **spec), em)
     try:
         yield c

@@ -16,16 +16,25 @@ import orjson
 from tests.harness.ports import free_port
 
 DOMAIN = "test.idsync.lan"
+# The tenant's initial domain (`isInitial`), where unverified UPN suffixes fall back to.
+INITIAL_DOMAIN = "idsynctest.onmicrosoft.com"
 
 
 class EmulatorProcess:
-    """`idsync graph-emulator --anonymous` on a free loopback port, throttling off by default."""
+    """`idsync graph-emulator --anonymous` on a free loopback port, throttling off by default.
 
-    def __init__(self, workdir: Path, *, throttle: bool = False, domain: str = DOMAIN) -> None:
+    Strict, as a new tenant: no directory extension is registered (idsync registers its own with
+    `idsync preflight --fix`, see LocalCluster). `args` are more command-line options.
+    """
+
+    def __init__(
+        self, workdir: Path, *, throttle: bool = False, domain: str = DOMAIN, args: tuple[str, ...] = ()
+    ) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.domain = domain
         self.throttle = throttle
+        self.args = args
         self.log_path = workdir / "graph-emulator.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -37,9 +46,7 @@ class EmulatorProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         cmd = [
             sys.executable, "-m", "idsync", "graph-emulator", "--listen", f"127.0.0.1:{self.port}",
-            "--anonymous", "--domain", self.domain,
-            # pre-registered until idsync registers it itself (preflight --fix)
-            "--preregister-extension", "idsyncAnchor",
+            "--anonymous", "--domain", self.domain, "--domain", INITIAL_DOMAIN, *self.args,
         ]  # fmt: skip
         if not self.throttle:
             cmd.append("--no-throttle")

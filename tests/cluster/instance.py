@@ -18,7 +18,8 @@ from idsync.emulator.config import DEFAULT_CLIENT_ID
 from tests.harness.ldap import LdapEndpoint
 from tests.harness.ports import free_port
 
-# The directory extension the emulator registers for its default app, carrying group anchors.
+# The directory extension carrying group anchors, registered for the emulator's default app by
+# `idsync preflight --fix` (LocalCluster does that for the first node).
 GROUP_ANCHOR = f"extension_{DEFAULT_CLIENT_ID.replace('-', '')}_idsyncAnchor"
 
 
@@ -38,6 +39,7 @@ class ClusterSpec:
     deletion_threshold: int = 500
     deletion_window: float = 1800.0
     extra: dict[str, Any] = field(default_factory=dict)
+    register_extension: bool = True  # run `idsync preflight --fix` before the first node starts
 
 
 def _toml_value(v: Any) -> str:
@@ -83,7 +85,7 @@ def write_config(spec: ClusterSpec, node: str, workdir: Path, schema: str) -> tu
             "graph_endpoint": spec.graph_url,
             "anonymous": True,
             "request_timeout_seconds": spec.request_timeout,
-            # The emulator registers this directory extension for its default app.
+            # Registered by `idsync preflight --fix` (the strict emulator starts without it).
             "anchor_extension_attribute": GROUP_ANCHOR,
         },
         "sync": {

@@ -51,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
             preview.write(
                 preview.iter_items(store, op=args.op, errors_only=args.errors), args.format, sys.stdout
             )
+            if args.format == "table" and not args.op:
+                _notes(store)
     except StoreError as exc:
         print(f"idsync: {exc}", file=sys.stderr)
         return 1
@@ -59,3 +61,27 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "table" and decision.held:
         print(f"\ndeletion guard: {decision.sentence()}", file=sys.stderr)
     return 0
+
+
+# Quarantine phases of objects that never became an operation, or became one the rules adjusted.
+NOTE_PHASES = {
+    "import": "not imported",
+    "sync": "set aside by the rules",
+    "notice": "adjusted for the tenant",
+}
+
+
+def _notes(store: object) -> None:
+    """Objects the import or the rules set aside, and what the rules adjusted (a UPN fallback),
+    each with its reason: why an object has no operation, or not the one expected."""
+    from idsync.store import quarantine
+    from idsync.store.db import Store
+
+    assert isinstance(store, Store)
+    with store.connection() as conn:
+        rows = [q for q in quarantine.listing(conn) if q.phase in NOTE_PHASES]
+    if not rows:
+        return
+    print(f"\n{len(rows)} object(s) set aside or adjusted:")
+    for q in sorted(rows, key=lambda q: (list(NOTE_PHASES).index(q.phase), q.dn or q.key)):
+        print(f"  {NOTE_PHASES[q.phase]:<24} {q.object_type or '':<5} {q.dn or q.key}\n      {q.reason}")
