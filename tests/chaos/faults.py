@@ -172,6 +172,50 @@ def mass_delete(run: ChaosRun, rng: random.Random, hold: float) -> tuple[str, st
         run.changes.release()
 
 
+def freeze_mid_write(run: ChaosRun, rng: random.Random, hold: float) -> tuple[str, str]:
+    """ "Freeze between check and send", approximated: SIGSTOP the leader the moment its writes of
+    a burst reach the target, for longer than the session timeout, then SIGCONT. Whatever it had
+    checked but not sent must not land after the new leader wrote (the fencing invariant)."""
+    name = run.leader_or_any()
+    node = run.nodes[name]
+    since = int(run.emulator.get("/_emulator/requests?writes=1")["seq"])
+    run.changes.burst(30)
+    try:
+        wait_for(lambda: run.emulator.writes(since=since), 15, "the burst's first writes", step=0.02)
+    except AssertionError:
+        return name, "skipped: no write of the burst reached the target"
+    node.signal(signal.SIGSTOP)
+    frozen = max(hold, run.session_timeout * 1.5)
+    time.sleep(frozen)
+    node.signal(signal.SIGCONT)
+    return name, f"frozen {frozen:.1f}s during a write burst"
+
+
+def replication_lag(run: ChaosRun, rng: random.Random, hold: float) -> tuple[str, str]:
+    """The emulator's replication lag on (new objects invisible to $filter and delta for a while),
+    a burst and a switchover inside it: create-idempotence must still leave no duplicate."""
+    lo, hi = 0.5, round(rng.uniform(1.0, 3.0), 1)
+    run.emulator.post("/_emulator/config", {"replication_lag_min": lo, "replication_lag_max": hi})
+    try:
+        old = run.leader_or_any()
+        run.changes.burst(20)
+        others = [n for n in run.nodes if n != old and run.nodes[n].alive]
+        note = f"lag {lo}-{hi}s during a burst"
+        if others:
+            to = rng.choice(others)
+            r = subprocess.run(
+                [sys.executable, "-m", "idsync", "switchover", *run.ctl_args(), "--to", to, "--wait", "20"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            note += f" and a switchover {old}->{to} (exit {r.returncode})"
+        time.sleep(hold)
+    finally:
+        run.emulator.post("/_emulator/config", {"replication_lag_min": 0.0, "replication_lag_max": 0.0})
+    return old, note
+
+
 MENU: dict[str, tuple[Fault, int]] = {
     "kill_leader": (kill_leader, 3),
     "stop_leader": (stop_leader, 3),
@@ -183,4 +227,7 @@ MENU: dict[str, tuple[Fault, int]] = {
     "zookeeper_partition": (zookeeper_partition, 2),
     "switchover_mid_batch": (switchover_mid_batch, 2),
     "mass_delete": (mass_delete, 1),
+    "freeze_mid_write": (freeze_mid_write, 2),
+    "replication_lag": (replication_lag, 2),
+    # "ZooKeeper follower isolation" waits for a 3-node ensemble in tests/harness/zookeeper.py.
 }

@@ -38,6 +38,7 @@ class ChaosResult:
     failed_changes: dict[str, int]
     seconds: float
     unexpected_exits: list[str] = field(default_factory=list)
+    duplicates: int = 0  # objects twice in the target for one anchor, at the end (must be 0)
 
     def table(self) -> str:
         rows = [f"chaos run: seed {self.seed}, {len(self.outcomes)} faults, {self.seconds:.0f}s"]
@@ -52,6 +53,7 @@ class ChaosResult:
                 "changes refused (directory down): "
                 + ", ".join(f"{k} {v}" for k, v in sorted(self.failed_changes.items()))
             )
+        rows.append(f"duplicate objects: {self.duplicates}")
         rows.append(f"invariant violations: {len(self.violations)}")
         rows += [f"  - {v}" for v in self.violations]
         return "\n".join(rows)
@@ -89,6 +91,7 @@ class ChaosRun:
         self.expected_exits: set[tuple[str, int]] = set()
         self.proxies: dict[str, TcpProxy] = {}
         self.nodes: dict[str, Instance] = {}
+        self.duplicates = 0
 
     # -- helpers used by faults -------------------------------------------------------------
 
@@ -179,6 +182,7 @@ class ChaosRun:
             dict(self.changes.log.done),
             dict(self.changes.log.failed),
             time.monotonic() - t0,
+            duplicates=self.duplicates,
         )
 
     def _leader_name(self) -> str:
@@ -220,7 +224,9 @@ class ChaosRun:
         except AssertionError as exc:
             self.violations.append(str(exc))
         state: dict[str, Any] = self.emulator.state()
-        self.violations += duplicate_objects(state, GROUP_ANCHOR)
+        dups = duplicate_objects(state, GROUP_ANCHOR)
+        self.duplicates = len(dups)
+        self.violations += dups
         self.violations += fencing_violations(self.emulator.writes())
 
     def _check_processes(self) -> None:
