@@ -27,6 +27,7 @@ from tests.cluster.checks import duplicate_objects, fencing_violations, write_ep
 from tests.cluster.cluster import LocalCluster, running_cluster
 from tests.cluster.directory import AdDirectory
 from tests.cluster.instance import GROUP_ANCHOR, wait_for
+from tests.ha.test_election import make_node  # noqa: F401
 from tests.ha.test_processes import SESSION, ad, add_users, check_invariants, cluster  # noqa: F401
 from tests.harness.ldap import LdapEndpoint
 
@@ -454,3 +455,20 @@ def test_a_hand_over_promise_lapses_by_the_observers_clock_or_the_targets_sessio
     assert tracker.live_switchover(view(None)) is None  # the target had its time
     assert RequestTracker(60.0).live_switchover(view(None, ("a", "b"))) is None  # its session ended
     assert decode(SwitchoverRequest, encode(req)) == req
+
+
+# -- lock-delay after a leader znode deleted by hand ------------------------------------------------
+
+
+def test_deleting_the_leader_znode_by_hand_does_not_skip_the_lock_delay(make_node: Any) -> None:  # noqa: F811
+    from tests.ha.test_election import healthy
+
+    a, b = make_node("a", lock_delay=5.0), make_node("b", lock_delay=5.0)
+    assert a.run_cycle(healthy()).sentence.startswith("promoted: epoch 1, first leader")
+    assert b.run_cycle(healthy()).sentence == "staging: leader is a (epoch 1)"
+    b.coord.client.delete(b.coord.paths.leader)  # an operator "helping" a hand-over
+    d = b.run_cycle(healthy())
+    assert d.sentence.startswith("promoted: epoch 2, previous leader a was lost"), d.sentence
+    assert "5s lock-delay" in d.sentence
+    assert b.run_cycle(healthy()).sentence.startswith("leader at epoch 2: waiting")
+    assert a.run_cycle(healthy()).sentence.startswith("demoted: leadership lost")
