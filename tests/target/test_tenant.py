@@ -11,8 +11,10 @@ import pytest
 from idsync.emulator.app import EmulatorServer
 from idsync.emulator.config import DEFAULT_CLIENT_ID, ClientSpec, EmulatorConfig, service_principal_id
 from idsync.emulator.core import Emulator
-from idsync.store import quarantine
+from idsync.runtime.tenant_watch import TenantNotReady, TenantWatch
+from idsync.store import desired, quarantine
 from idsync.store.db import Store
+from idsync.sync.tenant import STORE_KEY, TenantDomains
 from idsync.target.client import GraphClient
 from idsync.target.errors import GraphRequestError
 from idsync.target.graph import GraphTarget
@@ -131,3 +133,39 @@ async def test_an_administrator_the_app_may_not_touch_is_quarantined_at_once_wit
     # The next export run does not send it again.
     again = await target.exporter(store, lease).export()
     assert again.results == []
+
+
+# --- the daemon's start-up checks (runtime.tenant_watch) ---------------------------------------
+
+
+async def test_the_daemon_refuses_to_start_without_the_permissions_it_needs(
+    strict: EmulatorServer, tls: tuple[Path, ssl.SSLContext, Path], store: Store
+) -> None:
+    secret = tls[2].parent / "other-secret"
+    secret.write_text("other-secret")
+    settings = make_settings(strict, tls, client_id=OTHER_APP, client_secret_file=secret)
+    async with GraphClient(settings) as client:
+        watch = TenantWatch(TenantReader(client), store, _anchor(strict))
+        with pytest.raises(TenantNotReady) as e:
+            await watch.startup()
+    text = str(e.value)
+    assert "to create, update and delete users it needs one of User.ReadWrite.All" in text
+    assert "It carries: User.Read.All, Directory.Read.All" in text
+
+
+async def test_a_missing_group_extension_holds_groups_only_until_it_is_registered(
+    strict: EmulatorServer, reader: TenantReader, store: Store
+) -> None:
+    watch = TenantWatch(reader, store, _anchor(strict))
+    assert await watch.startup() == []
+    assert watch.import_types == ("user",)
+    assert "is not registered for groups" in watch.blocked["group"]
+    assert "idsync preflight --fix" in watch.blocked["group"]
+    with store.connection() as conn:  # the domains are kept for the UPN rules
+        kept = TenantDomains.from_json(desired.get_meta(conn, STORE_KEY) or "{}")
+    assert kept.initial == "contoso.onmicrosoft.com"
+    await watch.refresh()
+    assert watch.import_types == ("user",)
+    await reader.register_extension(_anchor(strict))
+    await watch.refresh()  # the running daemon notices: groups resume
+    assert watch.blocked == {} and watch.import_types == ("user", "group")

@@ -109,7 +109,7 @@ async def run_checks(cfg: Any, *, fix: bool = False, standalone: bool = False) -
         )
         return checks
     scan_task = asyncio.create_task(asyncio.to_thread(_scan_source, cfg, rules))
-    client = GraphClient(cfg.target.graph, node=cfg.node.name)
+    client = GraphClient(cfg.target.graph, node=cfg.node.name, read_attempts=2)  # say it, do not wait
     try:
         graph_checks, tenant = await _graph_checks(cfg, TenantReader(client), rules, fix)
         checks.extend(graph_checks)

@@ -19,8 +19,8 @@ import orjson
 import structlog
 
 from idsync.sync.tenant import TenantDomains
-from idsync.target.client import GraphClient, GraphResponse
-from idsync.target.errors import GraphRequestError
+from idsync.target.client import TRANSPORT_ERRORS, GraphClient, GraphResponse
+from idsync.target.errors import GraphRequestError, GraphUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -158,6 +158,14 @@ class TenantReader:
             return None
         return await tokens.get_authorization_token(self.client.base_url + "/")
 
+    async def _post(self, what: str, path: str, body: bytes) -> GraphResponse:
+        """One POST; a dropped connection is GraphUnavailable (the caller says so, nothing retries
+        a registration whose outcome is unknown: the next --fix looks first)."""
+        try:
+            return await self.client.send("POST", path, body=body)
+        except TRANSPORT_ERRORS as e:
+            raise GraphUnavailable(what, f"{type(e).__name__}: {e}") from e
+
     async def _get_all(self, path: str, what: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         link: str | None = path
@@ -180,7 +188,7 @@ class TenantReader:
         through multitenant apps" (api/directoryobject-getavailableextensionproperties.md), so the
         answer does not depend on which app owns it."""
         what = "list registered extension properties"
-        resp = await self.client.send("POST", "/directoryObjects/getAvailableExtensionProperties", body=b"{}")
+        resp = await self._post(what, "/directoryObjects/getAvailableExtensionProperties", b"{}")
         body = _ok(resp, what)
         for item in body.get("value", []):
             if isinstance(item, dict) and str(item.get("name", "")).lower() == name.lower():
@@ -219,7 +227,7 @@ class TenantReader:
             )
         path = f"/applications(appId='{quote(parsed.app_id)}')/extensionProperties"
         body = orjson.dumps({"name": parsed.name, "dataType": "String", "targetObjects": [target]})
-        resp = await self.client.send("POST", path, body=body)
+        resp = await self._post(f"register extension {name}", path, body)
         if resp.status in (200, 201):
             created = str((resp.json() or {}).get("name") or name)
             log.info("tenant.extension_registered", name=created, app=parsed.app_id)
