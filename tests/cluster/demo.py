@@ -102,7 +102,20 @@ def start() -> int:
     _drop_schemas(spec.pg_dsn)  # the stack's Samba is new: so must be what idsync knows of it
     for name in ("idsync-a", "idsync-b"):
         path, port = write_config(spec, name, DEMO / name, _schema(name))
-        nodes[name] = Instance(name, path, port, DEMO / name).start()
+        nodes[name] = Instance(name, path, port, DEMO / name)
+
+    # The emulator starts as a new tenant would: strict, without idsync's group anchor extension.
+    say("idsync preflight: is this node ready for its tenant?")
+    preflight = [sys.executable, "-m", "idsync", "--config", str(nodes["idsync-a"].config), "preflight"]
+    rc = subprocess.run(preflight, check=False).returncode
+    print(f"(exit {rc}: 0 all OK, 1 warnings, 2 something to fix)")
+    say("idsync preflight --fix: register the group anchor extension in the tenant")
+    if subprocess.run([*preflight, "--fix"], check=False).returncode == 2:
+        print("preflight --fix left a failure: see above")
+        return 1
+
+    for name, inst in nodes.items():
+        inst.start()
         time.sleep(1.0 if name == "idsync-a" else 0)  # let a be the first leader, for a tidy story
     STATE.write_bytes(
         orjson.dumps(
