@@ -472,3 +472,65 @@ def test_deleting_the_leader_znode_by_hand_does_not_skip_the_lock_delay(make_nod
     assert "5s lock-delay" in d.sentence
     assert b.run_cycle(healthy()).sentence.startswith("leader at epoch 2: waiting")
     assert a.run_cycle(healthy()).sentence.startswith("demoted: leadership lost")
+
+
+# -- units: the store's epoch, the pause gate, the identity lock ----------------------------------
+
+
+def test_a_store_that_saw_a_higher_epoch_refuses_claims_at_a_lower_one(pg_dsn: str, pg_schema: str) -> None:
+    from idsync.fencing import Fenced
+    from idsync.store import fence, migrate
+    from idsync.store.db import Store
+
+    with Store(pg_dsn, pg_schema) as st:
+        migrate.migrate(st)
+        with st.transaction() as conn:
+            fence.renew(conn, 3, "a", 600)
+            fence.check(conn, 3)
+            fence.observe_epoch(conn, 5)  # another node leads at 5 (seen in ZooKeeper)
+            assert fence.highest_epoch(conn) == 5
+            with pytest.raises(Fenced, match="the store records epoch 5"):
+                fence.check(conn, 3)
+            fence.renew(conn, 4, "a", 600)  # a promotion below what the store saw changes nothing
+            with pytest.raises(Fenced, match="the store records epoch 5"):
+                fence.check(conn, 4)
+            fence.observe_epoch(conn, 2)  # never lowers
+            assert fence.highest_epoch(conn) == 5
+            fence.renew(conn, 6, "a", 600)
+            fence.check(conn, 6)
+
+
+def test_the_pause_gate_stops_a_running_export_slice_between_requests() -> None:
+    from idsync.fencing import Fenced, Unfenced
+    from idsync.ha.requests import PauseGate
+
+    gate = PauseGate()
+    fence = gate.wrap(Unfenced("a", 4))
+    fence.ensure()
+    assert fence.write_deadline() == float("inf")
+    gate._changed(encode(requests.PauseRecord(by="ops@h")), object())  # the watch fires
+    for check in (fence.ensure, fence.write_deadline, fence.confirm_now):
+        with pytest.raises(Fenced, match="paused by ops@h"):
+            check()
+    gate._changed(None, None)  # resumed: the znode is gone
+    fence.ensure()
+
+
+def test_the_schema_lock_names_its_holder_and_goes_with_its_connection(pg_dsn: str, pg_schema: str) -> None:
+    from idsync.store.identity import IdentityLock, SchemaInUse
+
+    first = IdentityLock(pg_dsn, pg_schema, "a").acquire()
+    with pytest.raises(SchemaInUse) as err:
+        IdentityLock(pg_dsn, pg_schema, "a").acquire()
+    assert f"store schema '{pg_schema}' is in use by another idsync process (idsync node=a host=" in str(
+        err.value
+    )
+    IdentityLock(pg_dsn, "another_schema", "a").acquire().release()  # other schemas are free
+    assert first.conn is not None
+    first.conn.close()  # the connection dies (PostgreSQL restart, network): the lock with it
+    second = IdentityLock(pg_dsn, pg_schema, "b").acquire()
+    with pytest.raises(SchemaInUse, match="idsync node=b"):
+        first.check()  # re-taking it finds the new holder
+    second.release()
+    first.check()  # free again: taken back
+    first.release()
