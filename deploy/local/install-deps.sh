@@ -7,8 +7,9 @@ set -euo pipefail
 # - samba-dsdb-modules, samba-ad-provision, samba-vfs-modules: only Recommends of `samba`, but an
 #   AD DC needs them (provisioning loads vfs/xattr_tdb.so from samba-vfs-modules).
 # - python3-venv: `make venv`; iproute2: `ss` names the holder of Samba's port 389 in errors.
-# - prometheus-alertmanager: only for amtool (checks deploy/alertmanager); systemd: only for
-#   systemd-analyze (verifies systemd/*.service); neither runs as a service here.
+# - prometheus, prometheus-alertmanager: the demo and tests/ops/test_alerts_live.py run their own
+#   instances on loopback (tests/cluster/monitoring.py), never the system services; amtool checks
+#   deploy/alertmanager. systemd: only for systemd-analyze (verifies systemd/*.service).
 #   python3-yaml: tests/ops reads compose.yaml with it when the venv has no PyYAML;
 #   python3-seccomp: tests/ops runs the daemon under the units' syscall filter.
 # - chromium: the web console's browser test (Playwright drives this system browser; it never
