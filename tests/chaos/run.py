@@ -20,7 +20,7 @@ from tests.cluster.checks import (
     group_differences,
     user_differences,
 )
-from tests.cluster.cluster import LocalCluster, wait_converged
+from tests.cluster.cluster import LocalCluster, run_preflight, wait_converged
 from tests.cluster.directory import AdDirectory
 from tests.cluster.emulator import EmulatorProcess
 from tests.cluster.instance import GROUP_ANCHOR, ClusterSpec, Instance, wait_for, write_config
@@ -143,6 +143,8 @@ class ChaosRun:
             self.cluster.schemas.append(schema)
             path, port = write_config(node_spec, name, self.workdir / name, schema)
             self.nodes[name] = self.cluster.nodes[name] = Instance(name, path, port, self.workdir / name)
+        # The emulator starts as a new tenant: register the group anchor extension as an operator would.
+        run_preflight(self.nodes["a"].config, fix=True)
         self.changes = ChangeGenerator(self.samba_ep, self.ous, self.seed)
         self.changes.seed(users=30, groups=3)
 
