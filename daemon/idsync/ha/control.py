@@ -83,7 +83,7 @@ def failover(
     _candidate(view, to, need_healthy=False)
     old = view.leader.node if view.leader else ""
     started = time.monotonic()
-    coord.request_failover(FailoverRequest(to=to, by=by, at=time.time()))
+    coord.request_failover(FailoverRequest(to=to, by=by, at=time.time(), epoch=view.epoch.epoch))
     return _await_new_leader(coord, old, view.epoch.epoch, to, started, wait, sleep)
 
 

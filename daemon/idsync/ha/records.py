@@ -109,6 +109,7 @@ class FailoverRequest:
     to: str
     by: str = ""
     at: float = 0.0
+    epoch: int = 0  # the cluster's epoch when asked; a leader of a later epoch ignores it (0: any)
 
 
 @dataclass(frozen=True)

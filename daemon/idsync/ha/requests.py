@@ -74,6 +74,8 @@ class RequestTracker:
         fo = view.failover
         if fo is None or fo.to == leader.node or fo.to not in view.members:
             return None
+        if fo.epoch and fo.epoch != leader.epoch:
+            return None  # asked of an earlier leader (the fallback elected us instead): `tidy()` clears it
         return fo
 
     # -- follower side ----------------------------------------------------------------------
@@ -226,6 +228,19 @@ def tidy(coord: Coordinator, view: ClusterView, leader: LeaderRecord | None, *, 
                 client.delete_async(paths.switchover, version=stat.version).get(timeout=timeout)
                 log.info("ha.request_cleared", to=cur.to, by=cur.by, for_leader=cur.leader, epoch=cur.epoch)
                 done.append(f"cleared a switchover request {why}")
+        except (NoNodeError, BadVersionError):
+            pass
+        except (KazooException, KazooTimeoutError) as exc:
+            log.warning("ha.request_clear_failed", error=repr(exc))
+    fo = view.failover
+    if fo is not None and fo.epoch and fo.epoch != leader.epoch and fo.to != leader.node:
+        try:
+            raw, stat = client.get_async(paths.failover).get(timeout=timeout)
+            cur_fo = decode(FailoverRequest, raw)
+            if cur_fo is not None and cur_fo.epoch and cur_fo.epoch != leader.epoch:
+                client.delete_async(paths.failover, version=stat.version).get(timeout=timeout)
+                log.info("ha.request_cleared", to=cur_fo.to, by=cur_fo.by, epoch=cur_fo.epoch)
+                done.append(f"cleared a failover request to {cur_fo.to} made at epoch {cur_fo.epoch}")
         except (NoNodeError, BadVersionError):
             pass
         except (KazooException, KazooTimeoutError) as exc:
