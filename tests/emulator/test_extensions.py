@@ -179,3 +179,20 @@ def _user_body(nick: str, **extra: object) -> dict[str, object]:
         "passwordProfile": {"password": "Xy7!long-enough", "forceChangePasswordNextSignIn": False},
         **extra,
     }
+
+
+async def test_unregistered_extensions_in_queries_can_be_ignored_instead(graph: Graph) -> None:
+    # Microsoft documents neither answer: both are configurable, the error is the default
+    ext = f"extension_{NODASH}_nothere"
+    u = await graph.create_user("eve")
+    graph.em.configure(unregistered_extension_query="ignore")
+    r = await graph.call("GET", f"/users/{u['id']}?$select=id,displayName,{ext}")
+    assert r.status == 200 and ext not in r.body and r.body["displayName"] == "Eve"
+    r = await graph.call("GET", f"/users?$filter={ext} eq 'x'")
+    assert r.status == 200 and r.body["value"] == []
+    r = await graph.call("GET", f"/users?$filter={ext} eq 'x' or displayName eq 'Eve'&$select=id")
+    assert [x["id"] for x in r.body["value"]] == [u["id"]]
+    # bodies stay strict: a write of an unregistered extension is always refused
+    assert (await graph.call("PATCH", f"/users/{u['id']}", {ext: "x"})).status == 400
+    graph.em.configure(unregistered_extension_query="error")
+    assert (await graph.call("GET", f"/users/{u['id']}?$select={ext}")).status == 400

@@ -51,6 +51,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--replication-seed", type=int, metavar="N", help="seed of the lag's RNG (default 0)")
     parser.add_argument(
+        "--unregistered-extension-query",
+        choices=("error", "ignore"),
+        help="an unregistered extension in $select/$filter: 400 (default) or left out / matching nothing",
+    )
+    parser.add_argument(
         "--batch-order",
         choices=("request", "random"),
         help="order of $batch items without dependsOn (default: random with --replication-lag)",
@@ -132,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
             return 2
     if args.replication_seed is not None:
         cfg.replication_seed = args.replication_seed
+    if args.unregistered_extension_query:
+        cfg.unregistered_extension_query = args.unregistered_extension_query
     if args.batch_order:
         cfg.batch_random_order = args.batch_order == "random"
     for name in (

@@ -78,6 +78,9 @@ class EmulatorConfig:
     replication_lag_min: float = 0.0
     replication_lag_max: float = 0.0
     replication_seed: int = 0
+    # an unregistered extension in $select/$filter: "error" (400) or "ignore" (left out / matches
+    # nothing); Microsoft documents neither
+    unregistered_extension_query: str = "error"
     request_log_size: int = 200_000
 
     @property

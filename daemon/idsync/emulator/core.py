@@ -222,10 +222,13 @@ class Emulator:
             "replication_lag_max",
             "replication_seed",
             "batch_random_order",
+            "unregistered_extension_query",
         }
         bad = set(settings) - allowed
         if bad:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(bad))}")
+        if settings.get("unregistered_extension_query", "error") not in ("error", "ignore"):
+            raise ValueError("unregistered_extension_query is 'error' or 'ignore'")
         for k, v in settings.items():
             setattr(self.cfg, k, v)
         self._apply_lag()
@@ -310,5 +313,7 @@ class Emulator:
             "users": [view(o) for o in live if o.kind == "user"],
             "groups": [view(o) for o in live if o.kind == "group"],
             "deletedItems": [view(o) for o in st.objects.values() if o.deleted_at is not None],
+            "extensionProperties": [e.to_graph() for e in st.extensions.values()],
+            "directoryRoles": {k: v for k, v in self.role_holders().items() if v},
             "counts": dict(st.live_count),
         }

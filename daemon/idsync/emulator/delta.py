@@ -51,7 +51,13 @@ def _start(em: Emulator, call: Call, kind: str) -> dict[str, Any]:
         if opt in q:
             raise GraphError(400, "Request_UnsupportedQuery", "Unsupported Query.")
     select = parse_select(q)
-    check_select(kind, select, em.store.extensions, USER_RELATIONS if kind == "user" else GROUP_RELATIONS)
+    select = check_select(
+        kind,
+        select,
+        em.store.extensions,
+        USER_RELATIONS if kind == "user" else GROUP_RELATIONS,
+        em.cfg.unregistered_extension_query == "ignore",
+    )
     ids: list[str] | None = None
     if "$filter" in q:
         joiner, clauses = parse_filter(q["$filter"])

@@ -155,7 +155,9 @@ def get_group(em: Emulator, call: Call, ident: str) -> Reply:
     """GET /groups/{id}."""
     g = find_group(em, ident)
     select = parse_select(call.query)
-    check_select("group", select, em.store.extensions, GROUP_RELATIONS)
+    select = check_select(
+        "group", select, em.store.extensions, GROUP_RELATIONS, em.cfg.unregistered_extension_query == "ignore"
+    )
     view = em.store.visible(g)
     return Reply(200, {"@odata.context": f"{call.base_url}/$metadata#groups/$entity", **render(view, select)})
 

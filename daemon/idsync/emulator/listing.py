@@ -106,7 +106,8 @@ def list_objects(em: Emulator, call: Call, kind: str, relations: frozenset[str] 
                 f"The query option {opt} is not supported by the idsync Graph emulator for this resource.",
             )
     select = parse_select(q)
-    check_select(kind, select, em.store.extensions, relations)
+    ignore = em.cfg.unregistered_extension_query == "ignore"
+    select = check_select(kind, select, em.store.extensions, relations, ignore)
     top = parse_top(q, 100, 999)
     objs: Iterable[DirObject]
     filt = q.get("$filter")
@@ -114,11 +115,17 @@ def list_objects(em: Emulator, call: Call, kind: str, relations: frozenset[str] 
     if filt:
         joiner, clauses = parse_filter(filt)
         allowed = FILTERABLE[kind] | extension_names(em.store.extensions, kind)
+        unknown = [c for c in clauses if c.prop.startswith("extension_") and c.prop not in allowed]
+        if unknown and not ignore:
+            # Microsoft documents no message for an unregistered extension in $filter; this
+            # is the directory's message for a property it does not know
+            raise unknown_extension(unknown[0].prop)
+        if unknown:
+            # `ignore`: an unregistered extension has no value, so its clause matches nothing
+            clauses = [c for c in clauses if c not in unknown]
+            if joiner == "and" or not clauses:
+                clauses = [Clause("id", ())]
         for c in clauses:
-            if c.prop.startswith("extension_") and c.prop not in allowed:
-                # Microsoft documents no message for an unregistered extension in $filter; this
-                # is the directory's message for a property it does not know
-                raise unknown_extension(c.prop)
             if c.prop not in allowed or (c.op == "startswith" and c.prop not in STARTSWITH):
                 raise GraphError(
                     400,

@@ -39,16 +39,30 @@ def extension_names(exts: Extensions, kind: str) -> set[str]:
     return {name for name, e in exts.items() if target in e.target_objects}
 
 
-def check_select(kind: str, select: list[str] | None, exts: Extensions, relations: frozenset[str]) -> None:
-    """400 for a $select naming a property the type does not have, or an extension nobody
-    registered for this type. Microsoft documents no message for an unregistered extension in
-    $select; the emulator answers as for any unknown property (OData's select parser error)."""
+def check_select(
+    kind: str,
+    select: list[str] | None,
+    exts: Extensions,
+    relations: frozenset[str],
+    ignore_unregistered: bool = False,
+) -> list[str] | None:
+    """The $select to render, or 400 for a property the type does not have.
+
+    Microsoft documents neither an error nor silence for an extension nobody registered (for
+    this type): by default the emulator answers as for any unknown property (OData's select
+    parser error); with `ignore_unregistered` (`--unregistered-extension-query ignore`) it leaves
+    the name out of the answer instead.
+    """
     if select is None:
-        return
+        return None
     registered = extension_names(exts, kind)
     known = writable(kind).keys() | readonly(kind).keys()
+    out: list[str] = []
     for name in select:
         if name in known or name in registered or name in relations:
+            out.append(name)
+            continue
+        if ignore_unregistered and _EXT.match(name):
             continue
         raise GraphError(
             400,
@@ -56,6 +70,7 @@ def check_select(kind: str, select: list[str] | None, exts: Extensions, relation
             f"Parsing OData Select and Expand failed: Could not find a property named '{name}' on type "
             f"'{TYPE_NAME[kind]}'.",
         )
+    return out
 
 
 def render(obj: DirObject, select: list[str] | None) -> dict[str, Any]:

@@ -163,7 +163,9 @@ def get_user(em: Emulator, call: Call, ident: str) -> Reply:
     """GET /users/{id | userPrincipalName}."""
     obj = find_user(em, ident)
     select = parse_select(call.query)
-    check_select("user", select, em.store.extensions, USER_RELATIONS)
+    select = check_select(
+        "user", select, em.store.extensions, USER_RELATIONS, em.cfg.unregistered_extension_query == "ignore"
+    )
     view = em.store.visible(obj)
     return Reply(200, {"@odata.context": f"{call.base_url}/$metadata#users/$entity", **render(view, select)})
 
