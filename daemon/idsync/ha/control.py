@@ -32,15 +32,22 @@ def _candidate(view: ClusterView, node: str, *, need_healthy: bool) -> MemberRec
     if member is None:
         known = ", ".join(sorted(view.members)) or "none"
         raise ControlError(f"unknown node {node!r}: it is not a running member (members: {known})")
-    if need_healthy and not healthy(member, time.time()):
+    if need_healthy and not healthy_in(view, node, time.time()):
         why = "no cycle completed recently (hung?)" if member.healthy else member.reason or "no reason given"
         raise ControlError(f"node {node!r} is not healthy: {why}")
     return member
 
 
 def healthy(member: MemberRecord, now: float) -> bool:
-    """Healthy as the member says, and still cycling (a hung process keeps its znodes)."""
+    """Healthy as the member says, and still cycling by its own clock (prefer `healthy_in`)."""
     return member.healthy and not member.stale(now)
+
+
+def healthy_in(view: ClusterView, node: str, now: float) -> bool:
+    """Healthy as the member says, and still cycling (a hung process keeps its znodes), judged on
+    ZooKeeper's modification times of the member records rather than on another host's clock."""
+    member = view.members.get(node)
+    return member is not None and member.healthy and not view.member_stale(node, now)
 
 
 def switchover(
@@ -55,7 +62,7 @@ def switchover(
         if to == old:
             raise ControlError(f"{to} is already the leader")
         _candidate(view, to, need_healthy=True)
-    elif not any(healthy(m, time.time()) for n, m in view.members.items() if n != old):
+    elif not any(healthy_in(view, n, time.time()) for n in view.members if n != old):
         raise ControlError("switchover is not possible: no healthy staging node to take over")
     started = time.monotonic()
     req = SwitchoverRequest(to=to or "", by=by, at=time.time(), leader=old, epoch=view.leader.epoch)
@@ -73,7 +80,7 @@ def failover(
     view = coord.read()
     if view.leader is not None:
         leader = view.members.get(view.leader.node)
-        if leader is not None and healthy(leader, time.time()):
+        if leader is not None and healthy_in(view, view.leader.node, time.time()):
             raise ControlError(
                 f"leader {view.leader.node} is healthy: "
                 f"use `idsync switchover --to {to}` for a planned hand-over"
@@ -199,7 +206,7 @@ def render_status(view: ClusterView, cluster: str, now: float | None = None) -> 
         role = "leader" if view.leader and view.leader.node == name else m.role
         age = f"{now - m.last_cycle_ok:.0f}s ago" if m.last_cycle_ok else "never"
         pending = sum(m.pending.values())
-        health = "ok" if healthy(m, now) else "UNHEALTHY"
+        health = "ok" if healthy_in(view, name, now) else "UNHEALTHY"
         row = f"{name:<16} {role:<8} {health:<8} {age:>10} {pending:>8}  {m.reason}"
         lines.append(row.rstrip())
     if not view.members:

@@ -274,7 +274,9 @@ class HaLoop(Generic[C]):
         if self._unhealthy_cycles >= UNHEALTHY_CYCLES_BEFORE_HANDOVER:
             now = self._wall()
             standby = [
-                n for n, m in view.members.items() if n != self.node and m.healthy and not m.stale(now)
+                n
+                for n, m in view.members.items()
+                if n != self.node and m.healthy and not view.member_stale(n, now)
             ]
             if standby:
                 self._unhealthy_cycles = 0

@@ -136,6 +136,22 @@ class ClusterView:
     failover: FailoverRequest | None
     pause: PauseRecord | None
     release: ReleaseRecord | None
+    # When ZooKeeper last saw each member record written (its own clock, seconds); empty when
+    # unknown (the in-memory fake), and then the members' own wall-clock stamps are used.
+    member_mtime: dict[str, float] = field(default_factory=dict)
+
+    def member_stale(self, name: str, now: float) -> bool:
+        """True when member `name` has not written its record for much longer than its interval
+        (a hung process keeps its session and znodes). Judged on ZooKeeper's modification times,
+        against the freshest member record, so no two hosts' wall clocks are compared."""
+        member = self.members.get(name)
+        if member is None:
+            return True
+        t = self.member_mtime.get(name)
+        if t is None or not self.member_mtime:
+            return member.stale(now)
+        newest = max(self.member_mtime.values())
+        return bool(member.interval) and newest - t > 3 * member.interval + 5
 
     def as_dict(self) -> dict[str, Any]:
         return {

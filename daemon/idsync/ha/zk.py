@@ -253,11 +253,14 @@ class Coordinator:
         except (KazooException, KazooTimeoutError) as exc:
             raise CoordinationError(f"ZooKeeper read of {self.paths.members} failed: {exc!r}") from exc
         members: dict[str, MemberRecord] = {}
+        mtimes: dict[str, float] = {}  # ZooKeeper's own clock: staleness without host clocks
         for name in names:
-            raw, _ = self._get(self.paths.member(name))
+            raw, member_stat = self._get(self.paths.member(name))
             rec = decode(MemberRecord, raw)
             if rec:
                 members[name] = rec
+                if member_stat is not None:
+                    mtimes[name] = member_stat.mtime / 1000.0
         return ClusterView(
             leader=decode(LeaderRecord, leader_raw),
             epoch=decode(EpochRecord, epoch_raw) or EpochRecord(),
@@ -267,6 +270,7 @@ class Coordinator:
             failover=decode(FailoverRequest, self._get(self.paths.failover)[0]),
             pause=decode(PauseRecord, self._get(self.paths.pause)[0]),
             release=decode(ReleaseRecord, self._get(self.paths.release)[0]),
+            member_mtime=mtimes,
         )
 
     # -- membership -------------------------------------------------------------------------
