@@ -157,3 +157,19 @@ def test_a_user_import_under_way_delays_user_diffs_only(store: Store) -> None:
     _position(store, "user", complete=True)
     w.sync()
     assert ("create", "user") in {(o.kind, o.object_type) for o in w.ops()}
+
+
+def test_groups_the_daemon_holds_back_wait_with_the_reason_users_go_on(store: Store) -> None:
+    w = make_world(store, {}, check_target_rounds=True)
+    _position(store, "user", complete=True)
+    _position(store, "group", complete=True)
+    why = "the group anchor extension x is not registered (run `idsync preflight --fix`)"
+    w.engine.blocked = {"group": why}
+    w.source(ad_user(1), ad_group(1, [guid(1)]))
+    res = w.sync()
+    assert res.deferred_types == f"group diffs deferred: {why}"
+    assert {(o.kind, o.object_type) for o in w.ops()} == {("create", "user")}
+    w.engine.blocked = {}  # registered: the owed diff covers the group and its member
+    w.export_all()
+    w.sync()
+    assert {(o.kind, o.member_anchor) for o in w.ops()} == {("create", ""), ("member_add", guid(1))}
