@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import psycopg
 from ldap3.core.exceptions import LDAPNoSuchObjectResult
 
 from idsync.cli import main as idsync
+from tests.cluster import monitoring
 from tests.cluster.emulator import DOMAIN, EmulatorProcess
 from tests.cluster.instance import ClusterSpec, Instance, wait_for, write_config
 from tests.harness.__main__ import cmd_down, cmd_up
@@ -117,6 +119,8 @@ def start() -> int:
     for name, inst in nodes.items():
         inst.start()
         time.sleep(1.0 if name == "idsync-a" else 0)  # let a be the first leader, for a tidy story
+    say("starting Prometheus and Alertmanager (deploy/prometheus, deploy/alertmanager) on loopback")
+    mon = monitoring.start_for_demo(DEMO / "monitoring", {n: i.admin_port for n, i in nodes.items()}, "demo")
     STATE.write_bytes(
         orjson.dumps(
             {
@@ -126,6 +130,7 @@ def start() -> int:
                     for n, i in nodes.items()
                 },
                 "zookeeper": spec.zk_hosts,
+                "monitoring": mon.pids if mon else {},
             },
             option=orjson.OPT_INDENT_2,
         )
@@ -175,7 +180,14 @@ def start() -> int:
             f"log {i.log_path}"
         )
     print(f"  Graph emulator: {em.url}/_emulator/state")
+    console = f"http://127.0.0.1:{nodes[other].admin_port}/"
+    with urllib.request.urlopen(console, timeout=10) as resp:  # the console shows the cluster
+        shown = resp.status == 200 and b"cluster demo" in resp.read()
+    print(f"  web console: {console} (any node's admin URL){'' if shown else ' -- NOT ANSWERING'}")
+    if mon is not None:
+        print(f"  Prometheus: {mon.prometheus_url}/alerts   Alertmanager: {mon.alertmanager_url}")
     print(f"  try: .venv/bin/idsync status {' '.join(ctl)}")
+    print(f"       .venv/bin/idsync history {' '.join(ctl)}")
     print(f"       .venv/bin/idsync --config {nodes[other].config} pending --summary")
     print(f"       .venv/bin/idsync switchover {' '.join(ctl)} --to {leader}")
     print("  stop everything: make demo-stop")
@@ -234,6 +246,7 @@ def stop() -> int:
         for n in state["nodes"].values():
             _kill(n["pid"], signal.SIGKILL)
         _kill(state["emulator"]["pid"])
+        monitoring.stop_pids(state.get("monitoring", {}))
         STATE.unlink()
         stack = Stack.load(SHARED_DIR)
         if stack is not None:

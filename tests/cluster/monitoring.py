@@ -237,3 +237,17 @@ def stop_pids(pids: Mapping[str, int]) -> None:
     for pid in pids.values():
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
+
+
+def start_for_demo(workdir: Path, targets: Mapping[str, int], cluster: str) -> Monitoring | None:
+    """The demo's Prometheus and Alertmanager: deploy/'s rules and 15 s scrapes, as in production.
+
+    Starts from an empty data directory each time (the demo's cluster is new each time). Returns
+    None, after saying why, when they cannot run: the demo goes on without them.
+    """
+    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        return start_monitoring(workdir, targets, cluster)
+    except MonitoringError as exc:
+        print(f"Prometheus/Alertmanager not started: {exc}")
+        return None
