@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -9,7 +14,13 @@ import pytest
 
 from idsync.cli import main
 from idsync.commands.preflight import Check, render
+from idsync.emulator.config import DEFAULT_TENANT
+from tests.cluster.instance import wait_for
+from tests.harness.ports import free_port
 from tests.sync.conftest import node_config
+from tests.target.tls import make_tls
+
+READ_ONLY = "00000000-0000-4000-8000-0000000000b3"
 
 
 def test_the_report_has_one_line_per_check_and_the_fix_below() -> None:
@@ -50,3 +61,53 @@ def test_standalone_skips_zookeeper_and_an_unreadable_config_is_exit_2(
     out = capsys.readouterr().out
     assert "OK    zookeeper        not used (--standalone)" in out
     assert main(["--config", str(tmp_path / "missing.toml"), "preflight"]) == 2
+
+
+def test_idsync_run_refuses_to_start_without_the_permissions_it_needs(tmp_path: Path, pg_dsn: str) -> None:
+    """A real `idsync run` against the emulator over TLS, as an app an admin gave read rights only."""
+    ca, _ = make_tls(tmp_path)
+    (tmp_path / "secret").write_text("read-only-secret")
+    port = free_port()
+    emulator = subprocess.Popen(
+        [
+            sys.executable, "-m", "idsync", "graph-emulator", "--listen", f"127.0.0.1:{port}",
+            "--tls-cert", str(tmp_path / "server.pem"), "--tls-key", str(tmp_path / "server.key"),
+            "--extra-client", f"{READ_ONLY}:{tmp_path / 'secret'}:User.Read.All,Directory.Read.All",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        url = f"https://127.0.0.1:{port}"
+        cfg = node_config(tmp_path / "idsync.toml", pg_dsn)
+        text = cfg.read_text().replace(
+            'graph_endpoint = "http://127.0.0.1:1"\nanonymous = true',
+            f'graph_endpoint = "{url}"\nauthority_host = "{url}"\ntenant_id = "{DEFAULT_TENANT}"\n'
+            f'client_id = "{READ_ONLY}"\nclient_secret_file = "{tmp_path / "secret"}"\nca_file = "{ca}"',
+        )
+        cfg.write_text(text)
+        _wait_port(port)
+        res = subprocess.run(
+            [sys.executable, "-m", "idsync", "--config", str(cfg), "run", "--standalone", "--once"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.killpg(emulator.pid, signal.SIGTERM)
+        emulator.wait(timeout=10)
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert "lacks application permissions idsync cannot work without" in res.stderr
+    assert "to create, update and delete users it needs one of User.ReadWrite.All" in res.stderr
+
+
+def _wait_port(port: int) -> None:
+    def up() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+    wait_for(up, 20, "the emulator to listen")
