@@ -75,7 +75,12 @@ async def test_registration_has_graphs_shape_and_both_addressings(graph: Graph) 
         f"/applications/{app_oid}/extensionProperties",
         {"name": "costCentre", "dataType": "String", "targetObjects": ["User"]},
     )
-    assert r.status == 400
+    assert r.status == 400 and r.body["error"]["details"][0] == {
+        "code": "ObjectConflict",
+        "message": "",
+        "target": "name",
+    }
+    assert "already exists" in r.body["error"]["message"]
 
 
 async def test_data_type_and_target_objects_are_enforced(graph: Graph) -> None:

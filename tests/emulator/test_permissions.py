@@ -231,3 +231,26 @@ async def test_sdk_sees_403_as_odata_error(reader_client: GraphServiceClient) ->
     assert e.value.response_status_code == 403
     assert e.value.error is not None and e.value.error.code == "Authorization_RequestDenied"
     assert e.value.error.message == "Insufficient privileges to complete the operation."
+
+
+async def test_an_app_finds_its_service_principal_roles_and_the_tenants_domains(graph: Graph) -> None:
+    sp = service_principal_id(DEFAULT_CLIENT_ID)
+    by_app = f"/servicePrincipals(appId='{DEFAULT_CLIENT_ID}')"
+    assert (await graph.call("GET", f"{by_app}/memberOf")).body["value"] == []
+    graph.em.grant_role("User Administrator", sp)
+    held = (await graph.call("GET", f"{by_app}/memberOf")).body["value"]
+    assert [(r["@odata.type"], r["displayName"]) for r in held] == [
+        ("#microsoft.graph.directoryRole", "User Administrator")
+    ]
+    assert (await graph.call("GET", f"/servicePrincipals/{sp}/memberOf")).body["value"] == held
+    listed = await graph.call("GET", f"/servicePrincipals?$filter=appId eq '{DEFAULT_CLIENT_ID}'")
+    assert [x["id"] for x in listed.body["value"]] == [sp]
+    assert (
+        await graph.call("GET", "/servicePrincipals(appId='00000000-0000-4000-8000-000000000999')")
+    ).status == 404
+    org = (await graph.call("GET", "/organization")).body["value"][0]
+    assert org["id"] == DEFAULT_TENANT
+    assert [d["name"] for d in org["verifiedDomains"]] == ["example.com"]
+    reader = as_client(graph, READER, ["User.Read.All"])
+    assert denied(await graph.call("GET", "/organization", token=reader))
+    assert denied(await graph.call("GET", f"{by_app}/memberOf", token=reader))

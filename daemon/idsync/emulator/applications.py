@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from idsync.emulator.call import Call, Reply
 from idsync.emulator.config import ClientSpec, application_object_id, service_principal_id
-from idsync.emulator.errors import GraphError, bad_request, forbidden, invalid_value, not_found
+from idsync.emulator.errors import GraphError, bad_request, conflict, forbidden, invalid_value, not_found
 from idsync.emulator.model import EXTENSION_TARGETS, EXTENSION_TYPES, ExtensionProperty
 from idsync.emulator.odata import parse_filter
 
@@ -148,8 +148,9 @@ def register(
         raise invalid_value("targetObjects", "ExtensionProperty")
     name = em.cfg.extension_name(short, app.client_id)
     if name in em.store.extensions:
-        # Microsoft documents no message for a duplicate registration
-        raise bad_request(f"An extension property exists with the name {name}.")
+        # Microsoft documents no answer for a duplicate registration: the directory's
+        # uniqueness error (ObjectConflict on `name`) is the emulator's guess
+        raise conflict("name")
     ext = ExtensionProperty(
         id=str(uuid.uuid4()),
         app_id=app.client_id,
@@ -219,9 +220,35 @@ def available_extension_properties(em: Emulator, call: Call) -> Reply:
     )
 
 
-def get_service_principal(em: Emulator, call: Call, segment: str) -> Reply:
-    """GET /servicePrincipals/{id} or /servicePrincipals(appId='{appId}') (serviceprincipal-get.md):
-    enough to find the id a directory role is assigned to."""
+def _sp_view(spec: ClientSpec) -> dict[str, Any]:
+    return {
+        "@odata.type": "#microsoft.graph.servicePrincipal",
+        "id": service_principal_id(spec.client_id),
+        "appId": spec.client_id,
+        "displayName": spec.display_name or spec.client_id,
+        "servicePrincipalType": "Application",
+    }
+
+
+def list_service_principals(em: Emulator, call: Call) -> Reply:
+    """GET /servicePrincipals, with `$filter=appId eq '...'` (serviceprincipal-list.md)."""
+    sps = [_sp_view(a) for a in _apps(em)]
+    if "$filter" in call.query:
+        _, clauses = parse_filter(call.query["$filter"])
+        for c in clauses:
+            if c.prop not in ("appId", "id", "displayName") or c.op != "eq":
+                raise GraphError(
+                    400,
+                    "Request_UnsupportedQuery",
+                    f"Unsupported or invalid query filter clause specified for property '{c.prop}' of "
+                    "resource 'ServicePrincipal'.",
+                )
+        sps = [sp for sp in sps if all(sp.get(c.prop) in c.values for c in clauses)]
+    return Reply(200, {"@odata.context": f"{call.base_url}/$metadata#servicePrincipals", "value": sps})
+
+
+def find_service_principal(em: Emulator, segment: str) -> ClientSpec:
+    """`{id}` or `(appId='{appId}')` addressing of a client's service principal, or 404."""
     spec: ClientSpec | None = None
     if segment.startswith("servicePrincipals("):
         inner = segment[len("servicePrincipals(") : -1]
@@ -234,11 +261,12 @@ def get_service_principal(em: Emulator, call: Call, segment: str) -> Reply:
         spec = next((c for c in _apps(em) if service_principal_id(c.client_id) == segment), None)
     if spec is None:
         raise not_found(segment)
-    body = {
-        "@odata.context": f"{call.base_url}/$metadata#servicePrincipals/$entity",
-        "id": service_principal_id(spec.client_id),
-        "appId": spec.client_id,
-        "displayName": spec.display_name or spec.client_id,
-        "servicePrincipalType": "Application",
-    }
+    return spec
+
+
+def get_service_principal(em: Emulator, call: Call, segment: str) -> Reply:
+    """GET /servicePrincipals/{id} or /servicePrincipals(appId='{appId}') (serviceprincipal-get.md):
+    enough to find the id a directory role is assigned to."""
+    spec = find_service_principal(em, segment)
+    body = {"@odata.context": f"{call.base_url}/$metadata#servicePrincipals/$entity", **_sp_view(spec)}
     return Reply(200, body)

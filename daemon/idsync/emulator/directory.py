@@ -89,6 +89,23 @@ def get_directory_object(em: Emulator, call: Call, ident: str) -> Reply:
     return Reply(200, body)
 
 
+def get_organization(em: Emulator, call: Call) -> Reply:
+    """GET /organization: the tenant, with its `verifiedDomains` (organization-get.md;
+    user-update.md points UPN domains there)."""
+    verified = [
+        {"capabilities": "Email", "isDefault": i == 0, "isInitial": i == 0, "name": d, "type": "Managed"}
+        for i, d in enumerate(em.cfg.domains)
+    ]
+    org = {
+        "@odata.type": "#microsoft.graph.organization",
+        "id": em.cfg.tenant_id,
+        "displayName": "idsync emulated tenant",
+        "verifiedDomains": verified,
+        "onPremisesSyncEnabled": None,
+    }
+    return Reply(200, {"@odata.context": f"{call.base_url}/$metadata#organization", "value": [org]})
+
+
 def list_domains(em: Emulator, call: Call) -> Reply:
     """GET /domains: the verified domains UPNs may use."""
     value = [

@@ -33,6 +33,9 @@ MAX_BINDS = 20
 ALREADY_MEMBER = (
     "One or more added object references already exist for the following modified properties: 'members'."
 )
+# A $ref to an object that has not replicated yet: docs-contrib api-reference/v1.0/api/
+# group-post-members.md documents this 400 for objects created a moment ago and says to retry
+# after a short delay (Graph's eventual consistency); the emulator answers it, not a 404.
 NOT_REPLICATED = "The source resource object or one of the objects being referenced don't exist."
 NOT_MEMBER = (
     "One or more removed object references do not exist for the following modified properties: 'members'."

@@ -207,6 +207,13 @@ def remove_role_member(em: Emulator, call: Call, segment: str, mid: str) -> Repl
     return Reply(204)
 
 
+def principal_member_of(em: Emulator, call: Call, principal: str) -> Reply:
+    """GET /servicePrincipals/{id}/memberOf: the directory roles a service principal holds (the
+    emulator puts service principals in no group) (serviceprincipal-list-memberof.md)."""
+    value = [_role_view(em, name) for name in sorted(roles_of(em, principal))]
+    return Reply(200, {"@odata.context": f"{call.base_url}/$metadata#directoryObjects", "value": value})
+
+
 def member_of(em: Emulator, call: Call, user: DirObject) -> Reply:
     """GET /users/{id}/memberOf: its groups and directory roles (user-list-memberof.md)."""
     value: list[dict[str, Any]] = []

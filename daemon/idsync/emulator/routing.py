@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from idsync.emulator import applications, delta, directory, groups, roles, users
 from idsync.emulator.call import Call, Reply
+from idsync.emulator.config import service_principal_id
 from idsync.emulator.errors import bad_request, forbidden, method_not_allowed, segment_not_found
 
 if TYPE_CHECKING:
@@ -84,6 +85,12 @@ SP_READ: Perms = frozenset(
         "Application.ReadWrite.All",
         "Directory.Read.All",
     }
+)
+# serviceprincipal-list-memberof.md
+SP_MEMBER_OF: Perms = frozenset({"Application.Read.All", "Directory.Read.All", "Application.ReadWrite.All"})
+# organization-get.md
+ORG_READ: Perms = frozenset(
+    {"Organization.Read.All", "Directory.Read.All", "Organization.ReadWrite.All", "Directory.ReadWrite.All"}
 )
 # directoryrole-list.md, directoryrole-get.md, directoryrole-list-members.md
 ROLE_READ: Perms = frozenset(
@@ -189,9 +196,25 @@ def route(em: Emulator, call: Call) -> Reply:
         return _pick(call, GET=(DOMAIN_READ, lambda: directory.list_domains(em, call)))
     if head == "applications" or head.startswith("applications("):
         return _applications(em, call, segs)
-    if (head == "servicePrincipals" and n == 2) or (head.startswith("servicePrincipals(") and n == 1):
-        sp = segs[1] if n == 2 else head
-        return _pick(call, GET=(SP_READ, lambda: applications.get_service_principal(em, call, sp)))
+    if head == "servicePrincipals" and n == 1:
+        return _pick(call, GET=(SP_READ, lambda: applications.list_service_principals(em, call)))
+    if head == "servicePrincipals" or head.startswith("servicePrincipals("):
+        sp, rest = (segs[1], segs[2:]) if head == "servicePrincipals" else (head, segs[1:])
+        if not rest:
+            return _pick(call, GET=(SP_READ, lambda: applications.get_service_principal(em, call, sp)))
+        if rest == ["memberOf"]:
+            return _pick(
+                call,
+                GET=(
+                    SP_MEMBER_OF,
+                    lambda: roles.principal_member_of(
+                        em, call, service_principal_id(applications.find_service_principal(em, sp).client_id)
+                    ),
+                ),
+            )
+        raise segment_not_found(rest[0])
+    if head == "organization" and n == 1:
+        return _pick(call, GET=(ORG_READ, lambda: directory.get_organization(em, call)))
     if head == "directoryRoles" or head.startswith("directoryRoles("):
         return _directory_roles(em, call, segs)
     if head == "$batch":
