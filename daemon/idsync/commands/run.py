@@ -20,6 +20,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from idsync.commands import _node
     from idsync.config import ConfigError
+    from idsync.ha.acl import ZkAccessDenied
+    from idsync.ha.identity import NodeInUse
     from idsync.log import get_logger
     from idsync.store.errors import StoreError
     from idsync.sync.errors import RulesError
@@ -30,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     log = get_logger("idsync.run")
     try:
         return asyncio.run(_main(cfg, args))
-    except (StoreError, RulesError, ConfigError, OSError) as exc:
+    except (StoreError, RulesError, ConfigError, OSError, ZkAccessDenied, NodeInUse) as exc:
         log.error("daemon.cannot_start", error=str(exc))
         print(f"idsync: {exc}", file=sys.stderr)
         return 1
