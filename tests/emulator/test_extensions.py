@@ -17,7 +17,7 @@ from msgraph.generated.models.user import User
 from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
 
 from idsync.emulator.app import EmulatorServer
-from idsync.emulator.config import EmulatorConfig, application_object_id
+from idsync.emulator.config import EmulatorConfig, application_object_id, service_principal_id
 from tests.emulator.conftest import Graph, make_config
 from tests.emulator.test_sdk import StaticToken, new_user, sdk_client
 
@@ -126,8 +126,10 @@ async def test_registration_survives_a_restart_and_reset_keeps_preregistered_one
         from idsync.emulator.applications import register
 
         register(srv.emulator, srv.emulator.cfg.clients()[0], "kept")
+        srv.emulator.grant_role("User Administrator", service_principal_id(APP))
     async with EmulatorServer(make_config(), state_path=state) as srv:
         assert f"extension_{NODASH}_kept" in srv.emulator.store.extensions
+        assert srv.emulator.role_holders()["User Administrator"] == [service_principal_id(APP)]
     cfg = make_config(preregister_extensions=["idsyncAnchor"])
     async with EmulatorServer(cfg) as srv:
         assert list(srv.emulator.store.extensions) == [f"extension_{NODASH}_idsyncAnchor"]

@@ -170,11 +170,13 @@ def route(em: Emulator, call: Call) -> Reply:
             return _pick(call, DELETE=(MEMBER_WRITE, lambda: groups.remove_member_ref(em, call, gid, mid)))
         raise segment_not_found(segs[-1])
     if head == "directory" and n >= 2 and segs[1] == "deletedItems":
+        # directory-deleteditems-list.md: the permission of the type listed
         if n == 2:
-            return _pick(call, GET=(USER_READ, lambda: directory.list_deleted(em, call, None)))
+            return _pick(call, GET=(USER_READ | GROUP_READ, lambda: directory.list_deleted(em, call, None)))
         if n == 3 and segs[2] in KIND_CAST:
             kind = KIND_CAST[segs[2]]
-            return _pick(call, GET=(USER_READ, lambda: directory.list_deleted(em, call, kind)))
+            perms = USER_READ if kind == "user" else GROUP_READ
+            return _pick(call, GET=(perms, lambda: directory.list_deleted(em, call, kind)))
         oid = segs[2]
         if n == 3:
             return _pick(
