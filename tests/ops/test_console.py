@@ -27,6 +27,7 @@ from tests.cluster.directory import AdDirectory
 from tests.cluster.instance import wait_for
 from tests.ha.test_processes import ad  # noqa: F401  (fixture)
 from tests.harness.ldap import LdapEndpoint
+from tests.ops.test_admin import serve  # noqa: F401  (fixture)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -166,3 +167,69 @@ def test_the_console_shows_the_cluster_in_a_real_browser(
     assert shot.stat().st_size > 10_000
     artifact(shot)
     print(f"console screenshot: {shot}")
+
+
+# -- the page without a browser: sources that fail, hostile text, the sign-in ------------------
+
+
+async def test_a_node_without_cluster_or_store_still_renders_and_says_why(serve: Any) -> None:  # noqa: F811
+    from idsync.runtime.console import ConsoleSources
+    from tests.ops.test_admin import LEADER, FixedState
+    from tests.ops.test_admin import get as aget
+
+    server = await serve(FixedState(LEADER), console=ConsoleSources("c", None, None))
+    status, page = await aget(server.url + "/")
+    assert status == 200
+    assert "standalone node: no ZooKeeper cluster" in page
+    assert (
+        page.count("this node&#x27;s store is not available to the console") == 3
+    )  # pending, quarantine, guard
+    assert "<b>a</b> (this node)" in page and "leader at epoch 7: exporting" in page
+    assert (await aget(server.url + "/?page=0"))[0] == 400
+    assert (await aget(server.url + "/?page=x"))[0] == 400
+
+
+async def test_text_from_the_directory_is_escaped(serve: Any) -> None:  # noqa: F811
+    import dataclasses
+
+    from idsync.runtime.console import ConsoleSources
+    from tests.ops.test_admin import LEADER, FixedState
+    from tests.ops.test_admin import get as aget
+
+    hostile = dataclasses.replace(
+        LEADER, sentence='leader: <script>alert("x")</script>', reason="<img src=x>"
+    )
+    server = await serve(FixedState(hostile), console=ConsoleSources("c<b>", None, None))
+    _, page = await aget(server.url + "/")
+    assert "<script>alert" not in page and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert "<img src=x>" not in page and "c&lt;b&gt;" in page
+
+
+async def test_sign_in_sets_a_cookie_the_token_check_accepts(serve: Any, tmp_path: Path) -> None:  # noqa: F811
+    import aiohttp
+
+    from idsync.runtime.console import ConsoleSources
+    from tests.ops.test_admin import LEADER, FixedState, settings
+
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    server = await serve(
+        FixedState(LEADER), settings(token_file=token), console=ConsoleSources("c", None, None)
+    )
+    # unsafe: keep cookies of an IP-address host (127.0.0.1), as a browser does
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.get(server.url + "/", allow_redirects=False) as resp:
+            assert resp.status == 303 and resp.headers["Location"] == "/login"
+        async with http.get(server.url + "/pending") as resp:
+            assert resp.status == 401  # the API still answers 401, not a redirect
+        async with http.post(server.url + "/login", data={"token": "wrong"}, allow_redirects=False) as resp:
+            assert resp.status == 401 and "That is not the admin token." in await resp.text()
+        async with http.post(server.url + "/login", data={"token": "s3cret"}, allow_redirects=False) as resp:
+            assert resp.status == 303
+            cookie = resp.cookies["idsync_admin_token"]
+            assert cookie["httponly"] and cookie["samesite"] == "Strict"
+        async with http.get(server.url + "/") as resp:  # the session now sends the cookie
+            assert resp.status == 200 and "cluster c" in await resp.text()
+        token.write_text("rotated\n")  # a rotated token ends the browser's access too
+        async with http.get(server.url + "/", allow_redirects=False) as resp:
+            assert resp.status == 303
