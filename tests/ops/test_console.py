@@ -59,6 +59,7 @@ def cluster(
         ldap=samba,
         include_ous=[samba_ou],
         session_timeout=2.0,
+        deletion_threshold=1,  # two deletes make the guard hold
         extra={"sync": {"rules_file": str(rules)}, "admin": {"token_file": str(token)}},
     ) as c:
         yield c
@@ -105,7 +106,10 @@ def test_the_console_shows_the_cluster_in_a_real_browser(
     # Held by a pause, an update stays pending on the leader with its old and new value.
     assert main(["pause", "--reason", "console test", *cluster.ctl_args()]) == 0
     ad.replace(users[0].dn, department="Marketing")
+    for u in users[1:]:
+        ad.delete(u.dn)  # over the deletion threshold: the guard holds
     wait_for(lambda: get(b, "/pending")[1]["pending"].get("update"), 60, "the update pending on b")
+    wait_for(lambda: get(b, "/pending")[1]["pending"].get("delete") == 2, 60, "the deletes pending on b")
     wait_for(lambda: get(a, "/health")[0] == 200, 30, "a healthy")
 
     # The same token rules as the API: nothing without it.
@@ -153,7 +157,10 @@ def test_the_console_shows_the_cluster_in_a_real_browser(
             assert odd.dn in quarantine or odd.guid in quarantine
             assert f"UPN suffix {ELSEWHERE}" in quarantine and "not a verified domain" in quarantine
 
-            assert "not holding" in tab.inner_text("#guard")
+            guard = tab.inner_text("#guard")
+            assert "HOLDING all exports" in guard
+            [held] = tab.query_selector_all("#guard table.holds tbody tr")
+            assert held.inner_text().split("\t")[1] == "2"  # the held set: two deletes
 
             history = [r.inner_text().split("\t") for r in tab.query_selector_all("#history tbody tr")]
             assert [(h[0], h[2], h[3]) for h in history] == [("2", "a", "b"), ("1", "-", "a")]

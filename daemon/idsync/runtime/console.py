@@ -147,7 +147,8 @@ class ConsoleSources:
 
         with self._need_store().connection() as conn:
             holds = pending.holds(conn)
-        return GuardState(bool(metrics.GUARD_HOLDING._value.get()), holds)
+        holding = metrics.REGISTRY.get_sample_value("idsync_deletion_guard_holding")  # set each cycle
+        return GuardState(bool(holding), holds)
 
 
 async def _section(read: Callable[[], T]) -> Section[T]:
