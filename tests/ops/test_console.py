@@ -194,6 +194,10 @@ async def test_a_node_without_cluster_or_store_still_renders_and_says_why(serve:
     assert "<b>a</b> (this node)" in page and "leader at epoch 7: exporting" in page
     assert (await aget(server.url + "/?page=0"))[0] == 400
     assert (await aget(server.url + "/?page=x"))[0] == 400
+    _, page = await aget(server.url + "/?refresh=5")  # auto-refresh: the browser reloads, no script
+    assert '<meta http-equiv="refresh" content="5">' in page and "<script" not in page
+    assert '<meta http-equiv="refresh"' not in (await aget(server.url + "/"))[1]
+    assert (await aget(server.url + "/?refresh=-1"))[0] == 400
 
 
 async def test_text_from_the_directory_is_escaped(serve: Any) -> None:  # noqa: F811

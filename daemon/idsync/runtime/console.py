@@ -46,6 +46,7 @@ PAGE_SIZE = 50  # pending operations per page
 HISTORY_SHOWN = 50  # newest leadership changes shown
 QUARANTINE_SHOWN = 200
 PEER_TIMEOUT = 1.5  # seconds to wait for another node's /health
+AUTO_REFRESH = 5  # seconds between reloads when the operator turns auto-refresh on
 
 
 # -- what the page shows ----------------------------------------------------------------------
@@ -417,7 +418,7 @@ def _history_html(d: ConsoleData) -> str:
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1d232a;background:#f5f6f8}
 header{background:#1d2b3a;color:#fff;padding:10px 20px;display:flex;gap:20px;align-items:baseline}
-header h1{font-size:18px;margin:0}header a{color:#9cc7ff}main{padding:10px 20px}
+header h1{font-size:18px;margin:0}header a{color:#9cc7ff;margin-right:8px}main{padding:10px 20px}
 section{background:#fff;border:1px solid #dde1e6;border-radius:6px;margin:12px 0;padding:8px 14px}
 h2{font-size:16px;margin:6px 0}table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eceff2;vertical-align:top}
@@ -430,18 +431,25 @@ th{font-weight:600;color:#56606b;font-size:12px;text-transform:uppercase}
 """
 
 
-def render(d: ConsoleData) -> str:
-    """The whole page."""
+def render(d: ConsoleData, refresh: int = 0) -> str:
+    """The whole page; `refresh` > 0 reloads it every that many seconds (no script needed)."""
     generated = datetime.fromtimestamp(d.now, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    reload = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
+    toggle = (
+        '<a href="/">stop auto-refresh</a>'
+        if refresh
+        else '<a href="/">refresh</a>'
+        f'<a href="/?refresh={AUTO_REFRESH}">auto-refresh every {AUTO_REFRESH}s</a>'
+    )
     body = "".join(
         [_cluster_html(d), _pending_html(d), _quarantine_html(d), _guard_html(d), _history_html(d)]
     )
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         f"<title>idsync {_e(d.cluster_name)} · {_e(d.me.node)}</title>"
-        f"<meta name=viewport content='width=device-width'><style>{STYLE}</style></head><body>"
+        f"<meta name=viewport content='width=device-width'>{reload}<style>{STYLE}</style></head><body>"
         f"<header><h1>idsync · cluster {_e(d.cluster_name)}</h1><span>node {_e(d.me.node)}</span>"
-        f'<span>{_e(generated)}</span><a href="/">refresh</a></header><main>{body}</main></body></html>'
+        f"<span>{_e(generated)}</span>{toggle}</header><main>{body}</main></body></html>"
     )
 
 
@@ -459,12 +467,13 @@ def add_routes(
     async def index(request: web.Request) -> web.Response:
         try:
             page = int(request.query.get("page", "1"))
+            refresh = int(request.query.get("refresh", "0"))
         except ValueError:
-            page = 0
-        if page < 1:
-            return web.Response(status=400, text="page must be a whole number from 1")
+            page = refresh = -1
+        if page < 1 or not 0 <= refresh <= 3600:
+            return web.Response(status=400, text="page must be a whole number from 1, refresh 0 to 3600")
         data = await gather(state, sources, page, token())
-        return web.Response(text=render(data), content_type="text/html", charset="utf-8")
+        return web.Response(text=render(data, refresh), content_type="text/html", charset="utf-8")
 
     async def login_form(request: web.Request) -> web.Response:
         return web.Response(text=_login_page(""), content_type="text/html", charset="utf-8")
