@@ -514,6 +514,13 @@ def test_the_pause_gate_stops_a_running_export_slice_between_requests() -> None:
             check()
     gate._changed(None, None)  # resumed: the znode is gone
     fence.ensure()
+    # Each cycle re-syncs the gate from its view (a watch kazoo dropped must not leave it wrong),
+    # but a view read before the latest watch event does not undo it.
+    gate.sync(requests.PauseRecord(by="ops@h"), read_at=float("-inf"))
+    fence.ensure()
+    gate.sync(requests.PauseRecord(by="ops@h"), read_at=time.monotonic())
+    with pytest.raises(Fenced, match="paused by ops@h"):
+        fence.ensure()
 
 
 def test_the_schema_lock_names_its_holder_and_goes_with_its_connection(pg_dsn: str, pg_schema: str) -> None:

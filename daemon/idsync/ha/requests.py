@@ -277,8 +277,11 @@ class PauseGate:
     next request once `idsync pause` is written, without waiting for the next HA cycle.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._paused = threading.Event()
+        self._clock = clock
+        self._event_at = float("-inf")
+        self._lock = threading.Lock()
         self.by = ""
 
     def watch(self, coord: Coordinator) -> None:
@@ -286,11 +289,23 @@ class PauseGate:
 
     def _changed(self, data: bytes | None, stat: Any, event: Any = None) -> None:
         rec = decode(PauseRecord, data) if stat is not None else None
+        with self._lock:
+            self._event_at = self._clock()
+            self._apply(rec)
+
+    def _apply(self, rec: PauseRecord | None) -> None:
         if rec is None:
             self._paused.clear()
         else:
             self.by = rec.by
             self._paused.set()
+
+    def sync(self, rec: PauseRecord | None, read_at: float) -> None:
+        """Each cycle, from the view read at `read_at`: a watch kazoo dropped (its re-read failed
+        after a session expiry) must not leave the gate wrong; a newer watch event wins."""
+        with self._lock:
+            if self._event_at <= read_at:
+                self._apply(rec)
 
     def set(self, paused: bool, by: str = "") -> None:
         self.by = by

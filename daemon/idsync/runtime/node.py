@@ -114,8 +114,11 @@ class Node:
         except Exception as exc:  # the fence renewal below reports the store's state
             log.warning("fence.read_failed", error=str(exc))
             seen = 0
+        before, read_at = self.ha.last_view, time.monotonic()
         decision = self.ha.run_cycle(replace(self._health(report), seen_epoch=seen))
         view = self.ha.last_view
+        if self.pause_gate is not None and view is not None and view is not before:
+            self.pause_gate.sync(view.pause, read_at)
         if view is not None and view.epoch.epoch > seen:
             # Remembered in the store: epochs stay above it even if ZooKeeper loses its data.
             try:
