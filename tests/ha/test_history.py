@@ -103,3 +103,38 @@ def test_history_of_an_empty_cluster(
     make_node("a")  # creates the cluster's structure, never leads
     assert main(["history", "--zookeeper", zk_hosts + zk_chroot, "--cluster", "test"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "(no leadership changes recorded)"
+
+
+def test_with_credentials_the_history_carries_the_clusters_acl(zk_hosts: str, zk_chroot: str) -> None:
+    from kazoo.client import KazooClient
+    from kazoo.exceptions import NoAuthError
+
+    from idsync.ha.loop import Timing
+    from idsync.ha.zk import Coordinator, ZkSettings
+
+    settings = ZkSettings(zk_hosts + zk_chroot, session_timeout=2.0, retry_timeout=0.5, auth=("idsync", "pw"))
+    coord = Coordinator(settings, "test", "a")
+    coord.start(timeout=5)
+    try:
+        node = HaLoop(coord, Timing(session_timeout=2.0, loop_interval=0.5, request_timeout=0.2))
+        assert node.run_cycle(healthy()).promoted
+        [entry] = history.read(coord.client, coord.paths.base, 2.0)
+        assert entry.node == "a"
+        where = history.path(coord.paths.base)
+        [name] = coord.client.get_children(where)
+        # Someone without the cluster's credentials can neither forge nor rewrite an entry.
+        outsider = KazooClient(hosts=zk_hosts + zk_chroot)
+        outsider.start(timeout=5)
+        try:
+            for attempt in (
+                lambda: outsider.create(f"{where}/{history.PREFIX}", b"{}", sequence=True),
+                lambda: outsider.set(f"{where}/{name}", b"{}"),
+            ):
+                with pytest.raises(NoAuthError):
+                    attempt()
+        finally:
+            outsider.stop()
+            outsider.close()
+    finally:
+        coord.client.delete("/idsync", recursive=True)  # the chroot fixture has no credentials
+        coord.stop()

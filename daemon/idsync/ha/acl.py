@@ -83,6 +83,7 @@ def cluster_paths(paths: Paths) -> list[str]:
         paths.switchover,
         paths.failover,
         paths.pause,
+        f"{paths.base}/history",  # ha/history.py: the election transaction creates entries in it
     ]
 
 
