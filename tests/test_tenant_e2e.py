@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,3 +161,49 @@ def test_awkward_directory_data_lands_or_is_quarantined_with_its_reason(
         assert "adjusted for the tenant" in table
         assert f"UPN suffix corp.local of bob{tag}@corp.local is not a verified domain" in table
         assert node.alive
+
+
+def test_a_failing_group_import_does_not_hold_users_hostage(
+    tmp_path: Path,
+    pg_dsn: str,
+    zk_hosts: str,
+    zk_chroot: str,
+    samba: LdapEndpoint,
+    samba_ou: str,
+    ad: AdDirectory,
+) -> None:
+    inside = ad.ou("in", samba_ou)
+    tag = uuid.uuid4().hex[:4]
+    dan = ad.add_user(inside, f"dan{tag}")
+    group_guid = ad.guid(ad.add_group(inside, f"Ops {tag}", [dan.dn]))
+    # Graph keeps failing the group delta (every attempt 503): the group import cannot finish.
+    fault = {"kind": "status", "status": 503, "count": None, "path": "^/groups/delta", "retry_after": 0}
+    with running_cluster(
+        tmp_path,
+        cluster="hostage",
+        pg_dsn=pg_dsn,
+        zk_hosts=zk_hosts + zk_chroot,
+        ldap=samba,
+        include_ous=[inside],
+        emulator_args=("--fault", orjson.dumps(fault).decode()),
+    ) as c:
+        node = c.add("a").start("--standalone")
+        wait_for(lambda: _user(c, dan.guid), 120, "the user in the target, while groups fail")
+        failed = [e for e in node.events() if e.get("event") == "target.import_failed"]
+        assert failed and failed[0]["type"] == "group" and "503" in failed[0]["error"]
+        syncs = [str(e.get("sentence")) for e in node.events() if e.get("event") == "sync.done"]
+        waiting = "group diffs deferred: target import incomplete (group: never imported)"
+        assert syncs and all(waiting in s for s in syncs)
+        assert c.state()["groups"] == []
+        # Graph recovers: the group follows, with its member.
+        _clear(c)
+        group = wait_for(lambda: (g := _group(c, group_guid)) and g.get("members") and g, 120, "the group")
+        assert group["members"] == [_user(c, dan.guid)["id"]]  # type: ignore[index]
+        assert node.alive
+
+
+def _clear(c: LocalCluster) -> None:
+    """Drop the emulator's fault rules (its admin API)."""
+    req = urllib.request.Request(c.emulator.url + "/_emulator/faults", method="DELETE")
+    with urllib.request.urlopen(req, timeout=10):
+        pass
