@@ -125,6 +125,8 @@ def test_the_console_shows_the_cluster_in_a_real_browser(
         try:
             ctx = browser.new_context(viewport={"width": 1400, "height": 900})
             tab = ctx.new_page()
+            requested: list[str] = []
+            tab.on("request", lambda req: requested.append(req.url))
             # Without the token the browser is sent to the sign-in form; a wrong token is refused.
             tab.goto(f"http://127.0.0.1:{b}/")
             assert tab.url.endswith("/login")
@@ -169,6 +171,8 @@ def test_the_console_shows_the_cluster_in_a_real_browser(
             )
 
             tab.screenshot(path=str(shot), full_page=True)
+            # Works without internet: every request the page made went to this node.
+            assert requested and all(u.startswith(f"http://127.0.0.1:{b}/") for u in requested), requested
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000
