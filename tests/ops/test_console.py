@@ -248,3 +248,68 @@ async def test_sign_in_sets_a_cookie_the_token_check_accepts(serve: Any, tmp_pat
         token.write_text("rotated\n")  # a rotated token ends the browser's access too
         async with http.get(server.url + "/", allow_redirects=False) as resp:
             assert resp.status == 303
+
+
+def _own_address() -> str | None:
+    """This host's non-loopback IPv4 address (no packet is sent), None when it has none."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: only picks the outgoing interface
+            addr = str(s.getsockname()[0])
+        except OSError:
+            return None
+    return None if addr.startswith("127.") else addr
+
+
+@pytest.mark.parametrize("credentials", [None, ("idsync", "pw")])
+async def test_the_token_goes_to_another_host_only_when_member_records_are_protected(
+    credentials: tuple[str, str] | None,
+) -> None:
+    """Without ZooKeeper credentials anyone may have written a member's admin URL: the console
+    must not hand its token to such a URL (it still does to this host's own loopback peers)."""
+    from types import SimpleNamespace
+
+    from aiohttp import web
+
+    from idsync.ha.records import ClusterView, EpochRecord, MemberRecord
+    from idsync.runtime.console import ClusterState, ConsoleSources, gather
+    from tests.harness.ports import free_port
+    from tests.ops.test_admin import LEADER, FixedState
+
+    addr = _own_address()
+    if addr is None:
+        pytest.skip("this host has no non-loopback IPv4 address to serve a peer on")
+    seen: list[str] = []
+
+    async def health(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        if request.headers.get("Authorization") != "Bearer tok":
+            return web.json_response({"error": "a valid bearer token is required"}, status=401)
+        return web.json_response({"decision": "staging: leader is a (epoch 7)"})
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, addr, port).start()
+
+    class Sources(ConsoleSources):
+        def cluster(self) -> ClusterState:
+            peer = MemberRecord(node="b", role="staging", admin_url=f"http://{addr}:{port}")
+            view = ClusterView(None, EpochRecord(7), 7, {"b": peer}, None, None, None, None)
+            return ClusterState(view, [])
+
+    ha: Any = SimpleNamespace(coord=SimpleNamespace(settings=SimpleNamespace(auth=credentials)))
+    try:
+        data = await gather(FixedState(LEADER), Sources("c", ha, None), 1, "tok")
+    finally:
+        await runner.cleanup()
+    peer = data.peers["b"]
+    if credentials:
+        assert seen == ["Bearer tok"] and peer.data == {"decision": "staging: leader is a (epoch 7)"}
+    else:
+        assert seen == [""] and peer.data is None
+        assert "not sent, as the cluster's znodes are world-writable" in peer.error

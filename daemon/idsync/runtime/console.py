@@ -16,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import html
+import ipaddress
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -120,6 +122,12 @@ class ConsoleSources:
         )
         return ClusterState(view, entries)
 
+    def members_trusted(self) -> bool:
+        """True when only holders of the cluster's ZooKeeper credentials can write member records
+        (their admin URLs): only then may this node's token be sent to another host's URL."""
+        coord: Any = self.ha.coord if self.ha is not None else None
+        return bool(coord is not None and getattr(coord.settings, "auth", None))
+
     def _need_store(self) -> Store:
         if self.store is None:
             raise LookupError("this node's store is not available to the console")
@@ -162,10 +170,30 @@ async def _section(read: Callable[[], T]) -> Section[T]:
         return Section(error=f"cannot read: {type(exc).__name__}: {exc}")
 
 
-async def _peer(session: aiohttp.ClientSession, url: str, token: str | None) -> Section[Mapping[str, Any]]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+def _loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def _peer(
+    session: aiohttp.ClientSession, url: str, token: str | None, trusted: bool
+) -> Section[Mapping[str, Any]]:
+    # A member record names the URL; without ZooKeeper credentials anyone could have written it,
+    # so the token goes only to this host then.
+    send = token if trusted or _loopback(url) else None
+    headers = {"Authorization": f"Bearer {send}"} if send else {}
     try:
         async with session.get(f"{url}/health", headers=headers) as resp:
+            if resp.status == 401 and token and not send:
+                return Section(
+                    error="its admin API wants a token; not sent, as the cluster's znodes are"
+                    " world-writable ([ha.zookeeper] auth)"
+                )
             if resp.status == 401:
                 return Section(error="its admin API refused this node's token (401)")
             body = orjson.loads(await resp.read())
@@ -191,7 +219,8 @@ async def gather(state: AdminState, sources: ConsoleSources, page: int, token: s
         if others:
             timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT)
             async with aiohttp.ClientSession(timeout=timeout) as session:
-                got = await asyncio.gather(*(_peer(session, u, token) for u in others.values()))
+                trusted = sources.members_trusted()
+                got = await asyncio.gather(*(_peer(session, u, token, trusted) for u in others.values()))
             peers = dict(zip(others, got, strict=True))
     return ConsoleData(sources.cluster_name, me, cluster, peers, pending, quarantine, guard, time.time())
 
