@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from idsync.cli import main
@@ -151,3 +152,47 @@ def test_bad_rules_stop_the_daemon_with_a_clear_error(
     assert main(["--config", str(node.config), "run", "--standalone", "--once"]) == 1
     err = capsys.readouterr().err
     assert "user.flows.jobTitle: CEL compile error" in err and "upper(source.title" in err
+
+
+def test_a_store_of_the_previous_schema_is_upgraded_by_run_and_syncs(
+    world: LocalCluster, ad: AdDirectory, ous: tuple[str, str], pg_dsn: str
+) -> None:
+    """A schema at the retired version 5 (0005_journal_creates, kept in tests/store/data, and the
+    schema_migrations table of that build) is migrated by `idsync run`, which then syncs."""
+    from idsync.store import migrate
+
+    node = world.add("a")
+    schema = world.schemas[-1]
+    old_5 = (
+        Path(__file__).parent / "store" / "data" / "schema_v5_journal_creates" / "0005_journal_creates.sql"
+    )
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        conn.execute(f'SET search_path TO "{schema}", public')
+        conn.execute(
+            "CREATE TABLE schema_migrations (version int PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for mig in migrate.available()[:4]:
+            conn.execute(mig.sql.encode())
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (mig.version, mig.name)
+            )
+        conn.execute(old_5.read_bytes())
+        conn.execute("INSERT INTO schema_migrations (version, name) VALUES (5, 'journal_creates')")
+    path = node.workdir / "rules.toml"
+    path.write_text('[user]\ndeprovision = "disable"\n')
+    node.config.write_text(node.config.read_text().replace("[sync]\n", f'[sync]\nrules_file = "{path}"\n', 1))
+    gone = ad.add_user(ous[0], f"u{uuid.uuid4().hex[:8]}")
+    node.start("--standalone")
+    wait_for(lambda: user_by_anchor(world, gone.guid), 60, "the user in the target")
+    ad.move(gone.dn, gone.dn.split(",", 1)[0], ous[1])  # out of scope: deprovisioning uses desired_gone
+    wait_for(lambda: (user_by_anchor(world, gone.guid) or {}).get("accountEnabled") is False, 30, "disabled")
+    with psycopg.connect(pg_dsn) as conn:
+        rows = conn.execute(
+            f'SELECT version, name, checksum FROM "{schema}".schema_migrations ORDER BY 1'
+        ).fetchall()
+        gone_table = conn.execute("SELECT to_regclass(%s)", (f"{schema}.desired_gone",)).fetchone()
+    assert [r[0] for r in rows] == list(range(1, migrate.code_version() + 1))
+    assert rows[4][1] == "journal_creates" and all(r[2] for r in rows)
+    assert gone_table and gone_table[0] is not None
