@@ -241,7 +241,8 @@ async def test_sign_in_sets_a_cookie_the_token_check_accepts(serve: Any, tmp_pat
             assert resp.status == 401 and "That is not the admin token." in await resp.text()
         async with http.post(server.url + "/login", data={"token": "s3cret"}, allow_redirects=False) as resp:
             assert resp.status == 303
-            cookie = resp.cookies["idsync_admin_token"]
+            port = server.url.rsplit(":", 1)[1]
+            cookie = resp.cookies[f"idsync_admin_token_{port}"]  # its own, beside another node's
             assert cookie["httponly"] and cookie["samesite"] == "Strict"
         async with http.get(server.url + "/") as resp:  # the session now sends the cookie
             assert resp.status == 200 and "cluster c" in await resp.text()

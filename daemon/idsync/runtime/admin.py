@@ -51,6 +51,12 @@ MAX_DETAILS_LIMIT = 10_000
 CONSOLE_COOKIE = "idsync_admin_token"  # the bearer token, as a browser sends it after /login
 
 
+def console_cookie(port: int) -> str:
+    """The sign-in cookie's name for the node listening on `port`: browsers send a host's cookies
+    to every port of it, so two nodes on one host (with their own tokens) need their own."""
+    return f"{CONSOLE_COOKIE}_{port}"
+
+
 @dataclass(frozen=True)
 class NodeSnapshot:
     """What the admin API knows about the node at one instant (ages in seconds, None = never)."""
@@ -340,7 +346,8 @@ class AdminServer:
         if self.console is not None:
             from idsync.runtime import console
 
-            console.add_routes(app, self.state, self.console, lambda: self._token)
+            cookie = console_cookie(self.settings.host_port()[1])
+            console.add_routes(app, self.state, self.console, lambda: self._token, cookie)
         return app
 
     async def start(self) -> None:
@@ -386,8 +393,9 @@ class AdminServer:
         token = self._current_token() if self._token is not None else None
         if token is not None:
             given = request.headers.get("Authorization", "")
-            if not given and CONSOLE_COOKIE in request.cookies:  # a browser signed in at /login
-                given = f"Bearer {request.cookies[CONSOLE_COOKIE]}"
+            cookie = console_cookie(self.settings.host_port()[1])
+            if not given and cookie in request.cookies:  # a browser signed in at /login
+                given = f"Bearer {request.cookies[cookie]}"
             if request.path == "/login":
                 return await handler(request)  # the form that asks for the token
             scheme, _, value = given.partition(" ")

@@ -490,8 +490,10 @@ def add_routes(
     state: AdminState,
     sources: ConsoleSources,
     token: Callable[[], str | None],
+    cookie: str,
 ) -> None:
-    """Serve the console at `/` of `app` (behind the app's own token middleware)."""
+    """Serve the console at `/` of `app` (behind the app's own token middleware); `/login` sets
+    the token in the cookie `cookie`, which that middleware accepts in place of the header."""
 
     async def index(request: web.Request) -> web.Response:
         try:
@@ -508,8 +510,6 @@ def add_routes(
         return web.Response(text=_login_page(""), content_type="text/html", charset="utf-8")
 
     async def login(request: web.Request) -> web.Response:
-        from idsync.runtime.admin import CONSOLE_COOKIE
-
         given = str((await request.post()).get("token", "")).strip()
         expected = token()
         if expected is None:
@@ -523,7 +523,7 @@ def add_routes(
             )
         resp = web.HTTPSeeOther("/")
         # HttpOnly: no script reads it; SameSite=Strict: no other site's page sends it.
-        resp.set_cookie(CONSOLE_COOKIE, given, httponly=True, samesite="Strict", path="/")
+        resp.set_cookie(cookie, given, httponly=True, samesite="Strict", path="/")
         raise resp
 
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]] = index
