@@ -212,7 +212,14 @@ class Daemon:
         if self.ha is not None:
             coord = self.ha.coord
             await asyncio.to_thread(retrying, "zookeeper", coord.start, (CoordinationError,), self.stop)
-            await asyncio.to_thread(claim_member, coord, coord.session_timeout)
+            # A ZooKeeper blip while checking is retried; a live holder (NodeInUse) is fatal.
+            await asyncio.to_thread(
+                retrying,
+                "zookeeper",
+                lambda: claim_member(coord, coord.session_timeout),
+                (CoordinationError,),
+                self.stop,
+            )
             gate = PauseGate()
             gate.watch(coord)
             self.node.pause_gate = gate
