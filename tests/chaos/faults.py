@@ -209,7 +209,8 @@ def replication_lag(run: ChaosRun, rng: random.Random, hold: float) -> tuple[str
                 text=True,
                 timeout=60,
             )
-            note += f" and a switchover {old}->{to} (exit {r.returncode})"
+            said = (r.stdout + r.stderr).strip().splitlines()
+            note += f" and a switchover {old}->{to}: {said[-1] if said else f'exit {r.returncode}'}"
         time.sleep(hold)
     finally:
         run.emulator.post("/_emulator/config", {"replication_lag_min": 0.0, "replication_lag_max": 0.0})
