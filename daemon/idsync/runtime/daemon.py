@@ -265,10 +265,9 @@ class Daemon:
         return 0
 
     def _claim_schema(self) -> IdentityLock:
-        s = self.cfg.store
-        lock = IdentityLock(
-            s.dsn(), s.schema_name, self.cfg.node.name, connect_timeout=s.connect_timeout_seconds
-        )
+        # The store the daemon runs on (its DSN and schema), not a second reading of the config.
+        st = self.store
+        lock = IdentityLock(st.dsn, st.schema, self.cfg.node.name, connect_timeout=st.connect_timeout)
         transient = (StoreUnavailable, psycopg.OperationalError)
         return retrying("postgresql", lock.acquire, transient, self.stop)
 
