@@ -264,3 +264,21 @@ def test_a_leader_whose_cycles_fail_hands_over_to_a_healthy_standby(make_node: C
     )
     assert b.run_cycle(healthy()).sentence.startswith("promoted: epoch 2, previous leader a released cleanly")
     assert a.run_cycle(failing).sentence == "staging: leader is b (epoch 2)"
+
+
+def test_the_lease_is_sized_from_the_session_timeout_the_server_granted(
+    zk_hosts: str, zk_chroot: str
+) -> None:
+    # The harness's ZooKeeper grants at most maxSessionTimeout = 60 s, whatever the client asks.
+    settings = ZkSettings(hosts=zk_hosts + zk_chroot, session_timeout=120.0, retry_timeout=0.5)
+    ha: HaLoop
+    coord = Coordinator(settings, "test", "a", on_state=lambda s: ha.on_state(s))
+    ha = HaLoop(coord, Timing(session_timeout=120.0, loop_interval=0.5, request_timeout=0.2))
+    assert coord.session_timeout == 120.0  # not connected yet: the configured value
+    coord.start(timeout=5)
+    try:
+        assert coord.session_timeout == 60.0
+        assert ha.run_cycle(healthy()).promoted
+        assert ha.lease is not None and ha.lease.span == 40.0  # 2/3 of what was granted
+    finally:
+        coord.stop()
