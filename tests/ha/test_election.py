@@ -282,3 +282,43 @@ def test_the_lease_is_sized_from_the_session_timeout_the_server_granted(
         assert ha.lease is not None and ha.lease.span == 40.0  # 2/3 of what was granted
     finally:
         coord.stop()
+
+
+def _script(make: Callable[[str], HaLoop]) -> list[str]:
+    """One scenario, as sentences: run against the in-memory fake and against ZooKeeper."""
+    a, b = make("a"), make("b")
+    said = [a.run_cycle(healthy()).sentence, b.run_cycle(healthy()).sentence, a.run_cycle(healthy()).sentence]
+    said.append(a.release("shutdown").sentence)
+    said += [b.run_cycle(healthy()).sentence, a.run_cycle(healthy()).sentence]
+    b.coord.set_pause(PauseRecord(by="ops", at=time.time()))
+    said.append(b.run_cycle(healthy()).sentence)
+    b.coord.clear_pause()
+    b.coord.stop()  # b's session ends without a release
+    said.append(a.run_cycle(healthy()).sentence)
+    return said
+
+
+def test_the_fake_coordination_decides_like_zookeeper(make_node: Callable[..., HaLoop]) -> None:
+    from idsync.ha.fake import FakeCoordination, FakeEnsemble
+
+    ensemble = FakeEnsemble(session_timeout=SESSION)
+
+    def fake(name: str) -> HaLoop:
+        return HaLoop(
+            FakeCoordination(ensemble, name),
+            Timing(session_timeout=SESSION, loop_interval=0.5, request_timeout=0.2),
+        )
+
+    expected = [
+        "promoted: epoch 1, first leader, 0 pending exports",
+        "staging: leader is a (epoch 1)",
+        "leader at epoch 1: exporting",
+        "released leadership at epoch 1: shutdown",
+        "promoted: epoch 2, previous leader a released cleanly, 0 pending exports",
+        "staging: leader is b (epoch 2)",
+        "leader at epoch 2: paused by ops, exports held",
+        "promoted: epoch 3, previous leader b was lost; target import catches up first,"
+        " then 0.2s lock-delay, 0 pending exports",
+    ]
+    assert _script(fake) == expected
+    assert _script(make_node) == expected
