@@ -346,7 +346,11 @@ def test_after_zookeeper_lost_its_data_exports_resume_above_the_old_epoch(
     add_users(ad, samba_ou, 2)
     check_invariants(cluster, ad, samba_ou)  # epoch 2 has written
 
-    cluster.ctl.client.delete("/idsync/t", recursive=True)  # what a wiped data directory leaves
+    # What a wiped data directory leaves. Not atomic here: the nodes re-create their member
+    # znodes while the tree is deleted, so delete until it is gone.
+    from kazoo.exceptions import NotEmptyError
+
+    wait_for(lambda: _delete_tree(cluster.ctl.client, "/idsync/t", NotEmptyError), 10, "the wipe")
 
     def leader_epoch() -> int:
         v: ClusterView = cluster.view()
@@ -364,6 +368,14 @@ def test_after_zookeeper_lost_its_data_exports_resume_above_the_old_epoch(
         if "ZooKeeper had lost the cluster's epoch" in s
     ]
     assert restored and "restored it at 2" in restored[0]
+
+
+def _delete_tree(client: KazooClient, path: str, retry_on: type[Exception]) -> bool:
+    try:
+        client.delete(path, recursive=True)
+        return True
+    except retry_on:
+        return False
 
 
 # -- duplicate groups -------------------------------------------------------------------------
