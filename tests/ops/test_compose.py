@@ -28,6 +28,7 @@ SERVICES = {
     "postgres",
     "samba",
     "graph-emulator",
+    "idsync-preflight",
     "idsync-a",
     "idsync-b",
     "prometheus",
@@ -155,6 +156,10 @@ def test_dependencies_are_consistent(compose: dict[str, Any]) -> None:
         for dep in ("zk1", "zk2", "zk3", "postgres", "samba", "graph-emulator"):
             assert reaches(node, dep), f"{node} must start after {dep}"
     assert reaches("prometheus", "alertmanager")
+    for node in ("idsync-a", "idsync-b"):  # the nodes start on a tenant that preflight --fix prepared
+        assert services[node]["depends_on"]["idsync-preflight"] == {
+            "condition": "service_completed_successfully"
+        }
 
 
 def idsync_config(compose: dict[str, Any], node: str) -> tuple[Path, dict[str, Any]]:
@@ -251,18 +256,17 @@ def test_graph_emulator_files_and_identity(compose: dict[str, Any]) -> None:
         assert graph["tenant_id"] == args["--tenant"] and graph["client_id"] == args["--client-id"]
         secret = (ROOT / "deploy/compose" / graph["client_secret_file"]).read_text()
         assert secret == in_container(svc, args["--client-secret-file"]).read_text()
-        # the group anchor extension must be one the emulator registers for this app
-        registered = [
-            a.split("=", 1)[1] for a in svc["command"] if str(a).startswith("--preregister-extension=")
-        ]
-        for name in registered or EmulatorConfig().preregister_extensions:
-            if (
-                graph["anchor_extension_attribute"]
-                == f"extension_{args['--client-id'].replace('-', '')}_{name}"
-            ):
-                break
-        else:
-            raise AssertionError(f"{graph['anchor_extension_attribute']} is not registered by the emulator")
+        # A new tenant: nothing pre-registered; the preflight service registers the group anchor
+        # with this same app's config.
+        assert not any(str(a).startswith("--preregister-extension") for a in svc["command"])
+        assert not EmulatorConfig().preregister_extensions
+        assert graph["anchor_extension_attribute"].startswith(
+            f"extension_{args['--client-id'].replace('-', '')}_"
+        )
+    preflight = compose["services"]["idsync-preflight"]
+    script = preflight["entrypoint"][-1]
+    assert "preflight --fix" in script and "/etc/idsync/idsync-a.toml" in script
+    assert in_container(preflight, "/etc/idsync/idsync-a.toml").is_file()
     ca = ROOT / "deploy/compose/secrets/demo-ca.pem"
     cert = in_container(svc, args["--tls-cert"])
     openssl = shutil.which("openssl")
