@@ -10,12 +10,18 @@ from pathlib import Path
 
 from tests.chaos.run import ChaosRun
 from tests.harness.stack import SERVICE_TYPES, Stack
+from tests.harness.zookeeper import ZooKeeperEnsemble
 
 
 def main() -> int:
     p = argparse.ArgumentParser(prog="python -m tests.chaos")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--faults", type=int, default=100)
+    p.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="a 3-server ZooKeeper ensemble (adds the 'follower isolation' fault)",
+    )
     args = p.parse_args()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**8)
     print(f"chaos: seed {seed}, {args.faults} faults", flush=True)
@@ -24,14 +30,18 @@ def main() -> int:
         root.chmod(0o755)
         stack = Stack(root / "stack")
         pg = SERVICE_TYPES["postgres"](root / "pg")
-        zk = SERVICE_TYPES["zookeeper"](root / "zk")
+        zk = None if args.ensemble else SERVICE_TYPES["zookeeper"](root / "zk")
+        ensemble = ZooKeeperEnsemble(root / "zk") if args.ensemble else None
         pg.start()
-        zk.start()
+        if zk is not None:
+            zk.start()
+        if ensemble is not None:
+            ensemble.start()
         samba = stack.samba()
         try:
             run = ChaosRun(
                 root / "run", seed=seed, faults=args.faults, postgres=pg, zookeeper=zk,
-                samba_ep=samba.endpoint, samba=None if samba.shared else samba,
+                samba_ep=samba.endpoint, samba=None if samba.shared else samba, ensemble=ensemble,
             )  # fmt: skip
             result = run.run()
             if result.violations:  # keep the evidence: every node's log and the emulator's
@@ -42,7 +52,10 @@ def main() -> int:
                 print(f"logs kept in {keep}")
         finally:
             stack.down()
-            zk.destroy()
+            if zk is not None:
+                zk.destroy()
+            if ensemble is not None:
+                ensemble.close()
             pg.destroy()
     print(result.table())
     return 0 if not result.violations else 1

@@ -56,10 +56,35 @@ def stop_leader(run: ChaosRun, rng: random.Random, hold: float) -> tuple[str, st
 
 
 def zookeeper_restart(run: ChaosRun, rng: random.Random, hold: float) -> tuple[str, str]:
+    if run.ensemble is not None:  # one server of the ensemble; the quorum carries on
+        n = rng.choice(sorted(run.ensemble.members))
+        member = run.ensemble.members[n]
+        member.stop()
+        time.sleep(hold)
+        member.launch()
+        run.ensemble.wait_serving(n)
+        return f"zookeeper-{n}", "stopped and started"
+    assert run.zookeeper is not None
     run.zookeeper.stop()
     time.sleep(hold)
     run.zookeeper.start()
     return "zookeeper", "stopped and started"
+
+
+def zookeeper_follower_isolation(run: ChaosRun, rng: random.Random, hold: float) -> tuple[str, str]:
+    """Partition the ZooKeeper server the leader's session lives on from the other two. A
+    follower goes on answering plain reads for about syncLimit ticks while the quorum expires
+    the session: the leader's lease (renewed only after sync()) must run out first."""
+    assert run.ensemble is not None
+    name = run.leader_or_any()
+    n = run.zk_server[name]
+    mode = run.ensemble.mode(n) or "not serving"
+    frozen = max(hold, run.session_timeout * 2)
+    run.ensemble.isolate(n)
+    time.sleep(frozen)
+    run.ensemble.heal()
+    run.ensemble.wait_serving(n)
+    return name, f"its ZooKeeper server {n} ({mode}) isolated {frozen:.1f}s"
 
 
 def postgres_restart(run: ChaosRun, rng: random.Random, hold: float) -> tuple[str, str]:
@@ -230,5 +255,7 @@ MENU: dict[str, tuple[Fault, int]] = {
     "mass_delete": (mass_delete, 1),
     "freeze_mid_write": (freeze_mid_write, 2),
     "replication_lag": (replication_lag, 2),
-    # "ZooKeeper follower isolation" waits for a 3-node ensemble in tests/harness/zookeeper.py.
+    "zookeeper_follower_isolation": (zookeeper_follower_isolation, 2),
 }
+# Faults that need `python -m tests.chaos --ensemble` (a 3-server ZooKeeper).
+ENSEMBLE_ONLY = {"zookeeper_follower_isolation"}

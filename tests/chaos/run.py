@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.chaos.changes import ChangeGenerator
-from tests.chaos.faults import MENU, Outcome
+from tests.chaos.faults import ENSEMBLE_ONLY, MENU, Outcome
 from tests.cluster.checks import (
     duplicate_objects,
     expected_users,
@@ -27,6 +27,7 @@ from tests.cluster.instance import GROUP_ANCHOR, ClusterSpec, Instance, wait_for
 from tests.harness.ldap import LdapEndpoint, create_ou, delete_tree
 from tests.harness.proxy import TcpProxy
 from tests.harness.service import Service
+from tests.harness.zookeeper import ZooKeeperEnsemble
 
 
 @dataclass
@@ -69,12 +70,13 @@ class ChaosRun:
         seed: int,
         faults: int,
         postgres: Service,
-        zookeeper: Service,
+        zookeeper: Service | None,
         samba_ep: LdapEndpoint,
         samba: Service | None,
         session_timeout: float = 2.0,
         deletion_threshold: int = 20,
         log: Callable[[str], None] = print,
+        ensemble: ZooKeeperEnsemble | None = None,
     ) -> None:
         self.workdir = workdir
         self.seed = seed
@@ -82,6 +84,10 @@ class ChaosRun:
         self.rng = random.Random(seed)
         self.postgres = postgres
         self.zookeeper = zookeeper
+        # With a 3-server ensemble node a talks to server 1, b to 2, c to 3 (each through its
+        # own proxy), and the menu gains "ZooKeeper follower isolation".
+        self.ensemble = ensemble
+        self.zk_server: dict[str, int] = {}
         self.samba = samba
         self.samba_ep = samba_ep
         self.session_timeout = session_timeout
@@ -119,12 +125,16 @@ class ChaosRun:
         self.ous = (ad.ou("in1", self.root_ou), ad.ou("in2", self.root_ou))
         ad.close()
         self.emulator = EmulatorProcess(self.workdir / "emulator").start()
-        zk_host, zk_port = self.zookeeper.hosts.split(",")[0].rsplit(":", 1)  # type: ignore[attr-defined]
+        if self.ensemble is not None:
+            all_hosts = self.ensemble.hosts()
+        else:
+            assert self.zookeeper is not None
+            all_hosts = self.zookeeper.hosts  # type: ignore[attr-defined]
         chroot = f"/chaos-{uuid.uuid4().hex[:8]}"
         spec = ClusterSpec(
             cluster="chaos",
             pg_dsn=self.postgres.dsn,  # type: ignore[attr-defined]
-            zk_hosts=self.zookeeper.hosts + chroot,  # type: ignore[attr-defined]
+            zk_hosts=all_hosts + chroot,
             ldap=self.samba_ep,
             include_ous=[self.root_ou],
             graph_url=self.emulator.url,
@@ -135,7 +145,11 @@ class ChaosRun:
             deletion_window=10.0,
         )
         self.cluster = LocalCluster(self.workdir, spec, self.emulator)
-        for name in ("a", "b", "c"):
+        for k, name in enumerate(("a", "b", "c")):
+            server = k + 1 if self.ensemble is not None else 0
+            self.zk_server[name] = server
+            host_port = self.ensemble.hosts(server) if self.ensemble is not None else all_hosts.split(",")[0]
+            zk_host, zk_port = host_port.rsplit(":", 1)
             proxy = TcpProxy(zk_host, int(zk_port))
             self.proxies[name] = proxy
             node_spec = ClusterSpec(**{**spec.__dict__, "zk_hosts": proxy.address + chroot})
@@ -158,7 +172,7 @@ class ChaosRun:
             self.cluster.wait_leader(timeout=60)
             self._converge(timeout=120)
             self.changes.start()
-            names = list(MENU)
+            names = [n for n in MENU if self.ensemble is not None or n not in ENSEMBLE_ONLY]
             weights = [MENU[n][1] for n in names]
             for i in range(1, self.faults + 1):
                 fault = self.rng.choices(names, weights=weights)[0]
