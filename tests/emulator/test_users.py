@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tests.emulator.conftest import PASSWORD, Graph
+import pytest
+
+from tests.emulator.conftest import PASSWORD, Graph, make_config
 
 
 async def test_create_returns_201_with_default_properties(graph: Graph) -> None:
@@ -333,3 +335,14 @@ def _body(nick: str) -> dict[str, object]:
         "userPrincipalName": f"{nick}@example.com",
         "passwordProfile": {"password": PASSWORD, "forceChangePasswordNextSignIn": False},
     }
+
+
+@pytest.mark.parametrize("emulator_config", [make_config(domains=["contoso.com", "contoso.onmicrosoft.com"])])
+async def test_the_onmicrosoft_domain_is_the_initial_one(graph: Graph) -> None:
+    # resources/domain.md: isInitial marks the domain Microsoft created with the tenant.
+    r = await graph.call("GET", "/domains")
+    assert r.status == 200
+    initial = {d["id"]: d["isInitial"] for d in r.body["value"]}
+    assert initial == {"contoso.com": False, "contoso.onmicrosoft.com": True}
+    org = (await graph.call("GET", "/organization")).body["value"][0]
+    assert [d["name"] for d in org["verifiedDomains"] if d["isInitial"]] == ["contoso.onmicrosoft.com"]

@@ -92,8 +92,15 @@ def get_directory_object(em: Emulator, call: Call, ident: str) -> Reply:
 def get_organization(em: Emulator, call: Call) -> Reply:
     """GET /organization: the tenant, with its `verifiedDomains` (organization-get.md;
     user-update.md points UPN domains there)."""
+    initial = initial_domain(em.cfg.domains)
     verified = [
-        {"capabilities": "Email", "isDefault": i == 0, "isInitial": i == 0, "name": d, "type": "Managed"}
+        {
+            "capabilities": "Email",
+            "isDefault": i == 0,
+            "isInitial": d == initial,
+            "name": d,
+            "type": "Managed",
+        }
         for i, d in enumerate(em.cfg.domains)
     ]
     org = {
@@ -106,13 +113,21 @@ def get_organization(em: Emulator, call: Call) -> Reply:
     return Reply(200, {"@odata.context": f"{call.base_url}/$metadata#organization", "value": [org]})
 
 
+def initial_domain(domains: list[str]) -> str | None:
+    """The tenant's initial domain: the `<name>.onmicrosoft.com` one Microsoft creates with every
+    tenant (resources/domain.md, isInitial), else the first configured domain."""
+    return next((d for d in domains if d.endswith(".onmicrosoft.com")), domains[0] if domains else None)
+
+
 def list_domains(em: Emulator, call: Call) -> Reply:
-    """GET /domains: the verified domains UPNs may use."""
+    """GET /domains: the verified domains UPNs may use (resources/domain.md)."""
+    initial = initial_domain(em.cfg.domains)
     value = [
         {
             "id": d,
             "isVerified": True,
             "isDefault": i == 0,
+            "isInitial": d == initial,
             "authenticationType": "Managed",
             "supportedServices": ["Email"],
         }
