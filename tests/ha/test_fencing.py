@@ -86,6 +86,10 @@ def test_a_leader_whose_main_loop_hangs_resigns_and_a_standby_takes_over(
     converged(cluster, ad, samba_ou)
     a, b = cluster.nodes["a"], cluster.nodes["b"]
     schema_a = cluster.schemas[0]
+    # a resigns only for a healthy standby it has seen: let a cycle once b is a healthy member.
+    wait_for(lambda: b.last_sentence().startswith("staging: leader is a"), 20, "b staging")
+    seen = len(a.sentences())
+    wait_for(lambda: len(a.sentences()) > seen + 1, 20, "a to cycle with b as a member")
     cycles_before = len(a.sentences())
 
     # Another connection holds a lock a's import needs: a's cycle blocks (for the statement

@@ -456,6 +456,7 @@ def test_32_33_a_stalled_main_loop_loses_the_lease_then_resigns(
     a, b = node("a"), node("b")
     lead(a, clock)
     b.run_cycle(healthy(clock))
+    a.run_cycle(healthy(clock))  # a's view now shows b as a healthy standby
     lease = a.lease
     assert lease is not None
     clock.advance(1.6)  # stall > stall/2 (1.5 s): no renewal, the lease runs down
@@ -478,11 +479,26 @@ def test_32_33_a_stalled_main_loop_loses_the_lease_then_resigns(
     assert a.run_cycle(healthy(clock)).sentence == "staging: leader is b (epoch 2)"
 
 
-def test_33_34_a_resignation_retries_the_znode_removal(
+def test_32_a_stalled_leader_without_a_healthy_standby_keeps_its_znode_but_not_its_lease(
     node: Callable[..., HaLoop[FakeCoordination]], clock: Clock, ensemble: FakeEnsemble
 ) -> None:
     a = node("a")
+    lead(a, clock)  # alone: e.g. a long first full import with nobody else ready
+    clock.advance(5.0)
+    r = a.refresh()
+    assert r.sentence == "leader at epoch 1: lease not renewed, main loop made no progress for 5s"
+    assert ensemble.leader is not None and a.lease is not None and not a.lease.valid()
+    a.progress()  # the loop moves on: renewals resume
+    assert a.refresh().renewed
+
+
+def test_33_34_a_resignation_retries_the_znode_removal(
+    node: Callable[..., HaLoop[FakeCoordination]], clock: Clock, ensemble: FakeEnsemble
+) -> None:
+    a, b = node("a"), node("b")
     lead(a, clock)
+    b.run_cycle(healthy(clock))
+    a.run_cycle(healthy(clock))  # a's view now shows b as a healthy standby
     clock.advance(3.0)
     a.coord.fail("remove_own_leader_znode", "connection loss")
     r = a.refresh()

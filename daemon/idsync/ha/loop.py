@@ -428,7 +428,7 @@ class HaLoop(Generic[C]):
                     return self._remove_orphan(self._orphan)
                 return Renewal("not leader", False)
             stalled = self.stalled_for()
-            if stalled >= self.timing.stall:
+            if stalled >= self.timing.stall and self._healthy_standby():
                 return Renewal(self._resign(f"main loop made no progress for {stalled:.0f}s").sentence, False)
             if stalled > self.timing.stall / 2:
                 # Not renewed: the lease runs out unless the loop moves on (cycles renew it too).
@@ -438,6 +438,18 @@ class HaLoop(Generic[C]):
                     False,
                 )
             return self._confirm(leader, lease)
+
+    def _healthy_standby(self) -> bool:
+        """A live, healthy member other than us, as of the last cycle's view: resigning helps only
+        if someone can take over (a lone leader in a long first import keeps its znode; its
+        lease runs out all the same)."""
+        view = self.last_view
+        if view is None:
+            return False
+        now = self._wall()
+        return any(
+            n != self.node and m.healthy and not view.member_stale(n, now) for n, m in view.members.items()
+        )
 
     def confirm_now(self) -> bool:
         """A fresh quorum confirmation (before a hard delete); renews the lease when it holds."""
