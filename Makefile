@@ -19,12 +19,12 @@ deps:
 	bash deploy/local/install-deps.sh
 
 lint: venv
-	$(VENV)/bin/ruff check daemon tests bench
-	$(VENV)/bin/ruff format --check daemon tests bench
+	$(VENV)/bin/ruff check daemon tests bench deploy
+	$(VENV)/bin/ruff format --check daemon tests bench deploy
 
 typecheck: venv
 	$(VENV)/bin/mypy
-	$(VENV)/bin/mypy tests/harness tests/conftest.py tests/test_harness.py
+	$(VENV)/bin/mypy tests/harness tests/conftest.py tests/test_harness.py deploy/demo
 
 pytest: venv deps
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -41,10 +41,10 @@ stack-status: venv
 	$(PY) -m tests.harness status
 
 demo: deps venv
-	$(PY) -m tests.cluster.demo start
+	$(PY) -m deploy.demo start
 
 demo-stop: venv
-	$(PY) -m tests.cluster.demo stop
+	$(PY) -m deploy.demo stop
 
 SEED ?=
 FAULTS ?= 100

@@ -8,7 +8,7 @@ set -euo pipefail
 #   AD DC needs them (provisioning loads vfs/xattr_tdb.so from samba-vfs-modules).
 # - python3-venv: `make venv`; iproute2: `ss` names the holder of Samba's port 389 in errors.
 # - prometheus, prometheus-alertmanager: the demo and tests/ops/test_alerts_live.py run their own
-#   instances on loopback (tests/cluster/monitoring.py), never the system services; amtool checks
+#   instances on loopback (deploy/demo/monitoring.py), never the system services; amtool checks
 #   deploy/alertmanager. systemd: only for systemd-analyze (verifies systemd/*.service).
 #   python3-yaml: tests/ops reads compose.yaml with it when the venv has no PyYAML;
 #   python3-seccomp: tests/ops runs the daemon under the units' syscall filter.

@@ -25,12 +25,12 @@ from typing import Any
 
 import pytest
 
+from deploy.demo.monitoring import RULES, Monitoring, shortened_rules, start_monitoring
 from idsync.cli import main
 from tests.cluster.cluster import LocalCluster, running_cluster
 from tests.cluster.directory import AdDirectory
 from tests.cluster.emulator import DOMAIN
 from tests.cluster.instance import wait_for
-from tests.cluster.monitoring import RULES, Monitoring, shortened_rules, start_monitoring
 from tests.ha.test_processes import ad  # noqa: F401  (fixture)
 from tests.harness.ldap import LdapEndpoint
 

@@ -22,8 +22,8 @@ import orjson
 import psycopg
 from ldap3.core.exceptions import LDAPNoSuchObjectResult
 
+from deploy.demo import monitoring
 from idsync.cli import main as idsync
-from tests.cluster import monitoring
 from tests.cluster.emulator import DOMAIN, EmulatorProcess
 from tests.cluster.instance import ClusterSpec, Instance, wait_for, write_config
 from tests.harness.__main__ import cmd_down, cmd_up
@@ -264,11 +264,7 @@ def status() -> int:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.cluster.demo")
+    p = argparse.ArgumentParser(prog="python -m deploy.demo")
     p.add_argument("action", nargs="?", default="start", choices=["start", "stop", "status"])
     args = p.parse_args()
     return {"start": start, "stop": stop, "status": status}[args.action]()
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Deployment material; `deploy.demo` is the local demo (`make demo`)."""
