@@ -98,6 +98,9 @@ class DataPath:
         self.last_sync: SyncResult | None = None
         # How long one cycle may export before the HA loop gets its turn again.
         self.export_slice = max(cfg.ha.loop_interval_seconds, 2.0)
+        # Called between the phases of import_and_sync: the node counts it as main-loop progress
+        # (a leader's lease is renewed only while its cycle moves on; runtime/node.py).
+        self.progress: Callable[[], None] = lambda: None
 
     def _target(self) -> GraphTarget:
         rules = self.engine.rules
@@ -123,12 +126,14 @@ class DataPath:
     async def import_and_sync(self, *, full: bool = False) -> CycleReport:
         t0 = time.monotonic()
         src = await asyncio.to_thread(self._source, full)
+        self.progress()
         t1 = time.monotonic()
         metrics.PHASE_SECONDS.labels("source_import").observe(t1 - t0)
         metrics.LAST_SUCCESS.labels("source_import").set(time.time())
         await self.tenant.refresh()
         self.engine.blocked = dict(self.tenant.blocked)  # e.g. groups without their extension
         tgt = await self._import_target()
+        self.progress()
         t2 = time.monotonic()
         metrics.PHASE_SECONDS.labels("target_import").observe(t2 - t1)
         metrics.LAST_SUCCESS.labels("target_import").set(time.time())
@@ -138,6 +143,7 @@ class DataPath:
                 metrics.IMPORTED.labels("target", result).inc(getattr(t.counts, result))
         approved = await asyncio.to_thread(self.approvals)
         res = await asyncio.to_thread(self.engine.run, full=full, approved_fingerprints=approved)
+        self.progress()
         metrics.PHASE_SECONDS.labels("sync").observe(time.monotonic() - t2)
         metrics.LAST_SUCCESS.labels("sync").set(time.time())
         self.last_sync = res

@@ -90,6 +90,9 @@ class Node:
         self._full_next = False
         self._catch_up = False
         self.pause_gate: PauseGate | None = None  # set by the daemon once ZooKeeper is connected
+        if ha is not None and hasattr(pipeline, "progress"):
+            # The data path reports each finished phase: a long cycle that moves on keeps its lease.
+            pipeline.progress = self._progress  # type: ignore[attr-defined]  # an optional hook
 
     def request_full(self) -> None:
         self._full_next = True
