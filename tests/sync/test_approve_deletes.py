@@ -44,6 +44,9 @@ def test_show_then_approve_the_held_set(
     cfg = _config(tmp_path, pg_dsn, pg_schema)
     cluster = f"t{uuid.uuid4().hex[:8]}"
     base = {"config": str(cfg), "zookeeper": zk_hosts, "cluster": cluster, "timeout": 5.0, "force": False}
+    # The cluster exists once a node has joined it (the CLI never creates a cluster's znodes).
+    coord = Coordinator(ZkSettings(hosts=zk_hosts, session_timeout=5.0, retry_timeout=5.0), cluster, "a")
+    coord.start(timeout=5.0)
     assert approve_deletes.run(argparse.Namespace(fingerprint=None, **base)) == 0
     out = capsys.readouterr().out
     assert f"idsync approve-deletes {held.fingerprint}" in out
@@ -54,8 +57,6 @@ def test_show_then_approve_the_held_set(
     assert "is not a delete set this node has held" in capsys.readouterr().err
 
     assert approve_deletes.run(argparse.Namespace(fingerprint=held.fingerprint, **base)) == 0
-    coord = Coordinator(ZkSettings(hosts=zk_hosts, session_timeout=5.0, retry_timeout=5.0), cluster, "reader")
-    coord.start(timeout=5.0)
     try:
         approvals = tuple(coord.approvals())
     finally:
