@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from tests.cluster.emulator import REPLICATION_LAG
 from tests.cluster.instance import wait_for
 
 if TYPE_CHECKING:
@@ -217,8 +218,9 @@ def freeze_mid_write(run: ChaosRun, rng: random.Random, hold: float) -> tuple[st
 
 
 def replication_lag(run: ChaosRun, rng: random.Random, hold: float) -> tuple[str, str]:
-    """The emulator's replication lag on (new objects invisible to $filter and delta for a while),
-    a burst and a switchover inside it: create-idempotence must still leave no duplicate."""
+    """The emulator's replication lag raised (new objects invisible to $filter and delta for
+    seconds; the run's base lag is REPLICATION_LAG), a burst and a switchover inside it:
+    create-idempotence must still leave no duplicate."""
     lo, hi = 0.5, round(rng.uniform(1.0, 3.0), 1)
     run.emulator.post("/_emulator/config", {"replication_lag_min": lo, "replication_lag_max": hi})
     try:
@@ -238,7 +240,10 @@ def replication_lag(run: ChaosRun, rng: random.Random, hold: float) -> tuple[str
             note += f" and a switchover {old}->{to}: {said[-1] if said else f'exit {r.returncode}'}"
         time.sleep(hold)
     finally:
-        run.emulator.post("/_emulator/config", {"replication_lag_min": 0.0, "replication_lag_max": 0.0})
+        base_lo, base_hi = REPLICATION_LAG
+        run.emulator.post(
+            "/_emulator/config", {"replication_lag_min": base_lo, "replication_lag_max": base_hi}
+        )
     return old, note
 
 

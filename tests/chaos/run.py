@@ -22,7 +22,7 @@ from tests.cluster.checks import (
 )
 from tests.cluster.cluster import LocalCluster, run_preflight, wait_converged
 from tests.cluster.directory import AdDirectory
-from tests.cluster.emulator import EmulatorProcess
+from tests.cluster.emulator import REPLICATION_LAG, EmulatorProcess
 from tests.cluster.instance import GROUP_ANCHOR, ClusterSpec, Instance, wait_for, write_config
 from tests.harness.ldap import LdapEndpoint, create_ou, delete_tree
 from tests.harness.proxy import TcpProxy
@@ -124,7 +124,7 @@ class ChaosRun:
         ad = AdDirectory(self.samba_ep)
         self.ous = (ad.ou("in1", self.root_ou), ad.ou("in2", self.root_ou))
         ad.close()
-        self.emulator = EmulatorProcess(self.workdir / "emulator").start()
+        self.emulator = EmulatorProcess(self.workdir / "emulator", lag=REPLICATION_LAG).start()
         if self.ensemble is not None:
             all_hosts = self.ensemble.hosts()
         else:

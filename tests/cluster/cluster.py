@@ -15,7 +15,7 @@ import psycopg
 
 from idsync.ha.records import ClusterView
 from idsync.ha.zk import Coordinator, ZkSettings
-from tests.cluster.emulator import EmulatorProcess
+from tests.cluster.emulator import REPLICATION_LAG, EmulatorProcess
 from tests.cluster.instance import ClusterSpec, Instance, wait_for, write_config
 
 
@@ -134,9 +134,9 @@ def running_cluster(
     """A Graph emulator process and a LocalCluster pointed at it; both stopped on exit.
 
     `spec` holds the ClusterSpec fields except `graph_url`, which is the emulator's;
-    `emulator_args` are more `idsync graph-emulator` options.
+    `emulator_args` are more `idsync graph-emulator` options. Graph's replication lag is on.
     """
-    em = EmulatorProcess(workdir / "emulator", args=emulator_args).start()
+    em = EmulatorProcess(workdir / "emulator", args=emulator_args, lag=REPLICATION_LAG).start()
     c = LocalCluster(workdir, ClusterSpec(graph_url=em.url, **spec), em)
     try:
         yield c

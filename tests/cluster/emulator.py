@@ -18,19 +18,30 @@ from tests.harness.ports import free_port
 DOMAIN = "test.idsync.lan"
 # The tenant's initial domain (`isInitial`), where unverified UPN suffixes fall back to.
 INITIAL_DOMAIN = "idsynctest.onmicrosoft.com"
+# Graph's eventual consistency, on in the HA, end-to-end and chaos runs: a new or changed object
+# reaches reads, $filter and delta after a random 0.1-0.8 s, and $batch items run in random order.
+REPLICATION_LAG = (0.1, 0.8)
 
 
 class EmulatorProcess:
     """`idsync graph-emulator --anonymous` on a free loopback port, throttling off by default.
 
     Strict, as a new tenant: no directory extension is registered (idsync registers its own with
-    `idsync preflight --fix`, see LocalCluster). `args` are more command-line options.
+    `idsync preflight --fix`, see LocalCluster). `args` are more command-line options; `lag` is
+    the replication lag's (min, max) in seconds (REPLICATION_LAG in the cluster tests).
     """
 
     def __init__(
-        self, workdir: Path, *, throttle: bool = False, domain: str = DOMAIN, args: tuple[str, ...] = ()
+        self,
+        workdir: Path,
+        *,
+        throttle: bool = False,
+        domain: str = DOMAIN,
+        args: tuple[str, ...] = (),
+        lag: tuple[float, float] | None = None,
     ) -> None:
         self.workdir = workdir
+        self.lag = lag
         self.port = free_port()
         self.domain = domain
         self.throttle = throttle
@@ -50,6 +61,8 @@ class EmulatorProcess:
         ]  # fmt: skip
         if not self.throttle:
             cmd.append("--no-throttle")
+        if self.lag is not None:
+            cmd += ["--replication-lag", f"{self.lag[0]}:{self.lag[1]}"]
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
