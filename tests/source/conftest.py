@@ -67,7 +67,8 @@ class Directory:
 
     def __init__(self, ep: LdapEndpoint) -> None:
         self.ep = ep
-        self.conn = connect(ep)
+        # A 5,000-member group is one write that a long-lived, busy Samba takes over 5 s to apply.
+        self.conn = connect(ep, timeout=30.0)
 
     def close(self) -> None:
         self.conn.unbind()
