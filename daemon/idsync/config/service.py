@@ -90,6 +90,12 @@ class SyncSettings(Section):
     """`[sync]`: what is synchronized and the guards around deletes."""
 
     rules_file: ConfigPath | None = None
+    # The cluster's rules live in ZooKeeper; the file seeds them. Pinned, the node publishes its
+    # file as the cluster's next version at start and on SIGHUP (configuration management).
+    rules_pinned: bool = False
+    # Above this many pending operations on a trial node, `idsync rules apply` wants the
+    # fingerprint `idsync rules impact` prints.
+    rules_change_threshold: int = Field(default=100, ge=0)
     interval_seconds: PositiveSeconds = 2.0
     deletion_threshold_count: int = Field(default=500, ge=0)
     deletion_threshold_percent: float | None = Field(default=None, gt=0, le=100)

@@ -84,6 +84,7 @@ def cluster_paths(paths: Paths) -> list[str]:
         paths.failover,
         paths.pause,
         f"{paths.base}/history",  # ha/history.py: the election transaction creates entries in it
+        f"{paths.base}/rules",  # ha/rules_zk.py: the cluster's versioned sync rules
     ]
 
 

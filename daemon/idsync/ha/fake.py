@@ -41,6 +41,10 @@ class FakeEnsemble:
     failover: FailoverRequest | None = None
     pause: PauseRecord | None = None
     release: ReleaseRecord | None = None
+    rules_version: int = 0  # the cluster's rules (ha/rules.py): current version, its hash, the trial
+    rules_hash: str = ""
+    trial_node: str = ""
+    trial_hash: str = ""
     session_timeout: float = 2.0  # what the "server" negotiates
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -60,6 +64,10 @@ class FakeEnsemble:
             failover=self.failover,
             pause=self.pause,
             release=self.release,
+            rules_version=self.rules_version,
+            rules_hash=self.rules_hash,
+            trial_node=self.trial_node,
+            trial_hash=self.trial_hash,
         )
 
 

@@ -49,6 +49,10 @@ class Health:
     pending: dict[str, int] = field(default_factory=dict)
     reason: str = ""  # why the last cycle failed, if it did
     seen_epoch: int = 0  # the highest epoch this node's store has seen (ha/epochs.py)
+    # The cluster rules this node runs (ha/rules.py): version, trial, or why it could not load them.
+    rules_version: int = 0
+    rules_trial: bool = False
+    rules_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,15 @@ class HaLoop(Generic[C]):
             return False, f"last successful cycle {age:.0f}s ago"
         if not health.target_caught_up:
             return False, "target import not caught up"
+        if health.rules_error:
+            return False, health.rules_error
+        if health.rules_trial and view.trial_node == self.node:
+            # Reported as "trial", not as a failure: it runs candidate rules and never leads.
+            return False, f"rules trial {view.trial_hash[:12]}: reports only, never promoted automatically"
+        if view.rules_version:
+            if health.rules_version != view.rules_version:
+                return False, f"runs rules v{health.rules_version}, the cluster's are v{view.rules_version}"
+            return True, ""
         cluster_hash = view.epoch.rules_hash
         if cluster_hash and health.rules_hash != cluster_hash:
             return (
@@ -190,6 +203,8 @@ class HaLoop(Generic[C]):
             seen_epoch=max(health.seen_epoch, self.leader.epoch if self.leader else 0),
             host=socket.gethostname(),
             pid=os.getpid(),
+            rules_version=health.rules_version,
+            trial=health.rules_trial,
         )
 
     def _demote(self, reason: str) -> Decision:
@@ -343,6 +358,14 @@ class HaLoop(Generic[C]):
                 "staging",
                 False,
                 view.leader.epoch,
+            )
+        if health.rules_trial:
+            # A trial node's queue is a preview: it must not export it, not even when forced.
+            return Decision(
+                "staging: no leader, running a rules trial: never promoted (apply or abort it)",
+                "staging",
+                False,
+                0,
             )
         fo = self.requests.live_failover(view)
         sw = self.requests.live_switchover(view)

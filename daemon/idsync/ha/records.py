@@ -85,6 +85,8 @@ class MemberRecord:
     seen_epoch: int = 0
     host: str = ""  # where the process runs, for "node already running" errors
     pid: int = 0
+    rules_version: int = 0  # the cluster rules version this node runs (ha/rules.py)
+    trial: bool = False  # running the cluster's rules trial: reports, never leads
 
     def stale(self, now: float) -> bool:
         """True when the node has not completed a cycle for much longer than its interval (hung)."""
@@ -139,6 +141,11 @@ class ClusterView:
     # When ZooKeeper last saw each member record written (its own clock, seconds); empty when
     # unknown (the in-memory fake), and then the members' own wall-clock stamps are used.
     member_mtime: dict[str, float] = field(default_factory=dict)
+    # The cluster's rules (ha/rules.py): the current version and hash, and the trial if any.
+    rules_version: int = 0
+    rules_hash: str = ""
+    trial_node: str = ""
+    trial_hash: str = ""
 
     def member_stale(self, name: str, now: float) -> bool:
         """True when member `name` has not written its record for much longer than its interval
@@ -161,4 +168,6 @@ class ClusterView:
             "switchover": asdict(self.switchover) if self.switchover else None,
             "failover": asdict(self.failover) if self.failover else None,
             "paused": asdict(self.pause) if self.pause else None,
+            "rules": {"version": self.rules_version, "hash": self.rules_hash},
+            "trial": {"node": self.trial_node, "hash": self.trial_hash} if self.trial_node else None,
         }

@@ -261,6 +261,9 @@ class Coordinator:
                 members[name] = rec
                 if member_stat is not None:
                     mtimes[name] = member_stat.mtime / 1000.0
+        from idsync.ha import rules_zk  # the rules records (ha/rules_zk.py)
+
+        current, trial = rules_zk.read_summary(self)
         return ClusterView(
             leader=decode(LeaderRecord, leader_raw),
             epoch=decode(EpochRecord, epoch_raw) or EpochRecord(),
@@ -271,6 +274,10 @@ class Coordinator:
             pause=decode(PauseRecord, self._get(self.paths.pause)[0]),
             release=decode(ReleaseRecord, self._get(self.paths.release)[0]),
             member_mtime=mtimes,
+            rules_version=current.version if current else 0,
+            rules_hash=current.hash if current else "",
+            trial_node=trial.node if trial else "",
+            trial_hash=trial.hash if trial else "",
         )
 
     # -- membership -------------------------------------------------------------------------

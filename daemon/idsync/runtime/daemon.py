@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import psycopg
 import structlog
@@ -34,6 +34,9 @@ from idsync.store import migrate
 from idsync.store.db import Store
 from idsync.store.errors import StoreUnavailable
 from idsync.store.identity import IdentityLock, SchemaInUse
+
+if TYPE_CHECKING:
+    from idsync.runtime.cluster_rules import RulesFollower
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -144,6 +147,7 @@ class Daemon:
         self.identity: IdentityLock | None = None
         self.interval = cfg.sync.interval_seconds
         self._store_renewing = threading.Event()
+        self.rules: RulesFollower | None = None
 
     # -- signals ----------------------------------------------------------------------------
 
@@ -223,6 +227,14 @@ class Daemon:
             gate = PauseGate()
             gate.watch(coord)
             self.node.pause_gate = gate
+            if hasattr(self.pipeline, "use_rules"):
+                # The cluster's versioned rules, seeded from the local file (runtime/cluster_rules.py).
+                from idsync.runtime.cluster_rules import RulesFollower
+
+                self.rules = RulesFollower(self.cfg, coord, self.node, self.ha)
+                await asyncio.to_thread(
+                    retrying, "zookeeper", self.rules.start, (CoordinationError,), self.stop
+                )
             threading.Thread(target=self._keep_lease, name="lease-keeper", daemon=True).start()
         if opts.full:
             self.node.request_full()
@@ -232,14 +244,19 @@ class Daemon:
             while not self.stop.is_set():
                 if self._reload:
                     self._reload = False
-                    what = await asyncio.to_thread(self.pipeline.reload)
+                    reload = self.rules.reload_local if self.rules is not None else self.pipeline.reload
+                    what = await asyncio.to_thread(reload)
                     log.info("daemon.reloaded", change=what)
                     self.notifier.send(ready="1")
                 started = time.monotonic()
                 self._progress()
                 try:
                     await asyncio.to_thread(self._check_schema)
+                    if self.rules is not None:
+                        await asyncio.to_thread(self.rules.before_cycle)
                     outcome = await self.node.run_cycle()
+                    if self.rules is not None:
+                        await asyncio.to_thread(self.rules.after_cycle, outcome)
                 except (ZkAccessDenied, SchemaInUse):
                     raise  # fatal: the message names what to fix; retrying cannot help
                 except Exception as exc:  # never let one bad cycle end the daemon; say why, back off

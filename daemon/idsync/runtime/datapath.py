@@ -246,7 +246,31 @@ class DataPath:
 
     def reload(self) -> str:
         old = self.rules_hash
-        self.engine = engine_from_config(self.store, self.cfg)
+        self._install(engine_from_config(self.store, self.cfg))
+        return "rules unchanged" if old == self.rules_hash else f"rules {old[:12]} -> {self.rules_hash[:12]}"
+
+    def use_rules(self, text: str, origin: str) -> str:
+        """Run the rules `text` (a cluster version or a trial, runtime/cluster_rules.py) instead of
+        the file's; raises RulesError naming every problem, and then keeps the rules it had. The
+        engine's stored rules hash makes the next sync a full one."""
+        from idsync.runtime.cluster_rules import parse_rules
+        from idsync.sync import guard
+
+        old = self.rules_hash
+        rules = parse_rules(text, origin, self.cfg)
+        s = self.cfg.sync
+        thresholds = guard.Thresholds(
+            s.deletion_threshold_count, s.deletion_threshold_percent, s.deletion_window_seconds
+        )
+        self._install(
+            SyncEngine(
+                self.store, rules, thresholds=thresholds, soft_match=s.soft_match, check_target_rounds=True
+            )
+        )
+        return "rules unchanged" if old == self.rules_hash else f"rules {old[:12]} -> {self.rules_hash[:12]}"
+
+    def _install(self, engine: SyncEngine) -> None:
+        self.engine = engine
         rules = self.engine.rules
         schema = replace(
             self.target.schema,
@@ -254,7 +278,6 @@ class DataPath:
             group_attributes=rules.managed_attributes("group"),
         )
         self.target.schema = self.target.importer.schema = schema
-        return "rules unchanged" if old == self.rules_hash else f"rules {old[:12]} -> {self.rules_hash[:12]}"
 
     def close(self) -> None:
         self.source.close()

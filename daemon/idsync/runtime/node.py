@@ -19,6 +19,7 @@ from idsync.fencing import Fence, Unfenced
 from idsync.ha import upkeep
 from idsync.ha.loop import Decision, HaLoop, Health
 from idsync.ha.requests import PauseGate
+from idsync.ha.rules import RulesRunning
 from idsync.log import bind_context
 from idsync.runtime.pipeline import CycleReport, ExportReport, Pipeline
 from idsync.store import fence as store_fence
@@ -90,6 +91,8 @@ class Node:
         self._full_next = False
         self._catch_up = False
         self.pause_gate: PauseGate | None = None  # set by the daemon once ZooKeeper is connected
+        # The cluster rules this node runs, set by the daemon's rules follower (runtime/cluster_rules.py).
+        self.rules = RulesRunning()
         if ha is not None and hasattr(pipeline, "progress"):
             # The data path reports each finished phase: a long cycle that moves on keeps its lease.
             pipeline.progress = self._progress  # type: ignore[attr-defined]  # an optional hook
@@ -105,6 +108,9 @@ class Node:
             rules_hash=report.rules_hash,
             pending=report.pending,
             reason=report.error,
+            rules_version=self.rules.version,
+            rules_trial=self.rules.trial,
+            rules_error=self.rules.error,
         )
 
     def _ha_cycle(self, report: CycleReport) -> Decision:
