@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pause": ("idsync.commands.pause", "hold exports cluster-wide (imports continue)"),
     "resume": ("idsync.commands.resume", "release a cluster-wide pause"),
     "pending": ("idsync.commands.pending", "show the pending exports of this node"),
+    "preview": ("idsync.commands.preview", "show one object through the rules, desired state and diff"),
+    "quarantine": ("idsync.commands.quarantine", "list, retry or clear the objects this node set aside"),
     "approve-deletes": ("idsync.commands.approve_deletes", "release deletes held by the deletion guard"),
     "cycle": ("idsync.commands.cycle", "run one import/sync cycle now"),
 }

@@ -252,13 +252,18 @@ def listing(
     errors_only: bool = False,
     after: tuple[int, int] | None = None,
     limit: int | None = None,
+    anchor: str | None = None,
 ) -> list[PendingExport]:
-    """Pending operations in export order (optionally of some kinds, or only those with errors).
+    """Pending operations in export order (optionally of some kinds, or only those with errors,
+    or only those of one object's `anchor`).
 
     Page through a large queue with `limit` and `after` = (priority, id) of the last row seen.
     """
     where: list[str] = []
     params: list[Any] = []
+    if anchor is not None:
+        where.append("p.anchor = %s")
+        params.append(anchor)
     if kinds:
         where.append("p.kind = ANY(%s)")
         params.append(list(kinds))

@@ -35,6 +35,16 @@ class Outcome:
 OUT_OF_SCOPE = Outcome(False)
 
 
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One rule applied to one object, for `idsync preview`: the rule, what it reads, what it gave."""
+
+    rule: str  # "user.scope.include", "user.flows.department", …
+    expression: str | None
+    result: Any
+    note: str = ""  # "in scope", "out of scope: …", "null in, null out", …
+
+
 class Evaluator:
     """Evaluates compiled rules; one instance per thread (it reuses one CEL context)."""
 
@@ -53,13 +63,46 @@ class Evaluator:
             self._single[t] = tuple(dict.fromkeys(n for e in exprs for n in e.single))
             self._multi[t] = tuple(dict.fromkeys(n for e in exprs for n in e.multi))
 
-    def evaluate(self, anchor: str, object_type: str, dn: str, attrs: Mapping[str, Sequence[str]]) -> Outcome:
-        """Scope and flows for one live source object; raises EvaluationError naming the rule."""
+    def evaluate(
+        self,
+        anchor: str,
+        object_type: str,
+        dn: str,
+        attrs: Mapping[str, Sequence[str]],
+        trace: list[Step] | None = None,
+    ) -> Outcome:
+        """Scope and flows for one live source object; raises EvaluationError naming the rule.
+
+        With `trace`, each rule's result is appended to it as it is applied (`idsync preview`):
+        the same code path as the sync, so the preview cannot disagree with it.
+        """
         tr = self.rules.of(object_type)
-        if not tr.enabled or not self._dn_in_scope(tr, dn):
+        t = object_type
+        if not tr.enabled:
+            if trace is not None:
+                trace.append(
+                    Step(f"{t}.enabled", None, False, "out of scope: the rules do not sync this type")
+                )
             return OUT_OF_SCOPE
-        if tr.scope.filter is not None and not tr.scope.filter.matches(attrs):
+        if not self._dn_in_scope(tr, dn):
+            if trace is not None:
+                bases = "include " + ", ".join(tr.scope.include) if tr.scope.include else ""
+                bases += ("; " if bases else "") + (
+                    "exclude " + ", ".join(tr.scope.exclude) if tr.scope.exclude else ""
+                )
+                trace.append(Step(f"{t}.scope", bases, False, "out of scope: the DN is outside the scope"))
             return OUT_OF_SCOPE
+        if trace is not None and (tr.scope.include or tr.scope.exclude):
+            trace.append(
+                Step(f"{t}.scope", ", ".join(tr.scope.include + tr.scope.exclude), True, "DN in scope")
+            )
+        if tr.scope.filter is not None:
+            matched = tr.scope.filter.matches(attrs)
+            if trace is not None:
+                note = "matches" if matched else "out of scope: the filter does not match"
+                trace.append(Step(f"{t}.scope.filter", tr.scope.filter.text, matched, note))
+            if not matched:
+                return OUT_OF_SCOPE
         # Referenced names are looked up as written and in lower case (imported names are lower).
         single: dict[str, Any] = {}
         for name in self._single[object_type]:
@@ -71,6 +114,9 @@ class Evaluator:
         )
         if tr.scope.condition is not None:
             verdict = self._run(tr.scope.condition, anchor, single, multi)
+            if trace is not None:
+                note = "in scope" if verdict is True else "out of scope: the condition is not true"
+                trace.append(Step(tr.scope.condition.rule, tr.scope.condition.text, verdict, note))
             if verdict is not True and verdict is not None and verdict is not False:
                 raise EvaluationError(
                     anchor,
@@ -83,8 +129,12 @@ class Evaluator:
         out: dict[str, Any] = {}
         for flow in tr.flows:
             out[flow.attribute] = _json_value(self._run(flow.expression, anchor, single, multi))
+            if trace is not None:
+                trace.append(Step(flow.expression.rule, flow.expression.text, out[flow.attribute]))
         self._check_required(tr, anchor, out)
         notice = self._check_upn(tr, anchor, out) if object_type == "user" else None
+        if notice and trace is not None:
+            trace.append(Step(f"{t}.upn_unverified", tr.upn_unverified, out.get(UPN), notice))
         target_anchor = out.get(tr.anchor_attribute)
         if not isinstance(target_anchor, str) or not target_anchor:
             raise EvaluationError(

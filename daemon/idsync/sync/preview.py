@@ -97,6 +97,11 @@ def collect(store: Store, *, op: str | None = None, errors_only: bool = False) -
     return list(iter_items(store, op=op, errors_only=errors_only))
 
 
+def describe(conn: psycopg.Connection, ops: Sequence[pending.PendingExport]) -> list[PreviewItem]:
+    """Preview rows of some operations (`idsync preview` shows those of one object)."""
+    return _items(conn, ops)
+
+
 def _items(conn: psycopg.Connection, ops: Sequence[pending.PendingExport]) -> list[PreviewItem]:
     anchors = {o.anchor for o in ops} | {o.member_anchor for o in ops if o.member_anchor}
     desired_attrs = desired.attrs_of(conn, anchors)
