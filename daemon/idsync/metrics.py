@@ -26,6 +26,17 @@ PENDING = Gauge("idsync_pending_exports", "Pending export operations by operatio
 QUARANTINED = Gauge(
     "idsync_quarantined_objects", "Objects set aside with a reason, by phase", ["phase"], registry=REGISTRY
 )
+PRIVILEGED_REFUSALS = Counter(
+    "idsync_privileged_refusals_total",
+    "Changes or deletes of a user holding a directory role that Graph refused (403), by operation",
+    ["op"],
+    registry=REGISTRY,
+)
+PRIVILEGED_QUARANTINED = Gauge(
+    "idsync_quarantined_privileged_users",
+    "Users quarantined because Graph refused to change or delete them: they hold a directory role",
+    registry=REGISTRY,
+)
 GUARD_HOLDING = Gauge(
     "idsync_deletion_guard_holding", "1 while the deletion guard holds all exports back", registry=REGISTRY
 )
@@ -90,3 +101,5 @@ HEALTHY = Gauge(
 # Known label values start at 0, so rate() and increase() see a node that never succeeded.
 for _result in ("ok", "failed"):
     CYCLES.labels(_result)
+for _op in ("update", "delete"):
+    PRIVILEGED_REFUSALS.labels(_op)

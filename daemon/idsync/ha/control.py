@@ -211,4 +211,10 @@ def render_status(view: ClusterView, cluster: str, now: float | None = None) -> 
         lines.append(row.rstrip())
     if not view.members:
         lines.append("(no running members)")
+    for name, m in sorted(view.members.items()):
+        if m.privileged:
+            lines.append(
+                f"PRIVILEGED USERS: {m.privileged} quarantined on {name}: Graph refused to change or delete"
+                " a user holding a directory role (`idsync quarantine list --phase export`)"
+            )
     return "\n".join(lines)

@@ -47,6 +47,7 @@ class Health:
     target_caught_up: bool
     rules_hash: str
     pending: dict[str, int] = field(default_factory=dict)
+    privileged: int = 0  # users quarantined because Graph refused to change an administrator
     reason: str = ""  # why the last cycle failed, if it did
     seen_epoch: int = 0  # the highest epoch this node's store has seen (ha/epochs.py)
     # The cluster rules this node runs (ha/rules.py): version, trial, or why it could not load them.
@@ -197,6 +198,7 @@ class HaLoop(Generic[C]):
             last_cycle=self._wall(),
             target_caught_up=health.target_caught_up,
             pending=dict(health.pending),
+            privileged=health.privileged,
             admin_url=self.admin_url,
             version=__version__,
             interval=self.timing.loop_interval,

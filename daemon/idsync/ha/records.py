@@ -76,6 +76,9 @@ class MemberRecord:
     last_cycle: float = 0.0
     target_caught_up: bool = False
     pending: dict[str, int] = field(default_factory=dict)
+    # Users quarantined because Graph refused to change or delete them (a directory role):
+    # `idsync status` names them on every host, like the deletion guard.
+    privileged: int = 0
     admin_url: str = ""
     version: str = ""
     interval: float = 0.0  # seconds between this node's cycles

@@ -150,7 +150,7 @@ class DataPath:
         self.guard_held = res.guard.held
         metrics.GUARD_HOLDING.set(1 if res.guard.held else 0)
         metrics.GUARD_DELETES.set(res.guard.deletes)
-        await asyncio.to_thread(self._quarantine_metrics)
+        privileged = await asyncio.to_thread(self._quarantine_metrics)
         changed = f"source +{src.added} ~{src.updated} -{src.deleted}"
         if src.kind == "full":
             changed = f"source full import ({src.added + src.updated + src.unchanged} objects)"
@@ -164,6 +164,7 @@ class DataPath:
             target_caught_up=caught_up,
             pending=dict(res.pending),
             duration=time.monotonic() - t0,
+            privileged=privileged,
         )
 
     def _source(self, full: bool) -> SourceResult:
@@ -173,11 +174,15 @@ class DataPath:
         metrics.IMPORTED.labels("source", "error").inc(res.errors)
         return res
 
-    def _quarantine_metrics(self) -> None:
+    def _quarantine_metrics(self) -> int:
+        """Set the quarantine gauges; returns how many privileged users are quarantined."""
         with self.store.connection() as conn:
             counts = quarantine.count(conn)
+            privileged = quarantine.privileged(conn)
         for phase in ("import", "sync", "export"):
             metrics.QUARANTINED.labels(phase).set(counts.get(phase, 0))
+        metrics.PRIVILEGED_QUARANTINED.set(privileged)
+        return privileged
 
     async def _import_target(self) -> TargetResult:
         """The target import, each type on its own: a type whose import fails (Graph refuses its
@@ -228,6 +233,8 @@ class DataPath:
         throttled = rep.throttled
         for r in rep.results:
             metrics.EXPORTED.labels(r.kind, r.outcome).inc()
+            if r.final:  # a privileged user Graph will not let this app change: a security event
+                metrics.PRIVILEGED_REFUSALS.labels(r.kind).inc()
         metrics.GRAPH_THROTTLED.inc(rep.throttled)
         fenced = rep.fenced or ""
         more = ""

@@ -107,6 +107,7 @@ class Node:
             target_caught_up=report.target_caught_up,
             rules_hash=report.rules_hash,
             pending=report.pending,
+            privileged=report.privileged,
             reason=report.error,
             rules_version=self.rules.version,
             rules_trial=self.rules.trial,

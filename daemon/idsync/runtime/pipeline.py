@@ -23,6 +23,7 @@ class CycleReport:
     pending: dict[str, int] = field(default_factory=dict)
     error: str = ""
     duration: float = 0.0
+    privileged: int = 0  # users quarantined because Graph refused to change an administrator
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,10 @@ import psycopg
 
 from idsync.model import Quarantined
 
+# Words every privileged user's refusal carries in its reason (target/export.py writes them):
+# how `privileged` finds those entries among the export phase's.
+PRIVILEGED_MARK = "holds the directory role(s)"
+
 
 def put(conn: psycopg.Connection, items: Iterable[Quarantined]) -> int:
     """Record (or refresh) quarantined objects; returns how many."""
@@ -39,6 +43,15 @@ def listing(conn: psycopg.Connection, phase: str | None = None) -> list[Quaranti
         else conn.execute(q + " ORDER BY phase, key").fetchall()
     )
     return [Quarantined(*r) for r in rows]
+
+
+def privileged(conn: psycopg.Connection) -> int:
+    """How many users are quarantined because Graph refused to change or delete an administrator."""
+    row = conn.execute(
+        "SELECT count(*) FROM quarantine WHERE phase = 'export' AND strpos(reason, %s) > 0",
+        (PRIVILEGED_MARK,),
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def count(conn: psycopg.Connection) -> dict[str, int]:

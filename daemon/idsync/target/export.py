@@ -40,6 +40,7 @@ from idsync.store import fence as store_fence
 from idsync.store import pending
 from idsync.store.db import Store
 from idsync.store.pending import PendingExport, StaleEpoch
+from idsync.store.quarantine import PRIVILEGED_MARK
 from idsync.target import batch
 from idsync.target.batch import SubRequest, SubResponse
 from idsync.target.budget import WriteBudget
@@ -285,7 +286,7 @@ class Exporter:
             err = ExportRejected(
                 r.anchor,
                 r.error.code,
-                f"{r.error.message} — the user holds the directory role(s) {', '.join(roles)}, and an app"
+                f"{r.error.message} — the user {PRIVILEGED_MARK} {', '.join(roles)}, and an app"
                 f" without a privileged role of its own may not {action} it; quarantined (give the app's"
                 " service principal the Privileged Authentication Administrator role, or handle the"
                 " user by hand; a changed source value queues it again)",
