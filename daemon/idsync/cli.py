@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "preview": ("idsync.commands.preview", "show one object through the rules, desired state and diff"),
     "quarantine": ("idsync.commands.quarantine", "list, retry or clear the objects this node set aside"),
     "approve-deletes": ("idsync.commands.approve_deletes", "release deletes held by the deletion guard"),
+    "rules": ("idsync.commands.rules", "the cluster's versioned sync rules: trial, impact, apply, rollback"),
     "cycle": ("idsync.commands.cycle", "run one import/sync cycle now"),
 }
 

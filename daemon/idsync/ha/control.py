@@ -200,14 +200,19 @@ def render_status(view: ClusterView, cluster: str, now: float | None = None) -> 
         )
     if view.failover:
         lines.append(f"failover requested to {view.failover.to} by {view.failover.by}")
-    header = f"{'NODE':<16} {'ROLE':<8} {'HEALTH':<8} {'LAST CYCLE':>10} {'PENDING':>8}  NOTE"
+    if view.rules_version:
+        lines[0] += f"  rules v{view.rules_version}"
+    if view.trial_node:
+        lines.append(f"rules trial {view.trial_hash[:12]} on {view.trial_node} (`idsync rules impact` there)")
+    header = f"{'NODE':<16} {'ROLE':<8} {'HEALTH':<8} {'LAST CYCLE':>10} {'PENDING':>8} {'RULES':>6}  NOTE"
     lines.append(header)
     for name, m in sorted(view.members.items()):
         role = "leader" if view.leader and view.leader.node == name else m.role
         age = f"{now - m.last_cycle_ok:.0f}s ago" if m.last_cycle_ok else "never"
         pending = sum(m.pending.values())
-        health = "ok" if healthy_in(view, name, now) else "UNHEALTHY"
-        row = f"{name:<16} {role:<8} {health:<8} {age:>10} {pending:>8}  {m.reason}"
+        health = "ok" if healthy_in(view, name, now) else "trial" if m.trial else "UNHEALTHY"
+        rules = f"v{m.rules_version}" if m.rules_version else "-"
+        row = f"{name:<16} {role:<8} {health:<8} {age:>10} {pending:>8} {rules:>6}  {m.reason}"
         lines.append(row.rstrip())
     if not view.members:
         lines.append("(no running members)")

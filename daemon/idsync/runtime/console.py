@@ -289,6 +289,10 @@ def _cluster_html(d: ConsoleData) -> str:
             )
         if v.failover:
             line.append(_e(f"failover requested to {v.failover.to} by {v.failover.by}"))
+        if v.rules_version:
+            line.append(f"rules <b>v{v.rules_version}</b>")
+        if v.trial_node:
+            line.append(_badge(f"rules trial {v.trial_hash[:12]} on {v.trial_node}", "warn"))
         out.append(f'<p class="summary">{" · ".join(line)}</p>')
     out.append(_members_html(d))
     out.append("</section>")
@@ -330,7 +334,12 @@ def _members_html(d: ConsoleData) -> str:
                 shown,
                 _badge(role, "leader" if role == "leader" else "role"),
                 str(epoch),
-                _badge("healthy", "ok") if ok else _badge("UNHEALTHY", "bad"),
+                # A rules trial node is not failing: it runs candidate rules and never leads.
+                _badge("trial", "warn")
+                if m is not None and m.trial
+                else _badge("healthy", "ok")
+                if ok
+                else _badge("UNHEALTHY", "bad"),
                 _e(last),
                 str(pending),
                 f'<span class="sentence">{_e(sentence)}</span>',
