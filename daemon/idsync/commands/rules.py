@@ -350,7 +350,7 @@ def _impact(args: argparse.Namespace, coord: Coordinator, cluster: str) -> int:
         with store.connection() as conn:
             verdict = guard.evaluate(conn, thresholds)
     fp = r.impact_fingerprint(trial, report)
-    threshold = cfg.sync.rules_change_threshold
+    threshold = report.threshold
     needs = report.changes > threshold
     doc = {
         "trial": {
@@ -459,8 +459,7 @@ def _apply(args: argparse.Namespace, coord: Coordinator, cluster: str) -> int:
             " approve them"
             f" with `idsync approve-deletes {report.guard_fingerprint}` after review, or `idsync rules abort`"
         )
-    cfg = _config(args)
-    threshold = cfg.sync.rules_change_threshold if cfg is not None else r.DEFAULT_CHANGE_THRESHOLD
+    threshold = report.threshold  # the trial node's policy: it is the one that would export
     fp = r.impact_fingerprint(trial, report)
     if report.changes > threshold and args.fingerprint != fp:
         what = "does not match the trial's current impact" if args.fingerprint else "is required"

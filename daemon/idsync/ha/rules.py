@@ -94,6 +94,8 @@ class TrialReport:
     guard_held: bool = False
     guard_deletes: int = 0
     guard_fingerprint: str = ""
+    # The trial node's [sync] rules_change_threshold: the node that would export sets the policy.
+    threshold: int = DEFAULT_CHANGE_THRESHOLD
     at: float = 0.0
 
     @property

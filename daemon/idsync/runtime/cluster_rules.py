@@ -113,6 +113,18 @@ class RulesFollower:
     def before_cycle(self) -> None:
         """Load what this node must run (current version or its trial) when it changed."""
         try:
+            # Two small reads per cycle; the version's text only when something changed.
+            cur, placed = rules_zk.read_summary(self.coord)
+        except CoordinationError as exc:
+            log.warning("rules.read_failed", error=str(exc))
+            return
+        mine = placed is not None and placed.node == self.me and self.ha.leader is None
+        if mine and placed is not None and placed.hash == self.running and self.node.rules.trial:
+            return
+        if cur is not None and not mine and cur.hash == self.running:
+            self.node.rules = r.RulesRunning(version=cur.version, hash=cur.hash)
+            return
+        try:
             state = rules_zk.read(self.coord)
             if state.current is None:  # the cluster lost its rules (a wiped ZooKeeper): seed again
                 self.start()
@@ -187,6 +199,7 @@ class RulesFollower:
                 guard_held=bool(g and g.held),
                 guard_deletes=g.deletes if g else 0,
                 guard_fingerprint=g.fingerprint if g else "",
+                threshold=self.cfg.sync.rules_change_threshold,
                 at=time.time(),
             )
         )
