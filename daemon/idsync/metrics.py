@@ -37,6 +37,12 @@ PRIVILEGED_QUARANTINED = Gauge(
     "Users quarantined because Graph refused to change or delete them: they hold a directory role",
     registry=REGISTRY,
 )
+UNEQUAL_QUARANTINED = Counter(
+    "idsync_unequal_exports_quarantined_total",
+    "Operations quarantined because the target kept differing after each export (a value Graph"
+    " normalises or ignores)",
+    registry=REGISTRY,
+)
 GUARD_HOLDING = Gauge(
     "idsync_deletion_guard_holding", "1 while the deletion guard holds all exports back", registry=REGISTRY
 )

@@ -346,3 +346,18 @@ async def test_the_onmicrosoft_domain_is_the_initial_one(graph: Graph) -> None:
     assert initial == {"contoso.com": False, "contoso.onmicrosoft.com": True}
     org = (await graph.call("GET", "/organization")).body["value"][0]
     assert [d["name"] for d in org["verifiedDomains"] if d["isInitial"]] == ["contoso.onmicrosoft.com"]
+
+
+async def test_date_time_offsets_read_back_in_utc(graph: Graph) -> None:
+    # resources/user.md: a DateTimeOffset "is always in UTC time", e.g. 2014-01-01T00:00:00Z.
+    u = await graph.create_user("hire", employeeHireDate="2024-03-01T09:00:00+02:00")
+    r = await graph.call("GET", f"/users/{u['id']}?$select=employeeHireDate")
+    assert r.body["employeeHireDate"] == "2024-03-01T07:00:00Z"
+    r = await graph.call("PATCH", f"/users/{u['id']}", {"employeeHireDate": "2024-04-01T00:00:00.000Z"})
+    assert r.status == 204
+    r = await graph.call("GET", f"/users/{u['id']}?$select=employeeHireDate")
+    assert r.body["employeeHireDate"] == "2024-04-01T00:00:00Z"
+    for bad in ("2024-04-01", "next monday", 7):
+        r = await graph.call("PATCH", f"/users/{u['id']}", {"employeeHireDate": bad})
+        assert r.status == 400, bad
+        assert "'employeeHireDate'" in r.body["error"]["message"]

@@ -101,6 +101,11 @@ class SyncSettings(Section):
     deletion_threshold_percent: float | None = Field(default=None, gt=0, le=100)
     deletion_window_seconds: PositiveSeconds = 1800.0
     soft_match: bool = False
+    # An exported operation no target import has confirmed for this long is exported again; one
+    # the target still shows differing after this many exports (a value Graph normalises or
+    # ignores) is quarantined instead of being re-exported forever.
+    confirm_timeout_seconds: PositiveSeconds = 1800.0
+    export_unequal_limit: int = Field(default=5, ge=1)
 
 
 def split_listen(value: str) -> tuple[str, int]:

@@ -17,6 +17,7 @@ USER_WRITABLE: dict[str, str] = {
     "country": "str",
     "department": "str",
     "displayName": "str",
+    "employeeHireDate": "str",  # a DateTimeOffset, normalised to UTC by users._utc_timestamp
     "employeeId": "str",
     "employeeType": "str",
     "faxNumber": "str",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from idsync.emulator import roles
@@ -29,6 +30,8 @@ _UPN_LOCAL = re.compile(r"^[A-Za-z0-9'.\-_!#^~]+$")
 _NICK_BAD = re.compile(r"[@()\\\[\]\";:<>,\s]")
 _IMMUTABLE_BAD = re.compile(r"[$_]")
 REQUIRED = ("accountEnabled", "displayName", "mailNickname", "userPrincipalName")
+# employeeLeaveDateTime needs User-LifeCycleInfo permissions the emulator does not model.
+DATE_TIME_OFFSETS = ("employeeHireDate",)
 
 
 def _check_upn(em: Emulator, upn: Any) -> None:
@@ -104,12 +107,30 @@ def _check_values(em: Emulator, props: dict[str, Any]) -> None:
         # property." Microsoft gives no message for a second number; this is the directory's
         # generic one for a refused value.
         raise invalid_value("businessPhones", "User")
+    for name in DATE_TIME_OFFSETS:
+        if props.get(name) is not None:
+            props[name] = _utc_timestamp(name, props[name])
     if props.get("passwordProfile") is not None:
         pp = dict(props["passwordProfile"])
         if "password" in pp:
             _check_password(pp)
             del pp["password"]  # never keep secrets in state
         props["passwordProfile"] = pp
+
+
+def _utc_timestamp(name: str, value: Any) -> str:
+    """A DateTimeOffset as Graph keeps and returns it: "The Timestamp type represents date and time
+    information using ISO 8601 format and is always in UTC time. For example, midnight UTC on Jan 1,
+    2014 is 2014-01-01T00:00:00Z" (docs-contrib api-reference/v1.0/resources/user.md). A value
+    written with another offset or fractional seconds reads back normalised — which a client that
+    compares what it wrote with what it reads must expect."""
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00")) if isinstance(value, str) else None
+    except ValueError:
+        dt = None
+    if dt is None or dt.tzinfo is None:  # Edm.DateTimeOffset carries an offset
+        raise invalid_value(name, "User")
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _with_proxies(props: dict[str, Any]) -> None:

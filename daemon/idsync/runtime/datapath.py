@@ -150,6 +150,7 @@ class DataPath:
         self.guard_held = res.guard.held
         metrics.GUARD_HOLDING.set(1 if res.guard.held else 0)
         metrics.GUARD_DELETES.set(res.guard.deletes)
+        metrics.UNEQUAL_QUARANTINED.inc(res.unequal)
         privileged = await asyncio.to_thread(self._quarantine_metrics)
         changed = f"source +{src.added} ~{src.updated} -{src.deleted}"
         if src.kind == "full":
@@ -261,19 +262,11 @@ class DataPath:
         the file's; raises RulesError naming every problem, and then keeps the rules it had. The
         engine's stored rules hash makes the next sync a full one."""
         from idsync.runtime.cluster_rules import parse_rules
-        from idsync.sync import guard
 
         old = self.rules_hash
         rules = parse_rules(text, origin, self.cfg)
-        s = self.cfg.sync
-        thresholds = guard.Thresholds(
-            s.deletion_threshold_count, s.deletion_threshold_percent, s.deletion_window_seconds
-        )
-        self._install(
-            SyncEngine(
-                self.store, rules, thresholds=thresholds, soft_match=s.soft_match, check_target_rounds=True
-            )
-        )
+        # The same engine settings as the file's rules get (thresholds, soft match, confirmation).
+        self._install(engine_from_config(self.store, self.cfg, rules))
         return "rules unchanged" if old == self.rules_hash else f"rules {old[:12]} -> {self.rules_hash[:12]}"
 
     def _install(self, engine: SyncEngine) -> None:

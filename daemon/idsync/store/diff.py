@@ -8,12 +8,36 @@ confirmation by import.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
+import orjson
 import psycopg
 
+from idsync.model import Quarantined
+from idsync.store import quarantine
 from idsync.store.pending import MEMBER_KINDS, OBJECT_KINDS
+
+# An exported operation the next import shows did not take (the target still differs, or no
+# import confirmed it in time) is exported again — but only this many times in all: a value Graph
+# normalises or ignores would otherwise be re-exported forever. Then it is quarantined.
+UNEQUAL_LIMIT = 5
+UNEQUAL = "exported, but the target still differs"
+UNCONFIRMED = "exported, but no import confirmed it"
+
+
+@dataclass(frozen=True)
+class Unequal:
+    """An operation quarantined because its exports kept not taking."""
+
+    object_type: str
+    anchor: str
+    kind: str
+    attempts: int
+    reason: str
+
 
 _OPS = """
 CREATE TEMP TABLE IF NOT EXISTS _ops (
@@ -23,7 +47,9 @@ TRUNCATE _ops;
 """
 
 
-def diff_objects(conn: psycopg.Connection, deprovision: Mapping[str, str]) -> dict[str, int]:
+def diff_objects(
+    conn: psycopg.Connection, deprovision: Mapping[str, str], unequal_limit: int = UNEQUAL_LIMIT
+) -> dict[str, int]:
     """Recompute create/update/delete for the anchors in `_dirty` (see store.desired).
 
     create: desired, not linked — the full desired attributes (nulls left out).
@@ -73,12 +99,12 @@ def diff_objects(conn: psycopg.Connection, deprovision: Mapping[str, str]) -> di
         " AND NOT EXISTS (SELECT 1 FROM desired_object d WHERE d.anchor = l.anchor)",
         (by_mode["leave"],),
     ).rowcount
-    counts = _reconcile(conn, "_dirty", OBJECT_KINDS)
+    counts = _reconcile(conn, "_dirty", OBJECT_KINDS, unequal_limit)
     counts["left"] = left
     return counts
 
 
-def diff_members(conn: psycopg.Connection) -> dict[str, int]:
+def diff_members(conn: psycopg.Connection, unequal_limit: int = UNEQUAL_LIMIT) -> dict[str, int]:
     """Recompute member_add / member_remove for the groups in `_dirty_groups`.
 
     Adds: desired members not in the target group (waiting, if group or member has no target
@@ -101,11 +127,17 @@ def diff_members(conn: psycopg.Connection) -> dict[str, int]:
         " WHERE NOT EXISTS (SELECT 1 FROM desired_member m"
         "  WHERE m.group_anchor = g.anchor AND m.member_anchor = lm.anchor)"
     )
-    return _reconcile(conn, "_dirty_groups", MEMBER_KINDS)
+    return _reconcile(conn, "_dirty_groups", MEMBER_KINDS, unequal_limit)
 
 
-def _reconcile(conn: psycopg.Connection, dirty: str, kinds: tuple[str, ...]) -> dict[str, int]:
-    """Make the queue rows of the dirty anchors (of these kinds) equal to `_ops`."""
+def _reconcile(
+    conn: psycopg.Connection, dirty: str, kinds: tuple[str, ...], limit: int = UNEQUAL_LIMIT
+) -> dict[str, int]:
+    """Make the queue rows of the dirty anchors (of these kinds) equal to `_ops`.
+
+    An exported row recomputed with the same payload did not take: it is re-armed, counting an
+    attempt, and quarantined on the `limit`-th (see `quarantine_unequal`).
+    """
     confirmed = conn.execute(
         # anchor = ANY(ARRAY(…)) walks the anchor index; a join let a queue bloated by a big
         # confirmation (300,000 deleted rows before autovacuum) be scanned whole instead.
@@ -116,27 +148,80 @@ def _reconcile(conn: psycopg.Connection, dirty: str, kinds: tuple[str, ...]) -> 
         (list(kinds),),
     ).rowcount
     # Same payload: keep attempts and quarantine, but re-arm an exported row (the target was
-    # re-imported and still differs, so the export did not land). New payload: a fresh operation.
+    # re-imported and still differs, so the export did not land) and count that as an attempt.
+    # New payload: a fresh operation.
     written = conn.execute(
         "INSERT INTO pending_export AS p (object_type, anchor, kind, member_anchor, target_id, payload)"
         " SELECT object_type, anchor, kind, member_anchor, target_id, payload FROM _ops"
         " ON CONFLICT (object_type, anchor, kind, member_anchor) DO UPDATE SET"
         " target_id = excluded.target_id, payload = excluded.payload, computed_at = now(),"
         " exported_at = NULL, claimed_epoch = NULL, claimed_by = NULL, claimed_at = NULL,"
-        " attempts = CASE WHEN p.payload = excluded.payload THEN p.attempts ELSE 0 END,"
-        " last_error = CASE WHEN p.payload = excluded.payload THEN p.last_error END,"
+        " attempts = CASE WHEN p.payload <> excluded.payload THEN 0"
+        "  WHEN p.exported_at IS NOT NULL THEN p.attempts + 1 ELSE p.attempts END,"
+        " last_error = CASE WHEN p.payload <> excluded.payload THEN NULL"
+        "  WHEN p.exported_at IS NOT NULL THEN %(unequal)s ELSE p.last_error END,"
         " not_before = CASE WHEN p.payload = excluded.payload THEN p.not_before END,"
-        " quarantined_at = CASE WHEN p.payload = excluded.payload THEN p.quarantined_at END"
+        " quarantined_at = CASE WHEN p.payload <> excluded.payload THEN NULL"
+        "  WHEN p.exported_at IS NOT NULL AND p.attempts + 1 >= %(limit)s THEN now()"
+        "  ELSE p.quarantined_at END"
         " WHERE p.payload IS DISTINCT FROM excluded.payload OR p.exported_at IS NOT NULL"
-        "  OR p.target_id IS DISTINCT FROM excluded.target_id"
+        "  OR p.target_id IS DISTINCT FROM excluded.target_id",
+        {"unequal": UNEQUAL, "limit": limit},
     ).rowcount
     return {"confirmed": confirmed, "written": written}
 
 
-def rearm_unconfirmed(conn: psycopg.Connection, older_than: timedelta) -> int:
-    """Exported operations no import has confirmed for this long are exported again."""
+def rearm_unconfirmed(conn: psycopg.Connection, older_than: timedelta, limit: int = UNEQUAL_LIMIT) -> int:
+    """Exported operations no import has confirmed for this long are exported again (counting
+    an attempt; quarantined on the `limit`-th, see `quarantine_unequal`)."""
     return conn.execute(
         "UPDATE pending_export SET exported_at = NULL, claimed_epoch = NULL, claimed_by = NULL,"
-        " claimed_at = NULL WHERE exported_at < now() - %s",
-        (older_than,),
+        " claimed_at = NULL, attempts = attempts + 1, last_error = %(unconfirmed)s,"
+        " quarantined_at = CASE WHEN attempts + 1 >= %(limit)s THEN now() END"
+        " WHERE exported_at < now() - %(older)s",
+        {"older": older_than, "unconfirmed": UNCONFIRMED, "limit": limit},
     ).rowcount
+
+
+def quarantine_unequal(conn: psycopg.Connection) -> list[Unequal]:
+    """Give the operations this transaction quarantined for not taking their reason (what Graph
+    holds against what idsync writes) and a quarantine entry; returns them.
+
+    Run after the diff and `rearm_unconfirmed`, in the same transaction (it finds their rows by
+    the transaction's `now()`).
+    """
+    rows = conn.execute(
+        "SELECT p.id, p.object_type, p.anchor, p.kind, p.member_anchor, p.payload, p.attempts, p.last_error,"
+        " t.attrs FROM pending_export p LEFT JOIN target_object t ON t.id = p.target_id"
+        " WHERE p.quarantined_at = now() AND p.last_error IN (%s, %s)",
+        (UNEQUAL, UNCONFIRMED),
+    ).fetchall()
+    out: list[Unequal] = []
+    for op_id, object_type, anchor, kind, member, payload, attempts, why, target in rows:
+        what = f"{kind} {member}".strip()
+        reason = (
+            f"{what} {why} after {attempts} exports"
+            + _differs(payload, target or {})
+            + (
+                "; quarantined: Graph normalises or ignores the value (write what Graph keeps, e.g."
+                " its format, in the rule; `idsync quarantine retry` to try again)"
+            )
+        )
+        conn.execute("UPDATE pending_export SET last_error = %s WHERE id = %s", (reason, op_id))
+        out.append(Unequal(object_type, anchor, kind, int(attempts), reason))
+    quarantine.put(conn, [Quarantined("export", u.anchor, u.reason, u.object_type) for u in out])
+    return out
+
+
+def _differs(payload: Mapping[str, Any], target: Mapping[str, Any]) -> str:
+    """': Graph holds a = x where idsync writes y, …' for the attributes that still differ."""
+    diffs: Sequence[str] = [
+        f"{k} = {_show(target.get(k))} where idsync writes {_show(v)}"
+        for k, v in sorted(payload.items())
+        if target.get(k) != v
+    ]
+    return (": Graph holds " + ", ".join(diffs)) if diffs else ""
+
+
+def _show(v: Any) -> str:
+    return "∅" if v is None else orjson.dumps(v).decode()

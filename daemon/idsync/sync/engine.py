@@ -66,6 +66,8 @@ class SyncResult:
     # Types whose diff waits for their target import while the other type's diff ran (a full
     # group round under way must not hold user exports hostage, nor the other way round).
     deferred_types: str | None = None
+    # Operations quarantined this cycle because their exports kept not taking (store.diff).
+    unequal: int = 0
 
     def sentence(self) -> str:
         kind = f"full sync ({self.reason})" if self.full else "delta sync"
@@ -77,6 +79,8 @@ class SyncResult:
             )
         queued = ", ".join(f"{k} {v}" for k, v in sorted(self.pending.items())) or "empty"
         partly = f"; {self.deferred_types}" if self.deferred_types else ""
+        if self.unequal:
+            partly += f"; {self.unequal} quarantined: exported {diff.UNEQUAL_LIMIT} times without taking"
         return (
             f"{kind}: {self.evaluated} objects evaluated, {self.quarantined} quarantined,"
             f" desired +{self.desired_added} ~{self.desired_updated} -{self.desired_removed},"
@@ -98,6 +102,7 @@ class SyncEngine:
         page_size: int = 2000,
         confirm_timeout: timedelta = timedelta(minutes=30),
         check_target_rounds: bool = False,
+        unequal_limit: int = diff.UNEQUAL_LIMIT,
     ) -> None:
         self.store = store
         self.rules = rules
@@ -105,6 +110,7 @@ class SyncEngine:
         self.soft_match = soft_match
         self.page_size = page_size
         self.confirm_timeout = confirm_timeout
+        self.unequal_limit = unequal_limit
         self.check_target_rounds = check_target_rounds
         self._evaluator = Evaluator(rules)
         # Object types whose diff the daemon holds back, with the reason (e.g. groups while the
@@ -193,12 +199,15 @@ class SyncEngine:
                 desired.forget_dirty(conn, sorted(waiting))
                 desired.set_meta(conn, DIFF_OWED_KEY, "1")
             deprovision = {t: self.rules.of(t).deprovision for t in ("user", "group")}
-            obj = diff.diff_objects(conn, deprovision)
+            obj = diff.diff_objects(conn, deprovision, self.unequal_limit)
             lap("diff_objects")
             # Group membership lives in the group import: it is diffed only once that is whole.
-            mem = diff.diff_members(conn) if "group" not in waiting else {}
+            mem = diff.diff_members(conn, self.unequal_limit) if "group" not in waiting else {}
             lap("diff_members")
-            rearmed = diff.rearm_unconfirmed(conn, self.confirm_timeout)
+            rearmed = diff.rearm_unconfirmed(conn, self.confirm_timeout, self.unequal_limit)
+            unequal = diff.quarantine_unequal(conn)
+            for u in unequal:
+                log.warning("sync.export_not_taking", anchor=u.anchor, kind=u.kind, reason=u.reason)
 
             watermarks.put(conn, SOURCE_WATERMARK, str(src_upto).encode())
             watermarks.put(conn, TARGET_WATERMARK, str(tgt_upto).encode())
@@ -226,6 +235,7 @@ class SyncEngine:
             t0,
             lap,
             deferred_types=partly,
+            unequal=len(unequal),
         )
 
     def _result(
@@ -244,6 +254,7 @@ class SyncEngine:
         lap: _Laps,
         deferred: str | None = None,
         deferred_types: str | None = None,
+        unequal: int = 0,
     ) -> SyncResult:
         result = SyncResult(
             full=full,
@@ -262,6 +273,7 @@ class SyncEngine:
             phases=lap.phases,
             deferred=deferred,
             deferred_types=deferred_types,
+            unequal=unequal,
         )
         log.info("sync.done", sentence=result.sentence())
         if decision.held:
@@ -376,17 +388,26 @@ def group_anchor_of(cfg: Config) -> str | None:
     return None
 
 
-def engine_from_config(store: Store, cfg: Config) -> SyncEngine:
-    """The engine as `[sync]` and `[source] kind` configure it (rules file or the kind's preset).
+def engine_from_config(store: Store, cfg: Config, rules: Rules | None = None) -> SyncEngine:
+    """The engine as `[sync]` and `[source] kind` configure it, running `rules` (else the rules
+    file or the kind's preset).
 
     Raises RulesError listing every problem of the rules.
     """
-    rules = load_rules(cfg.sync.rules_file, source_kind=cfg.source.kind, group_anchor=group_anchor_of(cfg))
+    if rules is None:
+        anchor = group_anchor_of(cfg)
+        rules = load_rules(cfg.sync.rules_file, source_kind=cfg.source.kind, group_anchor=anchor)
     thresholds = guard.Thresholds(
         cfg.sync.deletion_threshold_count,
         cfg.sync.deletion_threshold_percent,
         cfg.sync.deletion_window_seconds,
     )
     return SyncEngine(
-        store, rules, thresholds=thresholds, soft_match=cfg.sync.soft_match, check_target_rounds=True
+        store,
+        rules,
+        thresholds=thresholds,
+        soft_match=cfg.sync.soft_match,
+        check_target_rounds=True,
+        confirm_timeout=timedelta(seconds=cfg.sync.confirm_timeout_seconds),
+        unequal_limit=cfg.sync.export_unequal_limit,
     )
