@@ -68,6 +68,7 @@ NOTE_PHASES = {
     "import": "not imported",
     "sync": "set aside by the rules",
     "notice": "adjusted for the tenant",
+    "managed": "left to Entra Connect",
 }
 
 

@@ -47,8 +47,20 @@ TRUNCATE _ops;
 """
 
 
+# Quarantine phase of desired objects Entra Connect synchronizes: idsync leaves them alone.
+MANAGED = "managed"
+# Graph keeps these of a user formerly synced by Entra Connect (onPremisesSyncEnabled false)
+# read-only: "For a cloud-only user previously synced from on-premises Active Directory, these
+# properties are read-only in Microsoft Graph" (docs-contrib api-reference/v1.0/resources/user.md,
+# onPremisesExtensionAttributes). A taken-over user's update leaves them out.
+READ_ONLY_AFTER_SYNC = "onPremisesExtensionAttributes."
+
+
 def diff_objects(
-    conn: psycopg.Connection, deprovision: Mapping[str, str], unequal_limit: int = UNEQUAL_LIMIT
+    conn: psycopg.Connection,
+    deprovision: Mapping[str, str],
+    unequal_limit: int = UNEQUAL_LIMIT,
+    anchor_attributes: Mapping[str, str] | None = None,
 ) -> dict[str, int]:
     """Recompute create/update/delete for the anchors in `_dirty` (see store.desired).
 
@@ -58,12 +70,19 @@ def diff_objects(
         empty multi-valued attribute as [] and an unset single-valued one as null or not at all).
     delete / disable: linked, no longer desired, per the type's deprovision setting. Only linked
         objects (created, hard- or soft-matched by idsync) are ever deleted; `leave` unlinks.
+    Entra Connect's objects (`onPremisesSyncEnabled` true) are never written: a desired object
+    whose anchor one of them carries gets no create, but a `managed` quarantine entry saying so
+    (`anchor_attributes`: type → its anchor attribute). A user Entra Connect synced once
+    (`onPremisesSyncEnabled` false) is taken over without its read-only attributes.
     """
     conn.execute(_OPS.encode())
+    managed = _entra_connect_twins(conn, anchor_attributes or {})
     conn.execute(
         "INSERT INTO _ops SELECT d.object_type, d.anchor, 'create', '', NULL, jsonb_strip_nulls(d.attrs)"
         " FROM _dirty x JOIN desired_object d ON d.anchor = x.anchor"
         " WHERE NOT EXISTS (SELECT 1 FROM sync_link l WHERE l.anchor = d.anchor)"
+        "  AND NOT d.anchor = ANY(%s)",
+        (list(managed),),
     )
     conn.execute(
         "INSERT INTO _ops SELECT d.object_type, d.anchor, 'update', '', t.id, p.payload"
@@ -72,8 +91,11 @@ def diff_objects(
         " JOIN target_object t ON t.id = l.target_id AND NOT t.deleted"
         " CROSS JOIN LATERAL (SELECT jsonb_object_agg(e.key, e.value) AS payload FROM jsonb_each(d.attrs) e"
         "  WHERE nullif(nullif(e.value, 'null'::jsonb), '[]'::jsonb)"
-        "   IS DISTINCT FROM nullif(nullif(t.attrs -> e.key, 'null'::jsonb), '[]'::jsonb)) p"
-        " WHERE p.payload IS NOT NULL"
+        "   IS DISTINCT FROM nullif(nullif(t.attrs -> e.key, 'null'::jsonb), '[]'::jsonb)"
+        "   AND NOT (coalesce(t.attrs -> 'onPremisesSyncEnabled' = 'false'::jsonb, false)"
+        "    AND starts_with(e.key, %s))) p"
+        " WHERE p.payload IS NOT NULL",
+        (READ_ONLY_AFTER_SYNC,),
     )
     by_mode: dict[str, list[str]] = {"delete": [], "disable": [], "leave": []}
     for object_type, mode in deprovision.items():
@@ -102,6 +124,48 @@ def diff_objects(
     counts = _reconcile(conn, "_dirty", OBJECT_KINDS, unequal_limit)
     counts["left"] = left
     return counts
+
+
+def _entra_connect_twins(conn: psycopg.Connection, anchor_attributes: Mapping[str, str]) -> set[str]:
+    """The dirty, unlinked desired objects whose anchor an Entra Connect object carries
+    (`onPremisesSyncEnabled` true: Graph refuses to write it, docs-contrib
+    api-reference/v1.0/resources/user.md). Each gets a `managed` quarantine entry naming the object;
+    the other dirty anchors lose theirs."""
+    rows: list[tuple[str, str, str, str, str]] = []
+    for object_type, attribute in anchor_attributes.items():
+        rows += conn.execute(
+            "SELECT d.anchor, d.object_type, min(t.id), min(coalesce(t.attrs ->> 'userPrincipalName',"
+            "  t.attrs ->> 'displayName', t.id)), min(s.dn)"
+            " FROM _dirty x JOIN desired_object d ON d.anchor = x.anchor AND d.object_type = %(t)s"
+            " JOIN target_object t ON t.object_type = d.object_type AND NOT t.deleted"
+            "  AND t.attrs -> 'onPremisesSyncEnabled' = 'true'::jsonb AND t.attrs ->> %(a)s = d.target_anchor"
+            " LEFT JOIN source_object s ON s.anchor = d.anchor"
+            " WHERE NOT EXISTS (SELECT 1 FROM sync_link l WHERE l.anchor = d.anchor)"
+            " GROUP BY d.anchor, d.object_type",
+            {"t": object_type, "a": attribute},
+        ).fetchall()
+    found = {r[0] for r in rows}
+    conn.execute(
+        "DELETE FROM quarantine WHERE phase = %s AND key = ANY(ARRAY(SELECT anchor FROM _dirty))"
+        " AND NOT key = ANY(%s)",
+        (MANAGED, list(found)),
+    )
+    quarantine.put(
+        conn,
+        [
+            Quarantined(
+                MANAGED,
+                anchor,
+                f"Entra Connect synchronizes {name} ({tid}, onPremisesSyncEnabled): idsync never links,"
+                " matches or writes it; to move it to idsync, stop Entra Connect syncing it (see"
+                " 'Migrating from Entra Connect')",
+                object_type,
+                dn,
+            )
+            for anchor, object_type, tid, name, dn in rows
+        ],
+    )
+    return found
 
 
 def diff_members(conn: psycopg.Connection, unequal_limit: int = UNEQUAL_LIMIT) -> dict[str, int]:

@@ -96,6 +96,8 @@ def link(conn: psycopg.Connection, soft_match: Mapping[str, str]) -> dict[str, i
             " FROM _dirty x JOIN desired_object d ON d.anchor = x.anchor AND d.object_type = %(t)s"
             " JOIN target_object t ON t.object_type = d.object_type AND t.anchor IS NULL AND NOT t.deleted"
             "  AND lower(t.attrs->>%(a)s) = lower(d.attrs->>%(a)s)"
+            # Entra Connect's objects are never adopted (Graph cannot write them).
+            "  AND t.attrs -> 'onPremisesSyncEnabled' IS DISTINCT FROM 'true'::jsonb"
             " WHERE NOT EXISTS (SELECT 1 FROM sync_link l WHERE l.anchor = d.anchor)"
             "  AND NOT EXISTS (SELECT 1 FROM sync_link l WHERE l.target_id = t.id)"
             " GROUP BY d.anchor, d.object_type HAVING count(*) = 1 ON CONFLICT DO NOTHING",

@@ -173,7 +173,7 @@ def clear(conn: psycopg.Connection, ids: Sequence[str]) -> list[Done]:
     recomputes it): the operator has handled the object by hand, or accepts the difference.
     """
     done = []
-    for phase, key, dn in _match(conn, ids, ("import", "sync", "export", "notice")):
+    for phase, key, dn in _match(conn, ids, ("import", "sync", "export", "notice", "managed")):
         what = "forgotten"
         if phase == "export":
             n = conn.execute(

@@ -199,7 +199,8 @@ class SyncEngine:
                 desired.forget_dirty(conn, sorted(waiting))
                 desired.set_meta(conn, DIFF_OWED_KEY, "1")
             deprovision = {t: self.rules.of(t).deprovision for t in ("user", "group")}
-            obj = diff.diff_objects(conn, deprovision, self.unequal_limit)
+            anchors = {t: self.rules.anchor_attribute(t) for t in ("user", "group")}
+            obj = diff.diff_objects(conn, deprovision, self.unequal_limit, anchors)
             lap("diff_objects")
             # Group membership lives in the group import: it is diffed only once that is whole.
             mem = diff.diff_members(conn, self.unequal_limit) if "group" not in waiting else {}
