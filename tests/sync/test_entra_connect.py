@@ -75,7 +75,7 @@ def test_a_formerly_synced_user_is_taken_over_without_its_read_only_attributes(s
     w.sync()
     [op] = w.ops()
     assert op.kind == "update" and op.target_id == "was-1"
-    assert op.payload["displayName"] == "User 1"
+    assert op.payload["displayName"] == "Given1 Sur1"
     assert EXT1 not in op.payload  # read-only in Graph for a user Entra Connect synced once
     # A cloud-only user idsync created keeps the attribute managed.
     w.source(ad_user(2, department="Sales"))

@@ -56,7 +56,7 @@ def test_an_update_graph_normalises_is_quarantined_after_the_limit(store: Store)
     # Exported 3 times each (the update's first export and two re-exports), then set aside.
     assert exports == 2 * 3
     assert [r.unequal for r in results] == [0, 0, 2, 0, 0, 0]
-    assert "2 quarantined: exported 3 times without taking" in results[2].sentence()
+    assert "2 quarantined: their exports kept not taking" in results[2].sentence()
     ops = w.ops()
     assert all(o.quarantined and o.attempts == 3 for o in ops)
     with store.connection() as conn:
@@ -78,7 +78,7 @@ def test_a_normalised_value_written_the_way_graph_keeps_it_converges(store: Stor
 
 
 def test_a_changed_source_value_starts_a_fresh_operation(store: Store) -> None:
-    w = make_world(store, RULES, unequal_limit=2)
+    w = make_world(store, RULES, unequal_limit=2, confirm_timeout=timedelta(0))
     w.source(ad_user(1))
     w.sync()
     for _ in range(4):

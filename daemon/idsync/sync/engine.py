@@ -80,7 +80,7 @@ class SyncResult:
         queued = ", ".join(f"{k} {v}" for k, v in sorted(self.pending.items())) or "empty"
         partly = f"; {self.deferred_types}" if self.deferred_types else ""
         if self.unequal:
-            partly += f"; {self.unequal} quarantined: exported {diff.UNEQUAL_LIMIT} times without taking"
+            partly += f"; {self.unequal} quarantined: their exports kept not taking"
         return (
             f"{kind}: {self.evaluated} objects evaluated, {self.quarantined} quarantined,"
             f" desired +{self.desired_added} ~{self.desired_updated} -{self.desired_removed},"
