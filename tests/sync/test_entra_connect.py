@@ -12,6 +12,7 @@ from idsync.commands import pending as pending_command
 from idsync.store import quarantine
 from idsync.store.db import Store
 from idsync.store.target_space import TargetRow
+from idsync.sync import explain
 from idsync.sync.functions import FUNCTIONS
 from tests.sync.conftest import ad_user, guid, make_world, node_config
 
@@ -51,6 +52,10 @@ def test_an_object_entra_connect_syncs_is_never_linked_or_written(
     assert pending_command.run(args) == 0
     out = capsys.readouterr().out
     assert "left to Entra Connect" in out and "CN=User 1,OU=Staff,DC=example,DC=com" in out
+    # `idsync preview` says the same, and shows no create.
+    shown = explain.explain(store, w.rules, guid(1))
+    assert shown.operations == () and "Entra Connect synchronizes ec-1" in shown.link
+    assert [e.phase for e in shown.quarantine] == ["managed"]
 
     # Entra Connect stops syncing it (the object becomes cloud-only): idsync takes it over.
     w.target("user", TargetRow("ec-1", {**synced, "onPremisesSyncEnabled": False}, _iid(1), True))

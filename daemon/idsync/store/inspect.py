@@ -42,6 +42,7 @@ class Snapshot:
     desired_members: tuple[str, ...]  # group: member anchors as the last sync resolved them
     target_members: tuple[str, ...]  # group: source anchors of the target group's linked members
     unknown_members: int  # group: target members idsync does not link (cloud-added; left alone)
+    entra_connect: str | None = None  # id of an Entra Connect object carrying its anchor
 
 
 def find(conn: psycopg.Connection, ident: str) -> str | None:
@@ -55,9 +56,12 @@ def find(conn: psycopg.Connection, ident: str) -> str | None:
     return None if row is None else str(row[0])
 
 
-def snapshot(conn: psycopg.Connection, anchor: str, target_anchor: str | None) -> Snapshot | None:
+def snapshot(
+    conn: psycopg.Connection, anchor: str, target_anchor: str | None, anchor_attribute: str | None = None
+) -> Snapshot | None:
     """What the store holds about `anchor`; `target_anchor` (the anchor value the rules give it
-    now) finds the target objects a hard match would link."""
+    now, in `anchor_attribute`) finds the target objects a hard match would link, and an Entra
+    Connect object carrying it (which idsync leaves alone)."""
     src = source_space.get(conn, anchor)
     if src is None:
         return None
@@ -81,6 +85,14 @@ def snapshot(conn: psycopg.Connection, anchor: str, target_anchor: str | None) -
             (src.object_type, target_anchor),
         ).fetchall()
         candidates = tuple(Target(r[0], r[1], dict(r[2]), bool(r[3])) for r in rows)
+    twin = None
+    if link is None and target_anchor and anchor_attribute:
+        row = conn.execute(
+            "SELECT min(id) FROM target_object WHERE object_type = %s AND NOT deleted"
+            " AND attrs -> 'onPremisesSyncEnabled' = 'true'::jsonb AND attrs ->> %s = %s",
+            (src.object_type, anchor_attribute, target_anchor),
+        ).fetchone()
+        twin = row[0] if row else None
     want: tuple[str, ...] = ()
     have: tuple[str, ...] = ()
     unknown = 0
@@ -99,7 +111,7 @@ def snapshot(conn: psycopg.Connection, anchor: str, target_anchor: str | None) -
             ).fetchall()
             have = tuple(r[0] for r in rows if r[0] is not None)
             unknown = sum(1 for r in rows if r[0] is None)
-    return Snapshot(src, deleted, desired, link, target, candidates, want, have, unknown)
+    return Snapshot(src, deleted, desired, link, target, candidates, want, have, unknown, twin)
 
 
 def names(conn: psycopg.Connection, anchors: list[str]) -> dict[str, str]:

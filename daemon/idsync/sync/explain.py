@@ -101,7 +101,7 @@ def explain(store: Store, rules: Rules, ident: str, *, soft_match: bool = False)
             else:
                 in_scope, notice, target_anchor = out.in_scope, out.notice, out.target_anchor
                 now = dict(out.attrs) if out.attrs is not None else None
-        snap = inspect.snapshot(conn, anchor, target_anchor)
+        snap = inspect.snapshot(conn, anchor, target_anchor, rules.anchor_attribute(src.object_type))
         assert snap is not None
         link, target_id, target, ops = _plan(conn, rules, snap, in_scope, now, soft_match)
         queued = tuple(describe(conn, pending.listing(conn, anchor=anchor)))
@@ -156,6 +156,13 @@ def _plan(
         link = f"not linked; a hard match on {tr.anchor_attribute} would link {snap.candidates[0].id}{dup}"
         if live is not None:
             ops.append(Operation("link", live.id, note=f"hard match on {tr.anchor_attribute}"))
+    elif snap.entra_connect is not None:
+        link = (
+            f"not linked: Entra Connect synchronizes {snap.entra_connect} (onPremisesSyncEnabled), which"
+            " carries its anchor; idsync never links, matches or writes it"
+        )
+        if in_scope:
+            return link, None, None, []
     else:
         link = "not linked: no target object carries its anchor"
     target_id = live.id if live is not None else None
