@@ -39,6 +39,7 @@ class Unequal:
     reason: str
 
 
+_UNEQUAL = "CREATE TEMP TABLE IF NOT EXISTS _unequal (id bigint PRIMARY KEY) ON COMMIT DROP"
 _OPS = """
 CREATE TEMP TABLE IF NOT EXISTS _ops (
     object_type text, anchor text, kind text, member_anchor text, target_id text, payload jsonb
@@ -214,8 +215,10 @@ def _reconcile(
     # Same payload: keep attempts and quarantine, but re-arm an exported row (the target was
     # re-imported and still differs, so the export did not land) and count that as an attempt.
     # New payload: a fresh operation.
-    written = conn.execute(
-        "INSERT INTO pending_export AS p (object_type, anchor, kind, member_anchor, target_id, payload)"
+    conn.execute(_UNEQUAL)
+    row = conn.execute(
+        "WITH w AS (INSERT INTO pending_export AS p"
+        " (object_type, anchor, kind, member_anchor, target_id, payload)"
         " SELECT object_type, anchor, kind, member_anchor, target_id, payload FROM _ops"
         " ON CONFLICT (object_type, anchor, kind, member_anchor) DO UPDATE SET"
         " target_id = excluded.target_id, payload = excluded.payload, computed_at = now(),"
@@ -229,37 +232,46 @@ def _reconcile(
         "  WHEN p.exported_at IS NOT NULL AND p.attempts + 1 >= %(limit)s THEN now()"
         "  ELSE p.quarantined_at END"
         " WHERE p.payload IS DISTINCT FROM excluded.payload OR p.exported_at IS NOT NULL"
-        "  OR p.target_id IS DISTINCT FROM excluded.target_id",
+        "  OR p.target_id IS DISTINCT FROM excluded.target_id"
+        " RETURNING p.id, p.quarantined_at IS NOT NULL AND p.last_error = %(unequal)s AS q),"
+        # The rows this statement quarantined, for quarantine_unequal (no scan of the queue).
+        " u AS (INSERT INTO _unequal SELECT id FROM w WHERE q ON CONFLICT DO NOTHING)"
+        " SELECT count(*) FROM w",
         {"unequal": UNEQUAL, "limit": limit},
-    ).rowcount
+    ).fetchone()
+    written = int(row[0]) if row else 0
     return {"confirmed": confirmed, "written": written}
 
 
 def rearm_unconfirmed(conn: psycopg.Connection, older_than: timedelta, limit: int = UNEQUAL_LIMIT) -> int:
     """Exported operations no import has confirmed for this long are exported again (counting
     an attempt; quarantined on the `limit`-th, see `quarantine_unequal`)."""
-    return conn.execute(
-        "UPDATE pending_export SET exported_at = NULL, claimed_epoch = NULL, claimed_by = NULL,"
+    conn.execute(_UNEQUAL)
+    row = conn.execute(
+        "WITH w AS (UPDATE pending_export SET exported_at = NULL, claimed_epoch = NULL, claimed_by = NULL,"
         " claimed_at = NULL, attempts = attempts + 1, last_error = %(unconfirmed)s,"
         " quarantined_at = CASE WHEN attempts + 1 >= %(limit)s THEN now() END"
-        " WHERE exported_at < now() - %(older)s",
+        " WHERE exported_at < now() - %(older)s RETURNING id, quarantined_at IS NOT NULL AS q),"
+        " u AS (INSERT INTO _unequal SELECT id FROM w WHERE q ON CONFLICT DO NOTHING)"
+        " SELECT count(*) FROM w",
         {"older": older_than, "unconfirmed": UNCONFIRMED, "limit": limit},
-    ).rowcount
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def quarantine_unequal(conn: psycopg.Connection) -> list[Unequal]:
     """Give the operations this transaction quarantined for not taking their reason (what Graph
     holds against what idsync writes) and a quarantine entry; returns them.
 
-    Run after the diff and `rearm_unconfirmed`, in the same transaction (it finds their rows by
-    the transaction's `now()`).
+    Run after the diff and `rearm_unconfirmed`, in the same transaction (they note the rows).
     """
+    conn.execute(_UNEQUAL)
     rows = conn.execute(
         "SELECT p.id, p.object_type, p.anchor, p.kind, p.member_anchor, p.payload, p.attempts, p.last_error,"
-        " t.attrs FROM pending_export p LEFT JOIN target_object t ON t.id = p.target_id"
-        " WHERE p.quarantined_at = now() AND p.last_error IN (%s, %s)",
-        (UNEQUAL, UNCONFIRMED),
+        " t.attrs FROM _unequal x JOIN pending_export p ON p.id = x.id"
+        " LEFT JOIN target_object t ON t.id = p.target_id ORDER BY p.id"
     ).fetchall()
+    conn.execute("TRUNCATE _unequal")
     out: list[Unequal] = []
     for op_id, object_type, anchor, kind, member, payload, attempts, why, target in rows:
         what = f"{kind} {member}".strip()
