@@ -38,6 +38,10 @@ class ClusterSpec:
     request_timeout: float = 1.0
     deletion_threshold: int = 500
     deletion_window: float = 1800.0
+    # A leader whose main loop stalls this long resigns. The daemon's default is the session
+    # timeout, which with the tests' 2-s sessions a slow phase on a loaded 2-core CI machine can
+    # reach; tests of the hung-leader path pass None to get that default.
+    stall_timeout: float | None = 8.0
     extra: dict[str, Any] = field(default_factory=dict)
     register_extension: bool = True  # run `idsync preflight --fix` before the first node starts
 
@@ -96,6 +100,7 @@ def write_config(spec: ClusterSpec, node: str, workdir: Path, schema: str) -> tu
         "ha": {
             "loop_interval_seconds": spec.interval,
             "retry_timeout_seconds": retry,
+            **({"stall_timeout_seconds": spec.stall_timeout} if spec.stall_timeout is not None else {}),
         },
         "ha.zookeeper": {"hosts": spec.zk_hosts, "session_timeout_seconds": spec.session_timeout},
         "admin": {"listen": f"127.0.0.1:{admin_port}"},

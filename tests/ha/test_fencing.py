@@ -58,6 +58,7 @@ def cluster(
         ldap=samba,
         include_ous=[samba_ou],
         session_timeout=SESSION,
+        stall_timeout=None,  # the daemon's default (the session timeout): the hung-leader test needs it
     ) as c:
         yield c
 

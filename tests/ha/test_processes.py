@@ -111,7 +111,8 @@ def test_sigterm_hands_over_at_once(cluster: LocalCluster, ad: AdDirectory, samb
     assert cluster.nodes["a"].terminate() == 0
     assert cluster.wait_leader(timeout=10, other_than="a") == "b"
     # Taken over from a recorded release, not after the session expired (timing: bench_ha).
-    assert any("previous leader a released cleanly" in s for s in cluster.nodes["b"].sentences())
+    said = cluster.nodes["b"].sentences()
+    assert any("previous leader a released cleanly" in s for s in said), said[-8:]
     assert any(e.get("event") == "daemon.released" for e in cluster.nodes["a"].events())
     add_users(ad, samba_ou, 2)
     check_invariants(cluster, ad, samba_ou)
