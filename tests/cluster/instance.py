@@ -96,6 +96,9 @@ def write_config(spec: ClusterSpec, node: str, workdir: Path, schema: str) -> tu
             "interval_seconds": spec.interval,
             "deletion_threshold_count": spec.deletion_threshold,
             "deletion_window_seconds": spec.deletion_window,
+            # Longer than the emulator's replication lag (chaos raises it to 3 s), far shorter than
+            # the default: tests see a write that did not take re-exported within seconds.
+            "export_settle_seconds": 5.0,
         },
         "ha": {
             "loop_interval_seconds": spec.interval,

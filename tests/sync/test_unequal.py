@@ -139,3 +139,34 @@ def test_a_value_another_writer_keeps_resetting_is_quarantined_after_the_limit(w
         ' where idsync writes "Chef"'
     )
     assert sum(r.unequal for r in results) == 1
+
+
+def test_a_write_graph_has_not_replicated_yet_waits_instead_of_counting(world: World) -> None:
+    # Graph's replication lag: the import after an export still shows the old value. Within
+    # export_settle that is no evidence the write did not take: no re-export, no attempt counted
+    # (with a 2-s cycle, counting it quarantined legitimate writes within seconds).
+    w = make_world(world.store, {}, unequal_limit=2, export_settle=timedelta(hours=1))
+    w.source(ad_user(1, title="Chef"))
+    w.sync()
+    w.export_all()
+    w.sync()
+    assert w.ops() == []
+    w.source(ad_user(1, title="Head chef"))
+    w.sync()
+    tid = f"t-{guid(1)}"
+    with w.store.transaction() as conn:
+        [op] = pending.claim(conn, epoch=1, node="a", limit=10, held=False)
+        pending.record_result(conn, op.id, "ok", epoch=1, node="a")  # sent; not visible yet
+    for _ in range(4):  # lagging delta rounds report the object as it was; every object recomputed
+        w.target("user", TargetRow(tid, {"jobTitle": "Chef"}))
+        assert w.sync(full=True).unequal == 0
+    [op] = w.ops()
+    assert op.exported_at is not None and op.attempts == 0 and not op.quarantined
+    with w.store.transaction() as conn:
+        assert pending.claim(conn, epoch=1, node="a", limit=10, held=False) == []
+
+    # Once the settle window has passed, the same evidence counts: re-armed, one attempt.
+    later = make_world(world.store, {}, unequal_limit=2, export_settle=timedelta(0))
+    later.sync(full=True)  # recomputes every object
+    [op] = later.ops()
+    assert op.exported_at is None and op.attempts == 1 and not op.quarantined

@@ -106,6 +106,10 @@ class SyncSettings(Section):
     # ignores) is quarantined instead of being re-exported forever.
     confirm_timeout_seconds: PositiveSeconds = 1800.0
     export_unequal_limit: int = Field(default=5, ge=1)
+    # An exported operation the target import does not show yet is left waiting this long before
+    # it counts as not taken and is exported again: Graph's replication lag can keep a write out
+    # of several delta rounds (learn.microsoft.com/graph/delta-query-overview, "processing delay").
+    export_settle_seconds: PositiveSeconds = 120.0
 
 
 def split_listen(value: str) -> tuple[str, int]:

@@ -62,6 +62,8 @@ def diff_objects(
     deprovision: Mapping[str, str],
     unequal_limit: int = UNEQUAL_LIMIT,
     anchor_attributes: Mapping[str, str] | None = None,
+    *,
+    settle: timedelta = timedelta(0),
 ) -> dict[str, int]:
     """Recompute create/update/delete for the anchors in `_dirty` (see store.desired).
 
@@ -122,7 +124,7 @@ def diff_objects(
         " AND NOT EXISTS (SELECT 1 FROM desired_object d WHERE d.anchor = l.anchor)",
         (by_mode["leave"],),
     ).rowcount
-    counts = _reconcile(conn, "_dirty", OBJECT_KINDS, unequal_limit)
+    counts = _reconcile(conn, "_dirty", OBJECT_KINDS, unequal_limit, settle)
     counts["left"] = left
     return counts
 
@@ -169,7 +171,9 @@ def _entra_connect_twins(conn: psycopg.Connection, anchor_attributes: Mapping[st
     return found
 
 
-def diff_members(conn: psycopg.Connection, unequal_limit: int = UNEQUAL_LIMIT) -> dict[str, int]:
+def diff_members(
+    conn: psycopg.Connection, unequal_limit: int = UNEQUAL_LIMIT, *, settle: timedelta = timedelta(0)
+) -> dict[str, int]:
     """Recompute member_add / member_remove for the groups in `_dirty_groups`.
 
     Adds: desired members not in the target group (waiting, if group or member has no target
@@ -192,16 +196,22 @@ def diff_members(conn: psycopg.Connection, unequal_limit: int = UNEQUAL_LIMIT) -
         " WHERE NOT EXISTS (SELECT 1 FROM desired_member m"
         "  WHERE m.group_anchor = g.anchor AND m.member_anchor = lm.anchor)"
     )
-    return _reconcile(conn, "_dirty_groups", MEMBER_KINDS, unequal_limit)
+    return _reconcile(conn, "_dirty_groups", MEMBER_KINDS, unequal_limit, settle)
 
 
 def _reconcile(
-    conn: psycopg.Connection, dirty: str, kinds: tuple[str, ...], limit: int = UNEQUAL_LIMIT
+    conn: psycopg.Connection,
+    dirty: str,
+    kinds: tuple[str, ...],
+    limit: int = UNEQUAL_LIMIT,
+    settle: timedelta = timedelta(0),
 ) -> dict[str, int]:
     """Make the queue rows of the dirty anchors (of these kinds) equal to `_ops`.
 
-    An exported row recomputed with the same payload did not take: it is re-armed, counting an
-    attempt, and quarantined on the `limit`-th (see `quarantine_unequal`).
+    An exported row recomputed with the same payload more than `settle` after its export did not
+    take: it is re-armed, counting an attempt, and quarantined on the `limit`-th (see
+    `quarantine_unequal`). Within `settle` it is left waiting: Graph's replication lag can keep a
+    write out of the next delta rounds, and counting those would quarantine writes that landed.
     """
     confirmed = conn.execute(
         # anchor = ANY(ARRAY(…)) walks the anchor index; a join let a queue bloated by a big
@@ -231,13 +241,13 @@ def _reconcile(
         " quarantined_at = CASE WHEN p.payload <> excluded.payload THEN NULL"
         "  WHEN p.exported_at IS NOT NULL AND p.attempts + 1 >= %(limit)s THEN now()"
         "  ELSE p.quarantined_at END"
-        " WHERE p.payload IS DISTINCT FROM excluded.payload OR p.exported_at IS NOT NULL"
+        " WHERE p.payload IS DISTINCT FROM excluded.payload OR p.exported_at < now() - %(settle)s"
         "  OR p.target_id IS DISTINCT FROM excluded.target_id"
         " RETURNING p.id, p.quarantined_at IS NOT NULL AND p.last_error = %(unequal)s AS q),"
         # The rows this statement quarantined, for quarantine_unequal (no scan of the queue).
         " u AS (INSERT INTO _unequal SELECT id FROM w WHERE q ON CONFLICT DO NOTHING)"
         " SELECT count(*) FROM w",
-        {"unequal": UNEQUAL, "limit": limit},
+        {"unequal": UNEQUAL, "limit": limit, "settle": settle},
     ).fetchone()
     written = int(row[0]) if row else 0
     return {"confirmed": confirmed, "written": written}

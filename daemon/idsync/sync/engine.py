@@ -103,6 +103,7 @@ class SyncEngine:
         confirm_timeout: timedelta = timedelta(minutes=30),
         check_target_rounds: bool = False,
         unequal_limit: int = diff.UNEQUAL_LIMIT,
+        export_settle: timedelta = timedelta(0),
     ) -> None:
         self.store = store
         self.rules = rules
@@ -111,6 +112,7 @@ class SyncEngine:
         self.page_size = page_size
         self.confirm_timeout = confirm_timeout
         self.unequal_limit = unequal_limit
+        self.export_settle = export_settle
         self.check_target_rounds = check_target_rounds
         self._evaluator = Evaluator(rules)
         # Object types whose diff the daemon holds back, with the reason (e.g. groups while the
@@ -200,10 +202,14 @@ class SyncEngine:
                 desired.set_meta(conn, DIFF_OWED_KEY, "1")
             deprovision = {t: self.rules.of(t).deprovision for t in ("user", "group")}
             anchors = {t: self.rules.anchor_attribute(t) for t in ("user", "group")}
-            obj = diff.diff_objects(conn, deprovision, self.unequal_limit, anchors)
+            obj = diff.diff_objects(conn, deprovision, self.unequal_limit, anchors, settle=self.export_settle)
             lap("diff_objects")
             # Group membership lives in the group import: it is diffed only once that is whole.
-            mem = diff.diff_members(conn, self.unequal_limit) if "group" not in waiting else {}
+            mem = (
+                diff.diff_members(conn, self.unequal_limit, settle=self.export_settle)
+                if "group" not in waiting
+                else {}
+            )
             lap("diff_members")
             rearmed = diff.rearm_unconfirmed(conn, self.confirm_timeout, self.unequal_limit)
             unequal = diff.quarantine_unequal(conn)
@@ -411,4 +417,5 @@ def engine_from_config(store: Store, cfg: Config, rules: Rules | None = None) ->
         check_target_rounds=True,
         confirm_timeout=timedelta(seconds=cfg.sync.confirm_timeout_seconds),
         unequal_limit=cfg.sync.export_unequal_limit,
+        export_settle=timedelta(seconds=cfg.sync.export_settle_seconds),
     )
