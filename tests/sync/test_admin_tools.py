@@ -122,6 +122,7 @@ def test_retry_all_has_the_sync_evaluate_a_set_aside_object_again(
 ) -> None:
     w = setaside
     assert w.sync().evaluated == 0  # nothing changed: u2 is not looked at again by itself
+    capsys.readouterr()  # (the sync's log lines)
     assert _q(cfg, "retry", all=True, json=True) == 0
     done = {(d["phase"], d["key"]): d["sentence"] for d in orjson.loads(capsys.readouterr().out)}
     assert done == {
@@ -219,6 +220,7 @@ def test_preview_of_an_object_leaving_scope_shows_its_deprovisioning(
 ) -> None:
     synced.source(ad_user(2, employeeid="2", ou="OU=Leavers"))
     synced.sync()
+    capsys.readouterr()  # (the sync's log lines)
     assert _preview(cfg, guid(2), "csv") == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     by = {(r["section"], r["item"]): r for r in rows}
@@ -256,6 +258,7 @@ def test_preview_of_an_object_an_earlier_installation_created_shows_the_hard_mat
     [create] = w.ops("create")
     iid = create.payload["onPremisesImmutableId"]
     w.target("user", TargetRow("old-1", {**create.payload, "jobTitle": "Cook"}, iid, True))
+    capsys.readouterr()  # (the sync's log lines)
     assert _preview(cfg, guid(1), "json") == 0
     doc = orjson.loads(capsys.readouterr().out)
     assert "a hard match on onPremisesImmutableId would link old-1" in doc["link"]
