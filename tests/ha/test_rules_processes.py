@@ -183,6 +183,7 @@ def test_a_mass_delete_trial_is_held_and_a_node_that_cannot_load_a_version_is_no
     assert rules(cluster, "apply", "--fingerprint", "whatever") == 1
     assert f"held: under the trial rules {USERS} deletes exceed the deletion guard" in capsys.readouterr().err
     assert rules(cluster, "abort") == 0
+    assert "aborted: it returns to v1" in capsys.readouterr().out
     wait_for(lambda: not cluster.view().members["b"].trial, 20, "b back on v1")
     assert cluster.view().members["b"].healthy
     assert len(display_names(cluster)) == USERS  # nothing was deleted

@@ -519,7 +519,9 @@ def _await_version(coord: Coordinator, version: int, wait: float) -> int:
         if not behind:
             print(f"every node runs v{version}: {', '.join(sorted(view.members))}")
             return 0
-        failed = {n: m.reason for n, m in behind.items() if m.reason.startswith("cannot load rules")}
+        # Only a refusal of this very version is final; an older one is what it replaces.
+        refused = f"cannot load rules v{version}:"
+        failed = {n: m.reason for n, m in behind.items() if m.reason.startswith(refused)}
         if failed or time.monotonic() >= deadline:
             for n, m in sorted(behind.items()):
                 print(
