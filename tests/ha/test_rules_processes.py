@@ -13,6 +13,7 @@ PostgreSQL, Samba AD and the Graph emulator (docs/operations.md, "Changing the s
 from __future__ import annotations
 
 import re
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -209,3 +210,44 @@ def test_a_mass_delete_trial_is_held_and_a_node_that_cannot_load_a_version_is_no
     assert rules(cluster, "rollback", "1", "--wait", "30") == 0
     assert cluster.wait_leader(timeout=20) == "b"
     wait_converged(lambda: user_differences(expected, cluster.state()), 30)
+
+
+def test_a_pinned_rules_file_is_published_and_an_unpinned_one_only_seeds(
+    tmp_path: Path, pg_dsn: str, zk_hosts: str, zk_chroot: str, samba: LdapEndpoint, samba_ou: str
+) -> None:
+    pinned, local = tmp_path / "pinned.toml", tmp_path / "local.toml"
+    pinned.write_text("# v1 from configuration management\n")
+    local.write_text(TRIAL_RULES)
+    with running_cluster(
+        tmp_path,
+        cluster="p",
+        pg_dsn=pg_dsn,
+        zk_hosts=zk_hosts + zk_chroot,
+        ldap=samba,
+        include_ous=[samba_ou],
+        session_timeout=SESSION,
+        extra={"sync": {"rules_file": str(pinned), "rules_pinned": True}},
+    ) as c:
+        c.start("a")
+        c.wait_leader()
+        wait_for(lambda: versions(c) == {"a": 1}, 20, "a on v1 seeded from its pinned file")
+        pinned.write_text("# v2 from configuration management\n")
+        c.nodes["a"].signal(signal.SIGHUP)
+        wait_for(lambda: versions(c) == {"a": 2}, 20, "a on v2, published from its pinned file")
+        steps = [(e.step, e.version, e.note) for e in rules_zk.history(c.ctl)]
+        assert steps == [("seed", 1, f"seeded from {pinned}"), ("file", 2, f"pinned file {pinned}")]
+        assert rules_zk.read(c.ctl).current.text == "# v2 from configuration management\n"  # type: ignore[union-attr]
+
+        # A node whose (unpinned) file differs runs the cluster's version and says so on SIGHUP.
+        b = c.add("b")
+        cfg = b.config.read_text().replace(str(pinned), str(local)).replace("rules_pinned = true", "")
+        b.config.write_text(cfg)
+        b.start()
+        wait_for(lambda: versions(c) == {"a": 2, "b": 2}, 30, "b on the cluster's v2, not its own file")
+        b.signal(signal.SIGHUP)
+        wait_for(
+            lambda: any(e.get("event") == "rules.file_differs" for e in b.events()),
+            20,
+            "b to report its file",
+        )
+        assert versions(c) == {"a": 2, "b": 2}
