@@ -73,3 +73,45 @@ def test_history_table_says_who_did_each_step() -> None:
 
 def test_equal_texts_have_no_diff() -> None:
     assert r.unified_diff("a = 1\n", "a = 1\n", "v1", "v2") == ""
+
+
+def test_status_marks_the_trial_node_trial_and_shows_each_nodes_rules_version() -> None:
+    from idsync.ha.control import render_status
+    from idsync.ha.records import ClusterView, EpochRecord, LeaderRecord, MemberRecord
+
+    now = 5000.0
+    members = {
+        "a": MemberRecord("a", "leader", True, epoch=4, last_cycle_ok=now, last_cycle=now, rules_version=3),
+        "b": MemberRecord(
+            "b",
+            "staging",
+            False,
+            "rules trial cccccccccccc: reports only",
+            last_cycle=now,
+            rules_version=3,
+            trial=True,
+        ),
+        "c": MemberRecord(
+            "c", "staging", False, "cannot load rules v3: bad", last_cycle=now, rules_version=2
+        ),
+    }
+    view = ClusterView(
+        LeaderRecord("a", 4, 1),
+        EpochRecord(4, "a"),
+        1,
+        members,
+        None,
+        None,
+        None,
+        None,
+        rules_version=3,
+        rules_hash="h",
+        trial_node="b",
+        trial_hash="c" * 64,
+    )
+    out = render_status(view, "prod", now)
+    assert out.splitlines()[0] == "cluster prod  epoch 4  leader a  rules v3"
+    assert "rules trial cccccccccccc on b (`idsync rules impact` there)" in out
+    assert re.search(r"\na\s+leader\s+ok\s+0s ago\s+0\s+v3\s*\n", out)
+    assert re.search(r"\nb\s+staging\s+trial\s+never\s+0\s+v3\s+rules trial cccccccccccc", out)
+    assert re.search(r"\nc\s+staging\s+UNHEALTHY\s+never\s+0\s+v2\s+cannot load rules v3: bad", out)
