@@ -170,3 +170,28 @@ def test_a_write_graph_has_not_replicated_yet_waits_instead_of_counting(world: W
     later.sync(full=True)  # recomputes every object
     [op] = later.ops()
     assert op.exported_at is None and op.attempts == 1 and not op.quarantined
+
+
+def test_failed_requests_do_not_count_as_exports_that_did_not_take(world: World) -> None:
+    # A member add refused while Graph replicates the member counts in `attempts` (request
+    # failures, quarantined at their own limit); it must not bring "not taking" closer.
+    w = make_world(world.store, {}, unequal_limit=2)
+    w.source(ad_user(1, title="Chef"))
+    w.sync()
+    w.export_all()
+    w.sync()
+    w.source(ad_user(1, title="Head chef"))
+    w.sync()
+    with w.store.transaction() as conn:
+        conn.execute("UPDATE pending_export SET attempts = 4")  # four refused requests before
+        [op] = pending.claim(conn, epoch=1, node="a", limit=10, held=False)
+        pending.record_result(conn, op.id, "ok", epoch=1, node="a")  # then sent, not visible
+    w.sync(full=True)  # the import still shows the old value: one export that did not take
+    [op] = w.ops()
+    assert not op.quarantined and op.exported_at is None  # re-armed, not set aside
+    with w.store.transaction() as conn:
+        [op] = pending.claim(conn, epoch=1, node="a", limit=10, held=False)
+        pending.record_result(conn, op.id, "ok", epoch=1, node="a")
+    w.sync(full=True)  # the second export that did not take reaches the limit of 2
+    [op] = w.ops()
+    assert op.quarantined and "after 2 exports" in (op.last_error or "")

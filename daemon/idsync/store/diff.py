@@ -235,11 +235,13 @@ def _reconcile(
         " exported_at = NULL, claimed_epoch = NULL, claimed_by = NULL, claimed_at = NULL,"
         " attempts = CASE WHEN p.payload <> excluded.payload THEN 0"
         "  WHEN p.exported_at IS NOT NULL THEN p.attempts + 1 ELSE p.attempts END,"
+        " unequal_exports = CASE WHEN p.payload <> excluded.payload THEN 0"
+        "  WHEN p.exported_at IS NOT NULL THEN p.unequal_exports + 1 ELSE p.unequal_exports END,"
         " last_error = CASE WHEN p.payload <> excluded.payload THEN NULL"
         "  WHEN p.exported_at IS NOT NULL THEN %(unequal)s ELSE p.last_error END,"
         " not_before = CASE WHEN p.payload = excluded.payload THEN p.not_before END,"
         " quarantined_at = CASE WHEN p.payload <> excluded.payload THEN NULL"
-        "  WHEN p.exported_at IS NOT NULL AND p.attempts + 1 >= %(limit)s THEN now()"
+        "  WHEN p.exported_at IS NOT NULL AND p.unequal_exports + 1 >= %(limit)s THEN now()"
         "  ELSE p.quarantined_at END"
         " WHERE p.payload IS DISTINCT FROM excluded.payload OR p.exported_at < now() - %(settle)s"
         "  OR p.target_id IS DISTINCT FROM excluded.target_id"
@@ -259,8 +261,9 @@ def rearm_unconfirmed(conn: psycopg.Connection, older_than: timedelta, limit: in
     conn.execute(_UNEQUAL)
     row = conn.execute(
         "WITH w AS (UPDATE pending_export SET exported_at = NULL, claimed_epoch = NULL, claimed_by = NULL,"
-        " claimed_at = NULL, attempts = attempts + 1, last_error = %(unconfirmed)s,"
-        " quarantined_at = CASE WHEN attempts + 1 >= %(limit)s THEN now() END"
+        " claimed_at = NULL, attempts = attempts + 1, unequal_exports = unequal_exports + 1,"
+        " last_error = %(unconfirmed)s,"
+        " quarantined_at = CASE WHEN unequal_exports + 1 >= %(limit)s THEN now() END"
         " WHERE exported_at < now() - %(older)s RETURNING id, quarantined_at IS NOT NULL AS q),"
         " u AS (INSERT INTO _unequal SELECT id FROM w WHERE q ON CONFLICT DO NOTHING)"
         " SELECT count(*) FROM w",
@@ -277,7 +280,8 @@ def quarantine_unequal(conn: psycopg.Connection) -> list[Unequal]:
     """
     conn.execute(_UNEQUAL)
     rows = conn.execute(
-        "SELECT p.id, p.object_type, p.anchor, p.kind, p.member_anchor, p.payload, p.attempts, p.last_error,"
+        "SELECT p.id, p.object_type, p.anchor, p.kind, p.member_anchor, p.payload, p.unequal_exports,"
+        " p.last_error,"
         " t.attrs FROM _unequal x JOIN pending_export p ON p.id = x.id"
         " LEFT JOIN target_object t ON t.id = p.target_id ORDER BY p.id"
     ).fetchall()

@@ -147,7 +147,8 @@ def retry(conn: psycopg.Connection, ids: Sequence[str] | None) -> list[Done]:
     for phase, key, dn in _match(conn, ids, RETRYABLE):
         if phase == "export":
             n = conn.execute(
-                "UPDATE pending_export SET quarantined_at = NULL, attempts = 0, not_before = NULL,"
+                "UPDATE pending_export SET quarantined_at = NULL, attempts = 0, unequal_exports = 0,"
+                " not_before = NULL,"
                 " last_error = NULL, claimed_epoch = NULL, claimed_by = NULL, claimed_at = NULL"
                 " WHERE anchor = %s AND quarantined_at IS NOT NULL",
                 (key,),
