@@ -223,8 +223,14 @@ def _reconcile(
         (list(kinds),),
     ).rowcount
     # Same payload: keep attempts and quarantine, but re-arm an exported row (the target was
-    # re-imported and still differs, so the export did not land) and count that as an attempt.
+    # re-imported and still differs, so the export did not land) and count that as an attempt —
+    # unless it was exported less than `settle` ago: then only note that an import saw it
+    # differ (computed_at after exported_at); rearm_settled re-arms it once the window is over.
     # New payload: a fresh operation.
+    settling = (
+        "(p.payload = excluded.payload AND p.target_id IS NOT DISTINCT FROM excluded.target_id"
+        " AND p.exported_at >= now() - %(settle)s)"
+    )
     conn.execute(_UNEQUAL)
     row = conn.execute(
         "WITH w AS (INSERT INTO pending_export AS p"
@@ -232,27 +238,52 @@ def _reconcile(
         " SELECT object_type, anchor, kind, member_anchor, target_id, payload FROM _ops"
         " ON CONFLICT (object_type, anchor, kind, member_anchor) DO UPDATE SET"
         " target_id = excluded.target_id, payload = excluded.payload, computed_at = now(),"
-        " exported_at = NULL, claimed_epoch = NULL, claimed_by = NULL, claimed_at = NULL,"
-        " attempts = CASE WHEN p.payload <> excluded.payload THEN 0"
+        f" exported_at = CASE WHEN {settling} THEN p.exported_at END,"
+        f" claimed_epoch = CASE WHEN {settling} THEN p.claimed_epoch END,"
+        f" claimed_by = CASE WHEN {settling} THEN p.claimed_by END,"
+        f" claimed_at = CASE WHEN {settling} THEN p.claimed_at END,"
+        f" attempts = CASE WHEN {settling} THEN p.attempts WHEN p.payload <> excluded.payload THEN 0"
         "  WHEN p.exported_at IS NOT NULL THEN p.attempts + 1 ELSE p.attempts END,"
-        " unequal_exports = CASE WHEN p.payload <> excluded.payload THEN 0"
+        f" unequal_exports = CASE WHEN {settling} THEN p.unequal_exports"
+        "  WHEN p.payload <> excluded.payload THEN 0"
         "  WHEN p.exported_at IS NOT NULL THEN p.unequal_exports + 1 ELSE p.unequal_exports END,"
-        " last_error = CASE WHEN p.payload <> excluded.payload THEN NULL"
+        f" last_error = CASE WHEN {settling} THEN p.last_error WHEN p.payload <> excluded.payload THEN NULL"
         "  WHEN p.exported_at IS NOT NULL THEN %(unequal)s ELSE p.last_error END,"
         " not_before = CASE WHEN p.payload = excluded.payload THEN p.not_before END,"
-        " quarantined_at = CASE WHEN p.payload <> excluded.payload THEN NULL"
+        f" quarantined_at = CASE WHEN {settling} THEN p.quarantined_at"
+        "  WHEN p.payload <> excluded.payload THEN NULL"
         "  WHEN p.exported_at IS NOT NULL AND p.unequal_exports + 1 >= %(limit)s THEN now()"
         "  ELSE p.quarantined_at END"
-        " WHERE p.payload IS DISTINCT FROM excluded.payload OR p.exported_at < now() - %(settle)s"
+        " WHERE p.payload IS DISTINCT FROM excluded.payload OR p.exported_at IS NOT NULL"
         "  OR p.target_id IS DISTINCT FROM excluded.target_id"
-        " RETURNING p.id, p.quarantined_at IS NOT NULL AND p.last_error = %(unequal)s AS q),"
+        " RETURNING p.id, p.quarantined_at IS NOT NULL AND p.last_error = %(unequal)s AS q,"
+        "  p.exported_at IS NULL AS armed),"
         # The rows this statement quarantined, for quarantine_unequal (no scan of the queue).
         " u AS (INSERT INTO _unequal SELECT id FROM w WHERE q ON CONFLICT DO NOTHING)"
-        " SELECT count(*) FROM w",
+        " SELECT count(*) FILTER (WHERE armed) FROM w",
         {"unequal": UNEQUAL, "limit": limit, "settle": settle},
     ).fetchone()
     written = int(row[0]) if row else 0
     return {"confirmed": confirmed, "written": written}
+
+
+def rearm_settled(conn: psycopg.Connection, settle: timedelta, limit: int = UNEQUAL_LIMIT) -> int:
+    """Exported operations an import showed still differing within their settle window (see
+    `_reconcile`) are, once the window is over, exported again, counting an export that did not
+    take (quarantined on the `limit`-th, see `quarantine_unequal`)."""
+    conn.execute(_UNEQUAL)
+    row = conn.execute(
+        "WITH w AS (UPDATE pending_export SET exported_at = NULL, claimed_epoch = NULL, claimed_by = NULL,"
+        " claimed_at = NULL, attempts = attempts + 1, unequal_exports = unequal_exports + 1,"
+        " last_error = %(unequal)s,"
+        " quarantined_at = CASE WHEN unequal_exports + 1 >= %(limit)s THEN now() END"
+        " WHERE exported_at < now() - %(settle)s AND computed_at > exported_at"
+        " RETURNING id, quarantined_at IS NOT NULL AS q),"
+        " u AS (INSERT INTO _unequal SELECT id FROM w WHERE q ON CONFLICT DO NOTHING)"
+        " SELECT count(*) FROM w",
+        {"unequal": UNEQUAL, "limit": limit, "settle": settle},
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def rearm_unconfirmed(conn: psycopg.Connection, older_than: timedelta, limit: int = UNEQUAL_LIMIT) -> int:

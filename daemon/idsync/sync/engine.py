@@ -211,7 +211,8 @@ class SyncEngine:
                 else {}
             )
             lap("diff_members")
-            rearmed = diff.rearm_unconfirmed(conn, self.confirm_timeout, self.unequal_limit)
+            rearmed = diff.rearm_settled(conn, self.export_settle, self.unequal_limit)
+            rearmed += diff.rearm_unconfirmed(conn, self.confirm_timeout, self.unequal_limit)
             unequal = diff.quarantine_unequal(conn)
             for u in unequal:
                 log.warning("sync.export_not_taking", anchor=u.anchor, kind=u.kind, reason=u.reason)
