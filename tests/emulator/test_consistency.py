@@ -130,3 +130,27 @@ def test_replication_delay_is_the_fixed_lag_shorthand() -> None:
     assert EmulatorConfig(replication_delay=3.0).lag_bounds() == (3.0, 3.0)
     assert EmulatorConfig().lag_bounds() == (0.0, 0.0) and not EmulatorConfig().random_batch_order()
     assert EmulatorConfig(batch_random_order=True).random_batch_order()
+
+
+async def test_member_adds_held_back_by_the_lag_all_reach_the_next_delta_round(graph: Graph) -> None:
+    # Three member adds in a row, the group's last change not replicated yet when a round runs:
+    # the next round must report all three, not only the last (Graph's "processing delay",
+    # concepts/delta-query-overview.md; members@delta, concepts/delta-query-groups.md).
+    users = [await graph.create_user(f"m{i}") for i in range(3)]
+    g = await graph.create_group("crew")
+    _, link = await _delta_round(graph, "/groups/delta?$select=displayName,members")
+    graph.em.configure(**LAG)
+    for u in users:
+        r = await graph.call(
+            "POST",
+            f"/groups/{g['id']}/members/$ref",
+            {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{u['id']}"},
+        )
+        assert r.status == 204, r.body
+    seen, link = await _delta_round(graph, link)
+    assert seen == []  # not replicated yet
+    graph.em.advance_clock(10.5)
+    graph.token = graph.em.auth.issue()
+    seen, _ = await _delta_round(graph, link)
+    added = {m["id"] for o in seen for m in o.get("members@delta", []) if "@removed" not in m}
+    assert added == {u["id"] for u in users}

@@ -45,6 +45,19 @@ def _member_changes(em: Emulator, g: DirObject, base: int, after: int) -> list[t
     return out
 
 
+def _first_change_after(obj: DirObject, base: int, latest: int) -> int:
+    """The number of `obj`'s earliest change after `base`. An object held back for replication lag
+    must be reported from there: holding only its latest change would let the next round's base
+    pass the member adds (and property changes) that came before it, and lose them."""
+    seqs = [latest]
+    if obj.created_seq > base:
+        seqs.append(obj.created_seq)
+    seqs += [s for s in obj.prop_seq.values() if s > base]
+    seqs += [s for s in obj.members.values() if s > base]
+    seqs += [s for s in obj.removed.values() if s > base]
+    return min(seqs)
+
+
 def _start(em: Emulator, call: Call, kind: str) -> dict[str, Any]:
     q = call.query
     for opt in ("$top", "$expand", "$orderby", "$skip", "$search", "$count"):
@@ -172,7 +185,8 @@ def delta(em: Emulator, call: Call, kind: str) -> Reply:
                 # not replicated yet (replication lag): leave it, and let the next round's base
                 # stay below it so that round reports it (Graph's "processing delay",
                 # concepts/delta-query-overview.md)
-                hold = seq if hold is None else min(hold, seq)
+                first = _first_change_after(obj, base, seq)
+                hold = first if hold is None else min(hold, first)
                 continue
             else:
                 if minimal and obj.created_seq <= base:
