@@ -15,6 +15,7 @@ import pytest
 from kazoo.client import KazooClient
 from psycopg import sql
 
+from tests.cluster.directory import AdDirectory
 from tests.harness import LdapEndpoint, Promtool, Service, Stack
 from tests.harness.ldap import create_ou, delete_tree
 from tests.harness.locks import file_lock
@@ -156,3 +157,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("idsync test harness")
         for line in _summary:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def ad(samba: LdapEndpoint) -> Iterator[AdDirectory]:
+    """The Samba AD DC as the cluster tests drive it (users, groups, moves, deletes)."""
+    d = AdDirectory(samba)
+    yield d
+    d.close()

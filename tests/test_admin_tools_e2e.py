@@ -13,12 +13,10 @@ import subprocess
 import sys
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 from idsync.emulator.config import DEFAULT_CLIENT_ID, service_principal_id
 from tests.cluster.checks import immutable_id
@@ -39,13 +37,6 @@ deprovision = "disable"
 employeeHireDate = "source.department == 'Hire' ? '{HIRED}' : null"
 """
 LIMIT = 3
-
-
-@pytest.fixture
-def ad(samba: LdapEndpoint) -> Iterator[AdDirectory]:
-    d = AdDirectory(samba)
-    yield d
-    d.close()
 
 
 def _idsync(*args: str) -> subprocess.CompletedProcess[str]:

@@ -24,13 +24,6 @@ from tests.harness.ldap import LdapEndpoint
 
 
 @pytest.fixture
-def ad(samba: LdapEndpoint) -> Iterator[AdDirectory]:
-    d = AdDirectory(samba)
-    yield d
-    d.close()
-
-
-@pytest.fixture
 def ous(ad: AdDirectory, samba_ou: str) -> tuple[str, str]:
     """(in scope, out of scope), both under the test's OU."""
     return ad.ou("in", samba_ou), ad.ou("out", samba_ou)

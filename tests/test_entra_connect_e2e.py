@@ -8,12 +8,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 from tests.cluster.checks import immutable_id
 from tests.cluster.cluster import LocalCluster, running_cluster
@@ -25,13 +23,6 @@ RULES = """
 [user.flows]
 "onPremisesExtensionAttributes.extensionAttribute1" = "source.department"
 """
-
-
-@pytest.fixture
-def ad(samba: LdapEndpoint) -> Iterator[AdDirectory]:
-    d = AdDirectory(samba)
-    yield d
-    d.close()
 
 
 def _idsync(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

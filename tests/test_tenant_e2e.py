@@ -12,12 +12,10 @@ import subprocess
 import sys
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 from tests.cluster.checks import immutable_id
 from tests.cluster.cluster import LocalCluster, run_preflight, running_cluster
@@ -34,13 +32,6 @@ deprovision = "disable"
 # AD keeps one telephoneNumber and the others in otherTelephone; Graph keeps one business phone.
 businessPhones = "take(values.telephonenumber + values.othertelephone, 1)"
 """
-
-
-@pytest.fixture
-def ad(samba: LdapEndpoint) -> Iterator[AdDirectory]:
-    d = AdDirectory(samba)
-    yield d
-    d.close()
 
 
 def _idsync(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

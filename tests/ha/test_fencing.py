@@ -40,13 +40,6 @@ SESSION = 2.0  # with 0.5 s cycles and 1 s request timeout (= lock-delay), as in
 
 
 @pytest.fixture
-def ad(samba: LdapEndpoint) -> Iterator[AdDirectory]:
-    d = AdDirectory(samba)
-    yield d
-    d.close()
-
-
-@pytest.fixture
 def cluster(
     tmp_path: Path, pg_dsn: str, zk_hosts: str, zk_chroot: str, samba: LdapEndpoint, samba_ou: str
 ) -> Iterator[LocalCluster]:

@@ -28,7 +28,7 @@ from tests.cluster.cluster import LocalCluster, running_cluster
 from tests.cluster.directory import AdDirectory
 from tests.cluster.instance import GROUP_ANCHOR, wait_for
 from tests.ha.test_election import make_node  # noqa: F401
-from tests.ha.test_processes import SESSION, ad, add_users, check_invariants, cluster  # noqa: F401
+from tests.ha.test_processes import SESSION, add_users, check_invariants, cluster  # noqa: F401
 from tests.harness.ldap import LdapEndpoint
 
 
@@ -55,7 +55,7 @@ def control_session(c: LocalCluster, name: str, auth: tuple[str, str] | None = N
 
 def test_switchover_to_a_node_that_dies_midway_gets_the_cluster_a_leader_again(
     cluster: LocalCluster,  # noqa: F811
-    ad: AdDirectory,  # noqa: F811
+    ad: AdDirectory,
     samba_ou: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -94,7 +94,7 @@ def test_switchover_to_a_node_that_dies_midway_gets_the_cluster_a_leader_again(
 
 def test_concurrent_switchovers_one_wins_the_other_gets_a_clear_error_and_old_requests_are_cleared(
     cluster: LocalCluster,  # noqa: F811
-    ad: AdDirectory,  # noqa: F811
+    ad: AdDirectory,
     samba_ou: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -170,7 +170,7 @@ def test_concurrent_switchovers_one_wins_the_other_gets_a_clear_error_and_old_re
 
 def test_no_write_starts_after_pause_returns(
     cluster: LocalCluster,  # noqa: F811
-    ad: AdDirectory,  # noqa: F811
+    ad: AdDirectory,
     samba_ou: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -281,7 +281,7 @@ def test_the_cli_never_creates_a_cluster(
 
 def test_a_second_process_with_the_same_node_name_or_schema_is_refused(
     cluster: LocalCluster,  # noqa: F811
-    ad: AdDirectory,  # noqa: F811
+    ad: AdDirectory,
     samba_ou: str,
 ) -> None:
     add_users(ad, samba_ou, 2)
@@ -331,7 +331,7 @@ def test_a_second_process_with_the_same_node_name_or_schema_is_refused(
 
 def test_after_zookeeper_lost_its_data_exports_resume_above_the_old_epoch(
     cluster: LocalCluster,  # noqa: F811
-    ad: AdDirectory,  # noqa: F811
+    ad: AdDirectory,
     samba_ou: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -391,7 +391,7 @@ def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
 
 def test_a_duplicate_group_created_behind_idsyncs_back_is_resolved_oldest_kept(
     cluster: LocalCluster,  # noqa: F811
-    ad: AdDirectory,  # noqa: F811
+    ad: AdDirectory,
     samba_ou: str,
 ) -> None:
     users = [ad.add_user(samba_ou, f"u{uuid.uuid4().hex[:8]}", department="Sales") for _ in range(2)]

@@ -47,13 +47,6 @@ jobTitle = "nosuchfunction(source.title)"
 
 
 @pytest.fixture
-def ad(samba: LdapEndpoint) -> Iterator[AdDirectory]:
-    d = AdDirectory(samba)
-    yield d
-    d.close()
-
-
-@pytest.fixture
 def cluster(
     tmp_path: Path, pg_dsn: str, zk_hosts: str, zk_chroot: str, samba: LdapEndpoint, samba_ou: str
 ) -> Iterator[LocalCluster]:

@@ -21,7 +21,7 @@ from idsync.cli import main
 from tests.cluster.cluster import LocalCluster
 from tests.cluster.directory import AdDirectory
 from tests.cluster.instance import wait_for
-from tests.ha.test_processes import ad, add_users, cluster  # noqa: F401  (fixtures)
+from tests.ha.test_processes import add_users, cluster  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.skipif(
     "AdminServer" not in inspect.getsource(idsync.commands.run),
@@ -56,7 +56,7 @@ def gauges(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def test_endpoints_and_metrics_of_a_running_pair_through_a_switchover(
     cluster: LocalCluster,  # noqa: F811
-    ad: AdDirectory,  # noqa: F811
+    ad: AdDirectory,
     samba_ou: str,
 ) -> None:
     add_users(ad, samba_ou, 3)

@@ -31,7 +31,6 @@ from tests.cluster.cluster import LocalCluster, running_cluster
 from tests.cluster.directory import AdDirectory
 from tests.cluster.emulator import DOMAIN
 from tests.cluster.instance import wait_for
-from tests.ha.test_processes import ad  # noqa: F401  (fixture)
 from tests.harness.ldap import LdapEndpoint
 
 QUARANTINE = '[user]\nupn_unverified = "quarantine"\n'
@@ -125,7 +124,7 @@ def use_rules(c: LocalCluster, node: str, path: Path) -> None:
 
 def test_alerts_fire_reach_alertmanager_and_resolve(
     cluster: LocalCluster,
-    ad: AdDirectory,  # noqa: F811
+    ad: AdDirectory,
     samba_ou: str,
     rules: dict[str, Path],
     webhook: Webhook,

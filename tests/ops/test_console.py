@@ -25,7 +25,6 @@ from idsync.cli import main
 from tests.cluster.cluster import LocalCluster, running_cluster
 from tests.cluster.directory import AdDirectory
 from tests.cluster.instance import wait_for
-from tests.ha.test_processes import ad  # noqa: F401  (fixture)
 from tests.harness.ldap import LdapEndpoint
 from tests.ops.test_admin import serve  # noqa: F401  (fixture)
 
@@ -88,7 +87,7 @@ def artifact(shot: Path) -> None:
 
 def test_the_console_shows_the_cluster_in_a_real_browser(
     cluster: LocalCluster,
-    ad: AdDirectory,  # noqa: F811
+    ad: AdDirectory,
     samba_ou: str,
     tmp_path: Path,
 ) -> None:

@@ -22,7 +22,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.cluster.cluster import LocalCluster, running_cluster
 from tests.cluster.directory import AdDirectory
 from tests.cluster.instance import wait_for
-from tests.ha.test_processes import ad  # noqa: F401  (fixture)
 from tests.harness import Promtool
 from tests.harness.ldap import LdapEndpoint
 
@@ -116,7 +115,7 @@ def test_a_broken_expression_is_caught(promtool: Promtool, tmp_path: Path) -> No
 
 def test_every_metric_the_dashboard_queries_is_exported_by_a_running_node(
     cluster: LocalCluster,
-    ad: AdDirectory,  # noqa: F811
+    ad: AdDirectory,
     samba_ou: str,
 ) -> None:
     for _ in range(2):
