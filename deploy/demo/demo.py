@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DEMO = SHARED_DIR / "demo"
 STATE = DEMO / "demo.json"
 USERS, GROUPS = 1000, 50
+# The candidate rules the demo suggests trying on the standby: every user's jobTitle a constant.
+TRIAL_RULES = "[user.flows]\njobTitle = \"'Demo trial'\"\n"
 
 
 def say(text: str) -> None:
@@ -190,6 +192,13 @@ def start() -> int:
     print(f"       .venv/bin/idsync history {' '.join(ctl)}")
     print(f"       .venv/bin/idsync --config {nodes[other].config} pending --summary")
     print(f"       .venv/bin/idsync switchover {' '.join(ctl)} --to {leader}")
+    trial = DEMO / "trial-rules.toml"
+    trial.write_text(TRIAL_RULES)
+    c = " ".join(ctl)
+    print("  change the sync rules the staging-mode way (docs/operations.md):")
+    print(f"       .venv/bin/idsync rules trial {trial} --on {leader} {c}")
+    print(f"       .venv/bin/idsync rules impact {c}   # what it would change, and a fingerprint")
+    print(f"       .venv/bin/idsync rules apply --switchover {c} [--fingerprint F]   # or: rules abort")
     print("  stop everything: make demo-stop")
     return 0
 
