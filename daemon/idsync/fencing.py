@@ -46,6 +46,44 @@ class Fence(Protocol):
         ...
 
 
+class GuardedFence:
+    """A fence that runs `guard()` before each write check it hands on to the fence it wraps
+    (the cluster's pause gate, the main loop's progress stamp)."""
+
+    guard_confirm = True  # run the guard before confirm_now() too
+
+    def __init__(self, fence: Fence) -> None:
+        self._fence = fence
+
+    @property
+    def epoch(self) -> int:
+        return self._fence.epoch
+
+    @property
+    def node(self) -> str:
+        return self._fence.node
+
+    def remaining(self) -> float:
+        return self._fence.remaining()
+
+    def guard(self) -> None:
+        """Raise Fenced (or note something) before the wrapped fence is asked."""
+
+    def ensure(self) -> None:
+        self.guard()
+        self._fence.ensure()
+
+    def write_deadline(self) -> float:
+        # Asked by the HTTP transport right before a write's bytes go out.
+        self.guard()
+        return self._fence.write_deadline()
+
+    def confirm_now(self) -> None:
+        if self.guard_confirm:
+            self.guard()
+        self._fence.confirm_now()
+
+
 class Unfenced:
     """A fence that always holds: standalone mode and tests without an HA cluster."""
 

@@ -18,7 +18,7 @@ import structlog
 from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 
-from idsync.fencing import Fence, Fenced
+from idsync.fencing import Fence, Fenced, GuardedFence
 from idsync.ha.records import (
     ClusterView,
     FailoverRequest,
@@ -322,37 +322,13 @@ class PauseGate:
         return _PausableFence(fence, self)
 
 
-class _PausableFence:
+class _PausableFence(GuardedFence):
     """A fence that also fails while the cluster is paused (everything else is the leader's)."""
 
     def __init__(self, fence: Fence, gate: PauseGate) -> None:
-        self._fence = fence
+        super().__init__(fence)
         self._gate = gate
 
-    @property
-    def epoch(self) -> int:
-        return self._fence.epoch
-
-    @property
-    def node(self) -> str:
-        return self._fence.node
-
-    def remaining(self) -> float:
-        return self._fence.remaining()
-
-    def _check_pause(self) -> None:
+    def guard(self) -> None:
         if self._gate.paused:
             raise Fenced(self._fence.epoch, f"paused by {self._gate.by or 'an operator'}")
-
-    def ensure(self) -> None:
-        self._check_pause()
-        self._fence.ensure()
-
-    def write_deadline(self) -> float:
-        # Asked by the HTTP transport right before a write's bytes go out: the pause is seen there.
-        self._check_pause()
-        return self._fence.write_deadline()
-
-    def confirm_now(self) -> None:
-        self._check_pause()
-        self._fence.confirm_now()

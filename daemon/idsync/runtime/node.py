@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import structlog
 
 from idsync import metrics
-from idsync.fencing import Fence, Unfenced
+from idsync.fencing import Fence, GuardedFence, Unfenced
 from idsync.ha import upkeep
 from idsync.ha.loop import Decision, HaLoop, Health
 from idsync.ha.requests import PauseGate
@@ -28,35 +28,18 @@ from idsync.store.db import Store
 log = structlog.get_logger(__name__)
 
 
-class _Progressing:
+class _Progressing(GuardedFence):
     """The leader's fence, reporting main-loop progress at each check: an export that keeps
     checking (batch after batch, retry after retry) is a loop at work, not a hung one."""
 
+    guard_confirm = False
+
     def __init__(self, fence: Fence, progress: Callable[[], None]) -> None:
-        self._fence = fence
+        super().__init__(fence)
         self._progress = progress
 
-    @property
-    def epoch(self) -> int:
-        return self._fence.epoch
-
-    @property
-    def node(self) -> str:
-        return self._fence.node
-
-    def remaining(self) -> float:
-        return self._fence.remaining()
-
-    def ensure(self) -> None:
+    def guard(self) -> None:
         self._progress()
-        self._fence.ensure()
-
-    def write_deadline(self) -> float:
-        self._progress()
-        return self._fence.write_deadline()
-
-    def confirm_now(self) -> None:
-        self._fence.confirm_now()
 
 
 @dataclass(frozen=True)
