@@ -7,15 +7,16 @@ condition is made to happen for real, and each alert must fire in Prometheus's A
 webhook, and resolve (in both) when the condition ends:
 
 - quarantined objects: a user whose UPN suffix the tenant has not verified (rules: quarantine);
-- staging drift: the standby runs other rules, so it would export while the leader has nothing;
+- staging drift: the standby's configuration has a wider scope (the rules are the cluster's, one
+  version for every node), so it would export a user the leader has nothing pending for;
 - paused too long: `idsync pause`;
-- no leader and node down: the leader is killed while the only standby is unhealthy.
+- no leader and node down: the leader is killed while the only standby runs a rules trial (a
+  trial node never takes over).
 """
 
 from __future__ import annotations
 
 import json
-import signal
 import threading
 import uuid
 from collections.abc import Iterator
@@ -34,8 +35,8 @@ from tests.cluster.instance import wait_for
 from tests.harness.ldap import LdapEndpoint
 
 QUARANTINE = '[user]\nupn_unverified = "quarantine"\n'
-# The standby's rules flow another department: it would update every user the leader has synced.
-DRIFT = QUARANTINE + "[user.flows]\ndepartment = \"'Drifted'\"\n"
+# Candidate rules for a trial on the standby: another department for every user.
+TRIAL = QUARANTINE + "[user.flows]\ndepartment = \"'Drifted'\"\n"
 WAIT = 40.0  # seconds for one condition to show up in (or leave) Prometheus and the webhook
 
 
@@ -80,9 +81,9 @@ class Webhook:
 @pytest.fixture
 def rules(tmp_path: Path) -> dict[str, Path]:
     out = {}
-    for node, text in (("a", QUARANTINE), ("b", DRIFT)):
-        out[node] = tmp_path / f"rules-{node}.toml"
-        out[node].write_text(text)
+    for name, text in (("seed", QUARANTINE), ("trial", TRIAL)):
+        out[name] = tmp_path / f"rules-{name}.toml"
+        out[name].write_text(text)
     return out
 
 
@@ -101,7 +102,7 @@ def cluster(
         pg_dsn=pg_dsn,
         zk_hosts=zk_hosts + zk_chroot,
         ldap=samba,
-        include_ous=[samba_ou],
+        include_ous=[f"OU=in,{samba_ou}"],  # node b gets samba_ou whole (see the test)
         session_timeout=2.0,
     ) as c:
         yield c
@@ -130,12 +131,16 @@ def test_alerts_fire_reach_alertmanager_and_resolve(
     webhook: Webhook,
     tmp_path: Path,
 ) -> None:
+    inner = ad.ou("in", samba_ou)
     for _ in range(2):
-        ad.add_user(samba_ou, f"u{uuid.uuid4().hex[:8]}", department="Sales")
-    odd = ad.add_user(samba_ou, f"q{uuid.uuid4().hex[:8]}", domain="unverified.example")
+        ad.add_user(inner, f"u{uuid.uuid4().hex[:8]}", department="Sales")
+    odd = ad.add_user(inner, f"q{uuid.uuid4().hex[:8]}", domain="unverified.example")
+    stray = ad.add_user(samba_ou, f"s{uuid.uuid4().hex[:8]}", department="Sales")  # in b's scope only
     for node in ("a", "b"):
         cluster.add(node)
-        use_rules(cluster, node, rules[node])
+        use_rules(cluster, node, rules["seed"])
+    b_config = cluster.nodes["b"].config
+    b_config.write_text(b_config.read_text().replace(f'"{inner}"', f'"{samba_ou}"'))
     cluster.start("a")
     assert cluster.wait_leader() == "a"
     cluster.start("b")
@@ -170,17 +175,17 @@ def test_alerts_fire_reach_alertmanager_and_resolve(
 
             wait_for(both, WAIT, f"{name} {labels} resolved in Prometheus and at the webhook", step=0.25)
 
-        # 1. A quarantined user, and a standby whose rules drift from the leader's.
+        # 1. A quarantined user, and a standby whose scope drifts from the leader's.
         fired("IdsyncQuarantinedObjects", cluster="t", phase="sync")
         fired("IdsyncStagingDrift", instance=b_instance)
         am = {a["labels"]["alertname"] for a in mon.alertmanager_alerts()}
         assert {"IdsyncQuarantinedObjects", "IdsyncStagingDrift"} <= am
         assert not mon.firing().get("IdsyncNoLeader")  # a leads and exports all along
 
-        # ... fixed: the user gets a verified UPN suffix, the standby the leader's rules (SIGHUP).
+        # ... fixed: the user gets a verified UPN suffix; the stray user moves into both scopes
+        # (the leader exports it, and the standby has nothing left to do).
         ad.replace(odd.dn, userPrincipalName=f"{odd.upn.split('@')[0]}@{DOMAIN}")
-        rules["b"].write_text(QUARANTINE)
-        cluster.nodes["b"].signal(signal.SIGHUP)
+        ad.move(stray.dn, stray.dn.split(",", 1)[0], inner)
         resolved("IdsyncQuarantinedObjects", cluster="t", phase="sync")
         resolved("IdsyncStagingDrift", instance=b_instance)
 
@@ -190,14 +195,10 @@ def test_alerts_fire_reach_alertmanager_and_resolve(
         assert main(["resume", *cluster.ctl_args()]) == 0
         resolved("IdsyncPausedTooLong", cluster="t")
 
-        # 3. The leader dies while the only standby cannot take over (its rules differ again).
-        rules["b"].write_text(DRIFT)
-        cluster.nodes["b"].signal(signal.SIGHUP)
-        wait_for(
-            lambda: "rules hash" in (cluster.view().members["b"].reason or ""),
-            WAIT,
-            "b unhealthy (rules hash)",
-        )
+        # 3. The leader dies while the only standby cannot take over (it runs a rules trial).
+        trial = ["rules", "trial", *cluster.ctl_args(), str(rules["trial"]), "--on", "b", "--wait", "40"]
+        assert main(trial) == 0
+        wait_for(lambda: cluster.view().members["b"].trial, WAIT, "b running the trial")
         cluster.nodes["a"].kill()
         fired("IdsyncNoLeader", cluster="t")
         fired("IdsyncNodeDown", instance=a_instance)
