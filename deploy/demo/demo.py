@@ -197,7 +197,7 @@ def start() -> int:
     c = " ".join(ctl)
     print("  change the sync rules the staging-mode way (docs/operations.md):")
     print(f"       .venv/bin/idsync rules trial {trial} --on {leader} {c}")
-    print(f"       .venv/bin/idsync rules impact {c}   # what it would change, and a fingerprint")
+    print(f"       .venv/bin/idsync --config {nodes[leader].config} rules impact   # on the trial node")
     print(f"       .venv/bin/idsync rules apply --switchover {c} [--fingerprint F]   # or: rules abort")
     print("  stop everything: make demo-stop")
     return 0
