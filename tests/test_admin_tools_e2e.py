@@ -99,11 +99,7 @@ def test_quarantine_preview_privileged_users_and_values_graph_normalises(
         extra=extra,
     ) as c:
         node = c.add("a")
-        rules = node.workdir / "rules.toml"
-        rules.write_text(RULES)
-        node.config.write_text(
-            node.config.read_text().replace("[sync]\n", f'[sync]\nrules_file = "{rules}"\n', 1)
-        )
+        node.use_rules(RULES)
         cfg = str(node.config)
         node.start()
         c.wait_leader(60)

@@ -57,10 +57,7 @@ def queue_empty(node: Instance) -> bool:
 def start(c: LocalCluster, rules: str | None = None) -> Instance:
     node = c.add("a")
     if rules is not None:
-        path = node.workdir / "rules.toml"
-        path.write_text(rules)
-        text = node.config.read_text().replace("[sync]\n", f'[sync]\nrules_file = "{path}"\n', 1)
-        node.config.write_text(text)
+        node.use_rules(rules)
     return node.start("--standalone")
 
 
@@ -137,11 +134,7 @@ def test_bad_rules_stop_the_daemon_with_a_clear_error(
     world: LocalCluster, capsys: pytest.CaptureFixture[str]
 ) -> None:
     node = world.add("a")
-    rules = node.workdir / "rules.toml"
-    rules.write_text('[user.flows]\njobTitle = "upper(source.title"\n')
-    node.config.write_text(
-        node.config.read_text().replace("[sync]\n", f'[sync]\nrules_file = "{rules}"\n', 1)
-    )
+    node.use_rules('[user.flows]\njobTitle = "upper(source.title"\n')
     assert main(["--config", str(node.config), "run", "--standalone", "--once"]) == 1
     err = capsys.readouterr().err
     assert "user.flows.jobTitle: CEL compile error" in err and "upper(source.title" in err
@@ -173,9 +166,7 @@ def test_a_store_of_the_previous_schema_is_upgraded_by_run_and_syncs(
             )
         conn.execute(old_5.read_bytes())
         conn.execute("INSERT INTO schema_migrations (version, name) VALUES (5, 'journal_creates')")
-    path = node.workdir / "rules.toml"
-    path.write_text('[user]\ndeprovision = "disable"\n')
-    node.config.write_text(node.config.read_text().replace("[sync]\n", f'[sync]\nrules_file = "{path}"\n', 1))
+    node.use_rules('[user]\ndeprovision = "disable"\n')
     gone = ad.add_user(ous[0], f"u{uuid.uuid4().hex[:8]}")
     node.start("--standalone")
     wait_for(lambda: user_by_anchor(world, gone.guid), 60, "the user in the target")

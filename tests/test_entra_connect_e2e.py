@@ -71,11 +71,7 @@ def test_entra_connect_objects_are_left_alone_until_it_lets_go(
         c.emulator.post("/_emulator/synced", {"ids": [erin_id], "synced": True, "props": ext})
 
         node = c.add("a")
-        rules = node.workdir / "rules.toml"
-        rules.write_text(RULES)
-        node.config.write_text(
-            node.config.read_text().replace("[sync]\n", f'[sync]\nrules_file = "{rules}"\n', 1)
-        )
+        node.use_rules(RULES)
         node.start()
         c.wait_leader(60)
         wait_for(lambda: _users(c, ann.guid), 90, "ann in the target")

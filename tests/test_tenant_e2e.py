@@ -83,11 +83,7 @@ def test_awkward_directory_data_lands_or_is_quarantined_with_its_reason(
         extra={"source.ldap": {"extra_attributes": ["otherTelephone"]}},
     ) as c:
         node = c.add("a")
-        rules = node.workdir / "rules.toml"
-        rules.write_text(RULES)
-        node.config.write_text(
-            node.config.read_text().replace("[sync]\n", f'[sync]\nrules_file = "{rules}"\n', 1)
-        )
+        node.use_rules(RULES)
 
         # 1. preflight says what is wrong before anything runs.
         first = _checks(run_preflight(node.config))

@@ -128,6 +128,16 @@ class Instance:
         self.proc: subprocess.Popen[bytes] | None = None
         self.exits: list[int] = []
 
+    def use_rules(self, rules: str | Path) -> Path:
+        """Point this node's config at a rules file: `rules` is the file, or its text (written
+        beside the config as rules.toml). Returns the file's path."""
+        path = rules if isinstance(rules, Path) else self.workdir / "rules.toml"
+        if not isinstance(rules, Path):
+            path.write_text(rules)
+        text = self.config.read_text()
+        self.config.write_text(text.replace("[sync]\n", f'[sync]\nrules_file = "{path}"\n', 1))
+        return path
+
     def start(self, *args: str) -> Instance:
         log = self.log_path.open("ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}

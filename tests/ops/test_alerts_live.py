@@ -115,14 +115,6 @@ def webhook() -> Iterator[Webhook]:
     w.close()
 
 
-def use_rules(c: LocalCluster, node: str, path: Path) -> None:
-    inst = c.nodes[node]
-    text = inst.config.read_text()
-    if "rules_file" not in text:
-        text = text.replace("[sync]\n", f'[sync]\nrules_file = "{path}"\n', 1)
-    inst.config.write_text(text)
-
-
 def test_alerts_fire_reach_alertmanager_and_resolve(
     cluster: LocalCluster,
     ad: AdDirectory,
@@ -138,7 +130,7 @@ def test_alerts_fire_reach_alertmanager_and_resolve(
     stray = ad.add_user(samba_ou, f"s{uuid.uuid4().hex[:8]}", department="Sales")  # in b's scope only
     for node in ("a", "b"):
         cluster.add(node)
-        use_rules(cluster, node, rules["seed"])
+        cluster.nodes[node].use_rules(rules["seed"])
     b_config = cluster.nodes["b"].config
     b_config.write_text(b_config.read_text().replace(f'"{inner}"', f'"{samba_ou}"'))
     cluster.start("a")
