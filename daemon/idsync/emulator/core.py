@@ -223,12 +223,15 @@ class Emulator:
             "replication_seed",
             "batch_random_order",
             "unregistered_extension_query",
+            "manager_removed_delta",
         }
         bad = set(settings) - allowed
         if bad:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(bad))}")
         if settings.get("unregistered_extension_query", "error") not in ("error", "ignore"):
             raise ValueError("unregistered_extension_query is 'error' or 'ignore'")
+        if settings.get("manager_removed_delta", "removed") not in ("removed", "empty"):
+            raise ValueError("manager_removed_delta is 'removed' or 'empty'")
         for k, v in settings.items():
             setattr(self.cfg, k, v)
         self._apply_lag()

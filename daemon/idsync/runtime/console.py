@@ -31,6 +31,7 @@ import structlog
 from aiohttp import web
 
 from idsync import metrics
+from idsync.sync.preview import reference_arrow
 
 if TYPE_CHECKING:
     from idsync.ha.history import HistoryEntry
@@ -377,7 +378,7 @@ def _items_html(items: Sequence[PreviewItem]) -> str:
     for i in items:
         name = _e(i.name)
         if i.member_anchor:
-            arrow = "←" if i.kind == "member_add" else "✕"
+            arrow = reference_arrow(i.kind)
             name += f" {arrow} {_e(i.member_name)}"
         if i.changes:
             changes = "".join(

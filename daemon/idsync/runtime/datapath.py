@@ -112,6 +112,7 @@ class DataPath:
             # One source of truth: the attributes the rules write the anchors to.
             user_anchor=rules.anchor_attribute("user"),
             group_anchor=rules.anchor_attribute("group"),
+            manager=rules.user.manager is not None,
         )
 
     @property

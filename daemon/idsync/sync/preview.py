@@ -26,6 +26,7 @@ OP_FILTERS: dict[str, tuple[str, ...]] = {
     "update": ("update",),
     "delete": ("delete",),
     "member": ("member_add", "member_remove"),
+    "manager": ("manager_set", "manager_remove"),
 }
 
 
@@ -219,10 +220,16 @@ CSV_COLUMNS = (
 )
 
 
+def reference_arrow(kind: str) -> str:
+    """How a reference operation points at the object it names: a member added ← or removed ✕,
+    a manager set (→ manager)."""
+    return {"member_add": "←", "manager_set": "→ manager"}.get(kind, "✕")
+
+
 def _table_entry(i: PreviewItem) -> str:
     head = f"{i.kind:<13} {i.object_type:<5} {i.name}"
     if i.member_anchor:
-        head += f" ← {i.member_name}" if i.kind == "member_add" else f" ✕ {i.member_name}"
+        head += f" {reference_arrow(i.kind)} {i.member_name}"
     if i.target_id:
         head += f"  [{i.target_id}]"
     if i.status != "ready":
