@@ -306,6 +306,8 @@ class Emulator:
             d = {k: v for k, v in o.props.items() if k != "passwordProfile"}
             if o.kind == "group":
                 d["members"] = list(o.members)
+            elif o.manager:
+                d["manager"] = o.manager
             return d
 
         live = sorted((o for o in st.objects.values() if o.deleted_at is None), key=lambda o: o.created_seq)
