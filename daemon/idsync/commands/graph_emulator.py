@@ -56,6 +56,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="an unregistered extension in $select/$filter: 400 (default) or left out / matching nothing",
     )
     parser.add_argument(
+        "--manager-removed-delta",
+        choices=("removed", "empty"),
+        help="a removed manager in users/delta: an entry marked @removed (default) or an empty list",
+    )
+    parser.add_argument(
         "--batch-order",
         choices=("request", "random"),
         help="order of $batch items without dependsOn (default: random with --replication-lag)",
@@ -139,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
         cfg.replication_seed = args.replication_seed
     if args.unregistered_extension_query:
         cfg.unregistered_extension_query = args.unregistered_extension_query
+    if args.manager_removed_delta:
+        cfg.manager_removed_delta = args.manager_removed_delta
     if args.batch_order:
         cfg.batch_random_order = args.batch_order == "random"
     for name in (
