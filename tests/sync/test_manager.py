@@ -3,6 +3,8 @@ changed by a new PUT, cleared by a DELETE when the source clears it or the manag
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from idsync.store import links, pending, target_space
@@ -10,6 +12,7 @@ from idsync.store.db import Store
 from idsync.store.target_space import TargetPage, TargetRow
 from idsync.sync.errors import RulesError
 from idsync.sync.rules import rules_from_mapping
+from idsync.target.delta import parse_page
 from tests.sync.conftest import World, ad_user, guid, make_world
 
 
@@ -159,3 +162,32 @@ def test_groups_have_no_manager() -> None:
     with pytest.raises(RulesError) as err:
         rules_from_mapping({"group": {"manager": "source.managedby"}}, origin="t", source_kind="ad")
     assert "group.manager: only users have a manager" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "removal",
+    [[{"@odata.type": "#microsoft.graph.user", "id": "m1", "@removed": {"reason": "deleted"}}], []],
+    ids=["removed-entry", "empty-list"],
+)
+def test_the_import_reads_manager_delta_in_both_shapes(world: World, removal: list[dict[str, Any]]) -> None:
+    anchor = "onPremisesImmutableId"
+    page = parse_page("user", [{"id": "u1", "manager@delta": [{"id": "m1"}]}, {"id": "m1"}], anchor)
+    assert list(page.managers) == [("u1", "m1")]  # m1 carries no annotation: nothing said about it
+    world.target_page(page)
+    with world.store.connection() as conn:
+        seq = conn.execute("SELECT changed_seq FROM target_object WHERE id = 'u1'").fetchone()
+        assert target_space.manager(conn, "u1") == "m1"
+    world.target_page(parse_page("user", [{"id": "u1", "manager@delta": removal}], anchor))
+    with world.store.connection() as conn:
+        assert target_space.manager(conn, "u1") is None
+        # The user's row moved although none of its attributes did: the sync re-diffs it.
+        after = conn.execute("SELECT changed_seq FROM target_object WHERE id = 'u1'").fetchone()
+        assert seq is not None and after is not None and after[0] > seq[0]
+
+
+def test_a_deleted_manager_leaves_its_reports_without_one(world: World) -> None:
+    users = [TargetRow("u1", {}), TargetRow("m1", {})]
+    world.target_page(TargetPage("user", objects=users, managers=[("u1", "m1")]))
+    world.target_page(TargetPage("user", removed=["m1"]))
+    with world.store.connection() as conn:
+        assert target_space.manager(conn, "u1") is None
