@@ -10,6 +10,7 @@ import pytest
 from idsync.store import links, pending, target_space
 from idsync.store.db import Store
 from idsync.store.target_space import TargetPage, TargetRow
+from idsync.sync import explain, preview
 from idsync.sync.errors import RulesError
 from idsync.sync.rules import rules_from_mapping
 from idsync.target.delta import parse_page
@@ -191,3 +192,35 @@ def test_a_deleted_manager_leaves_its_reports_without_one(world: World) -> None:
     world.target_page(TargetPage("user", removed=["m1"]))
     with world.store.connection() as conn:
         assert target_space.manager(conn, "u1") is None
+
+
+def test_pending_shows_manager_operations_and_what_they_wait_for(world: World) -> None:
+    world.source(ad_user(1, manager=dn(2)), ad_user(2))
+    world.sync()
+    [item] = preview.collect(world.store, op="manager")
+    assert (item.kind, item.name, item.member_name) == ("manager_set", "u1@example.com", "u2@example.com")
+    assert item.status == "waiting for u1@example.com to exist in the target"
+    text = preview.render([item], "table")
+    assert "manager_set   user  u1@example.com → manager u2@example.com  (waiting for u1@" in text
+    summary = preview.summary(preview.status_counts(world.store))
+    assert "1  manager_set user" in summary and "waiting 1" in summary
+
+
+def test_preview_of_a_user_shows_its_manager_operation(world: World) -> None:
+    world.source(ad_user(1, manager=dn(2)), ad_user(2), ad_user(3))
+    _settle(world)
+    e = explain.explain(world.store, world.rules, guid(1))
+    assert [o.kind for o in e.operations] == []
+    assert ("user.manager", dn(2)) in [(s.rule, s.result) for s in e.steps]
+    world.source(ad_user(1, manager=dn(3)))
+    world.sync()  # queued: the preview shows it beside what the next sync would do
+    e = explain.explain(world.store, world.rules, guid(1))
+    assert [(o.kind, o.member) for o in e.operations] == [("manager_set", "u3@example.com")]
+    assert [(q.kind, q.member_name) for q in e.queued] == [("manager_set", "u3@example.com")]
+    world.export_all()
+    world.sync()
+    world.source(ad_user(1))
+    world.sync()
+    e = explain.explain(world.store, world.rules, guid(1))
+    assert [(o.kind, o.member) for o in e.operations] == [("manager_remove", "u3@example.com")]
+    assert "manager_remove u3@example.com" in explain.render(e)
