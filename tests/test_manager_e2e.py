@@ -7,6 +7,7 @@ same cycle as its report waits for its create and then lands; the emulator's own
 
 from __future__ import annotations
 
+import signal
 import urllib.error
 import uuid
 
@@ -79,3 +80,20 @@ def test_a_manager_is_set_changed_cleared_and_follows_scope(
     ref = f"/users/{rid}/manager/$ref"
     writes = [w["method"] for w in world.emulator.writes() if str(w["path"]).endswith(ref)]
     assert writes.count("PUT") >= 3 and writes.count("DELETE") >= 1, writes
+
+
+def test_turning_the_manager_flow_on_with_a_reload_sets_the_managers(
+    world: LocalCluster, ad: AdDirectory, ous: tuple[str, str]
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    boss = ad.add_user(ous[0], f"b{tag}")
+    report = ad.add_user(ous[0], f"r{tag}", manager=boss.dn)
+    node = start(world, rules="[user]\nmanager = false\n")
+    wait_for(lambda: target_id(world, report) and target_id(world, boss), 60, "both users in the target")
+    wait_for(lambda: queue_empty(node), 60, "a quiet queue")
+    assert manager_of(world, report) is None  # the flow is off: no manager written
+
+    (node.workdir / "rules.toml").write_text("")  # back to the preset: manager = "source.manager"
+    node.signal(signal.SIGHUP)
+    wait_for(lambda: managed_by(world, report, boss), 60, "the manager after the reload")
+    wait_for(lambda: queue_empty(node), 60, "a quiet queue again")

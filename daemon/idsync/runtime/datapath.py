@@ -277,6 +277,7 @@ class DataPath:
             self.target.schema,
             user_attributes=rules.managed_attributes("user"),
             group_attributes=rules.managed_attributes("group"),
+            manager=rules.user.manager is not None,
         )
         self.target.schema = self.target.importer.schema = schema
 
