@@ -107,7 +107,6 @@ def make_ha(cfg: Config) -> HaLoop[Coordinator]:
     )
     ha: HaLoop[Coordinator]
     coord = Coordinator(settings, cfg.node.cluster, cfg.node.name, on_state=lambda s: ha.on_state(s))
-    host, port = cfg.admin.host_port()
     ha = HaLoop(
         coord,
         Timing(
@@ -117,7 +116,7 @@ def make_ha(cfg: Config) -> HaLoop[Coordinator]:
             lock_delay=cfg.ha.lock_delay_seconds,
             stall_timeout=cfg.ha.stall_timeout_seconds,
         ),
-        admin_url=f"http://{host}:{port}",
+        admin_url=cfg.admin.public_url(),
     )
     return ha
 
