@@ -283,18 +283,21 @@ def refresh_managers(conn: psycopg.Connection, *, full: bool) -> None:
         "m.manager_anchor IS NULL OR NOT EXISTS (SELECT 1 FROM desired_object d"
         "  WHERE d.anchor = m.manager_anchor AND d.object_type = 'user') OR m.anchor = ANY(%(changed)s)"
         if full
-        else "m.anchor = ANY(%(changed)s)"
-        " OR m.manager_anchor IN (SELECT anchor FROM _presence)"
-        " OR (m.manager_anchor IS NULL AND lower(m.manager_ref) IN (SELECT lower(s.dn) FROM _desired_in i"
-        "  JOIN source_object s ON s.anchor = i.anchor WHERE i.in_scope AND i.object_type = 'user'))"
+        # A union of index lookups, so that a small delta sync does not scan every user's manager.
+        else "m.anchor IN (SELECT unnest(%(changed)s::text[])"
+        " UNION SELECT c.anchor FROM _presence p JOIN desired_manager c ON c.manager_anchor = p.anchor"
+        " UNION SELECT c.anchor FROM _desired_in i JOIN source_object s ON s.anchor = i.anchor"
+        "  JOIN desired_manager c ON lower(c.manager_ref) = lower(s.dn) AND c.manager_anchor IS NULL"
+        "  WHERE i.in_scope AND i.object_type = 'user')"
     )
+    # A join, not a lookup per reference: a hash join for a full sync, index lookups for a few.
     resolved = conn.execute(
-        "WITH r AS (SELECT m.anchor, (SELECT min(s.anchor) FROM source_object s"
-        "  JOIN desired_object d ON d.anchor = s.anchor AND d.object_type = 'user'"
-        "  WHERE lower(s.dn) = lower(m.manager_ref) AND NOT s.deleted AND s.anchor <> m.anchor) AS found"
-        f" FROM desired_manager m WHERE {candidates})"
+        f"WITH c AS (SELECT m.anchor, m.manager_ref FROM desired_manager m WHERE {candidates}),"
+        " r AS (SELECT c.anchor, min(s.anchor) AS found FROM c LEFT JOIN (source_object s"
+        "  JOIN desired_object d ON d.anchor = s.anchor AND d.object_type = 'user')"
+        "  ON lower(s.dn) = lower(c.manager_ref) AND s.anchor <> c.anchor GROUP BY c.anchor)"
         " UPDATE desired_manager m SET manager_anchor = r.found FROM r WHERE m.anchor = r.anchor"
-        " RETURNING m.anchor",
+        "  AND m.manager_anchor IS DISTINCT FROM r.found RETURNING m.anchor",
         {"changed": [r[0] for r in changed]},
     ).fetchall()
     with conn.cursor() as cur, cur.copy("COPY _dirty_managers (anchor) FROM STDIN") as cp:
