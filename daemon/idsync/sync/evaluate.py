@@ -15,7 +15,8 @@ import cel
 
 from idsync.sync.errors import EvaluationError
 from idsync.sync.functions import FUNCTIONS
-from idsync.sync.rules import Expression, Rules, TypeRules, normalize_dn
+from idsync.sync.password_policy import REDACTED, describe
+from idsync.sync.rules import RANDOM, Expression, Rules, TypeRules, normalize_dn
 from idsync.sync.targets import REQUIRED
 from idsync.sync.tenant import TenantDomains
 
@@ -60,6 +61,8 @@ class Evaluator:
             exprs = [f.expression for f in tr.flows]
             if tr.scope.condition is not None:
                 exprs.append(tr.scope.condition)
+            if tr.password.initial is not None:
+                exprs.append(tr.password.initial)
             self._single[t] = tuple(dict.fromkeys(n for e in exprs for n in e.single))
             self._multi[t] = tuple(dict.fromkeys(n for e in exprs for n in e.multi))
 
@@ -132,6 +135,8 @@ class Evaluator:
             if trace is not None:
                 trace.append(Step(flow.expression.rule, flow.expression.text, out[flow.attribute]))
         self._check_required(tr, anchor, out)
+        if trace is not None and tr.password.configured:
+            trace.append(self._password_step(tr, anchor, single, multi))
         notice = self._check_upn(tr, anchor, out) if object_type == "user" else None
         if notice and trace is not None:
             trace.append(Step(f"{t}.upn_unverified", tr.upn_unverified, out.get(UPN), notice))
@@ -164,6 +169,55 @@ class Evaluator:
         fallback = f"{local}@{self.tenant.initial}"
         out[UPN] = fallback
         return f"{why}: exported as {fallback} (upn_unverified = fallback)"
+
+    def initial_password(self, anchor: str, dn: str, attrs: Mapping[str, Sequence[str]]) -> str | None:
+        """The rules' initial password of one user (`[user.password] initial`), None when random.
+
+        Export time only: the result is a secret, never stored or logged. Raises EvaluationError
+        naming the rule when the expression fails or gives anything but a non-empty string.
+        """
+        expr = self.rules.user.password.initial
+        if expr is None:
+            return None
+        single: dict[str, Any] = {}
+        for name in expr.single:
+            vals = attrs.get(name) or attrs.get(name.lower())
+            single[name] = vals[0] if vals else None
+        multi = {n: list(attrs.get(n) or attrs.get(n.lower()) or ()) for n in expr.multi}
+        self._ctx.update(
+            {"source": single, "values": multi, "anchor": anchor, "dn": dn, "object_type": "user"}
+        )
+        return self._password_of(expr, anchor, single, multi)
+
+    def _password_of(
+        self, expr: Expression, anchor: str, single: Mapping[str, Any], multi: Mapping[str, list[str]]
+    ) -> str:
+        value = self._run(expr, anchor, single, multi)
+        if value is None or value == "":
+            raise EvaluationError(
+                anchor, expr.rule, "gave no password (null or empty: a source attribute it reads is empty)"
+            )
+        if not isinstance(value, str):
+            raise EvaluationError(anchor, expr.rule, f"must give a string, gave a {type(value).__name__}")
+        return value
+
+    def _password_step(
+        self, tr: TypeRules, anchor: str, single: Mapping[str, Any], multi: Mapping[str, list[str]]
+    ) -> Step:
+        """The password rule in a preview: what it would do, the password itself redacted."""
+        rule, force = tr.password, tr.password.force_change
+        change = f"forceChangePasswordNextSignIn {str(force).lower()}"
+        if rule.initial is None:
+            return Step("user.password.initial", RANDOM, REDACTED, f"random, nobody knows it; {change}")
+        try:
+            password = self._password_of(rule.initial, anchor, single, multi)
+        except EvaluationError as exc:
+            return Step(
+                rule.initial.rule, rule.initial.text, None, f"the create would be quarantined: {exc.reason}"
+            )
+        return Step(
+            rule.initial.rule, rule.initial.text, REDACTED, f"{describe(password)}; {change}; on create only"
+        )
 
     @staticmethod
     def _dn_in_scope(tr: TypeRules, dn: str) -> bool:
