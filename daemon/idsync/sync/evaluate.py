@@ -37,6 +37,32 @@ OUT_OF_SCOPE = Outcome(False)
 
 
 @dataclass(frozen=True, slots=True)
+class PilotScope:
+    """What `[<type>.scope] member_of` needs: the direct members of the pilot groups found in the
+    source (anchors, and `dn:<normalized DN>` for references not resolved yet), and the pilot
+    groups that were not found (not imported, or deleted)."""
+
+    members: frozenset[str] = frozenset()
+    missing: tuple[str, ...] = ()
+
+    def has(self, anchor: str, dn: str) -> bool:
+        return anchor in self.members or f"dn:{normalize_dn(dn)}" in self.members
+
+    def fingerprint(self) -> list[str]:
+        """What a sync remembers to find, next cycle, whose pilot membership changed."""
+        return sorted(self.members) + [f"missing:{m}" for m in self.missing]
+
+
+def pilot_scope(groups: Mapping[str, tuple[str, Sequence[str]]], dns: Sequence[str]) -> PilotScope:
+    """PilotScope from the pilot groups found (lower-case DN → (anchor, member references))."""
+    found = {normalize_dn(dn): refs for dn, (_, refs) in groups.items()}
+    members = {
+        f"dn:{normalize_dn(r[3:])}" if r.startswith("dn:") else r for refs in found.values() for r in refs
+    }
+    return PilotScope(frozenset(members), tuple(d for d in dns if d not in found))
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     """One rule applied to one object, for `idsync preview`: the rule, what it reads, what it gave."""
 
@@ -53,6 +79,9 @@ class Evaluator:
         self.rules = rules
         # The tenant's domains (None until the target connector has read them: no UPN check).
         self.tenant = tenant
+        # Per type with `scope.member_of`: the pilot groups' members (set by whoever evaluates:
+        # the sync engine from the source space, preflight from its scan).
+        self.pilot: dict[str, PilotScope] = {}
         self._ctx = cel.Context(functions=dict(FUNCTIONS))
         self._single: dict[str, tuple[str, ...]] = {}
         self._multi: dict[str, tuple[str, ...]] = {}
@@ -105,6 +134,13 @@ class Evaluator:
                 note = "matches" if matched else "out of scope: the filter does not match"
                 trace.append(Step(f"{t}.scope.filter", tr.scope.filter.text, matched, note))
             if not matched:
+                return OUT_OF_SCOPE
+        if tr.scope.member_of:
+            inside = self._in_pilot(tr, anchor, dn)
+            if trace is not None:
+                note = "a direct member" if inside else "out of scope: not a direct member of the pilot group"
+                trace.append(Step(f"{t}.scope.member_of", ", ".join(tr.scope.member_of), inside, note))
+            if not inside:
                 return OUT_OF_SCOPE
         # Referenced names are looked up as written and in lower case (imported names are lower).
         single: dict[str, Any] = {}
@@ -169,6 +205,25 @@ class Evaluator:
         fallback = f"{local}@{self.tenant.initial}"
         out[UPN] = fallback
         return f"{why}: exported as {fallback} (upn_unverified = fallback)"
+
+    def _in_pilot(self, tr: TypeRules, anchor: str, dn: str) -> bool:
+        """Is the object a direct member of a pilot group? Like Entra Connect's group filtering,
+        nested groups are not expanded. A pilot group missing from the source is an error, not an
+        empty group: the object keeps its last state instead of being deprovisioned."""
+        rule = f"{tr.object_type}.scope.member_of"
+        pilot = self.pilot.get(tr.object_type)
+        if pilot is None:
+            raise EvaluationError(anchor, rule, "the pilot groups' members are not known here")
+        if pilot.has(anchor, dn):
+            return True
+        if pilot.missing:
+            raise EvaluationError(
+                anchor,
+                rule,
+                f"pilot group {', '.join(pilot.missing)} is not in the source (outside the imported"
+                " scope, or deleted): the object keeps its last state",
+            )
+        return False
 
     def initial_password(self, anchor: str, dn: str, attrs: Mapping[str, Sequence[str]]) -> str | None:
         """The rules' initial password of one user (`[user.password] initial`), None when random.
