@@ -66,7 +66,9 @@ def _check_password(pp: Any) -> None:
             any(not c.isalnum() for c in pwd),
         )
     )
-    if not 8 <= len(pwd) <= 256 or classes < 3:
+    # entra-docs docs/identity/authentication/concept-sspr-policy.md, "Microsoft Entra password
+    # policies": 8 to 256 characters, three of the four kinds, "Characters not allowed: Unicode".
+    if not 8 <= len(pwd) <= 256 or classes < 3 or not pwd.isascii():
         raise bad_request(
             "The specified password does not comply with password complexity requirements. Please provide "
             "a different password."
