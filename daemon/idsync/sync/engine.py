@@ -24,6 +24,7 @@ import orjson
 import psycopg
 import structlog
 
+from idsync import progress
 from idsync.model import Quarantined
 from idsync.store import desired, diff, links, pending, quarantine, target_space, watermarks
 from idsync.store.db import Store
@@ -350,6 +351,7 @@ class SyncEngine:
             desired.source_rows(conn, extra, after, upto, self.page_size),
         )
         for page in pages:
+            progress.beat()
             verdicts: list[desired.Verdict] = []
             failed: list[Quarantined] = []
             notices: list[Quarantined] = []
