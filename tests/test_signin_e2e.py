@@ -12,6 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,12 @@ force_change = true
         assert "user.scope.member_of" in preview.stdout
         assert secret not in _idsync(node.config, "pending").stdout
         assert secret not in node.log_path.read_text()
+        pages = {}
+        for path in ("/", "/pending"):  # the web console and the admin API (loopback, no token)
+            with urllib.request.urlopen(f"http://127.0.0.1:{node.admin_port}{path}", timeout=10) as resp:
+                pages[path] = resp.read().decode()
+            assert secret not in pages[path]
+        assert dave.upn in pages["/"]  # the console does show the queue, dave's quarantined create
 
         # 3. bob joins the pilot group in AD: created in a following cycle; ann leaves it: deleted.
         ad.members(pilot, add=[bob.dn])
