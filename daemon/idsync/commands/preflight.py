@@ -383,7 +383,9 @@ def _pilot_groups(
             res = session.search(dn, "(objectClass=group)", ldap3.BASE, ["member"], controls, allow=(32,))
             for entry in res.entries:
                 raw = lower_keys(entry["raw_attributes"])
-                obj = normalizer.to_object(entry["dn"], raw, "group", raw.get("member", []))
+                # A large AD group answers with `member;range=0-1499` only: preflight counts those.
+                ranged = next((v for k, v in raw.items() if k.startswith("member;range=")), [])
+                obj = normalizer.to_object(entry["dn"], raw, "group", raw.get("member") or ranged)
                 found[parse_extended_dn(entry["dn"]).dn.lower()] = (obj.anchor, list(obj.members or ()))
         out[t] = pilot_scope(found, dns)
     return out
