@@ -247,3 +247,16 @@ def test_nested_groups_are_not_expanded_and_a_missing_pilot_group_deprovisions_n
     with store.connection() as conn:
         assert [e for e in quarantine.entries(conn) if e.key == guid(1)] == []
         assert desired.get(conn, guid(2)) is None
+
+
+def test_member_of_on_groups_syncs_only_the_groups_in_the_pilot_group(store: Store) -> None:
+    """Entra Connect's pilot filtering takes every object type that is a direct member: with
+    member_of on [group.scope] too, only the member groups are synced (not the pilot group)."""
+    w = make_world(store, {"user": {"scope": {"member_of": PILOT}}, "group": {"scope": {"member_of": PILOT}}})
+    inner, other = ad_group(2, [guid(1), guid(2)]), ad_group(3, [guid(1)])
+    w.source(ad_user(1), ad_user(2), inner, other, ad_group(1, [guid(1), inner.anchor]))
+    w.sync()
+    with store.connection() as conn:
+        groups = {r[0] for r in conn.execute("SELECT anchor FROM desired_object WHERE object_type = 'group'")}
+        assert groups == {inner.anchor}
+        assert desired.members(conn, inner.anchor) == [guid(1)]  # user 2 is not in the pilot
