@@ -5,8 +5,9 @@ from __future__ import annotations
 # Microsoft Entra password policy, which applies to cloud users created through Graph
 # (passwordProfile.password "must satisfy minimum requirements as specified by the user's
 # passwordPolicies property. By default, a strong password is required", docs-contrib
-# api-reference/v1.0/resources/passwordprofile.md; the requirements themselves are in entra-docs
-# docs/identity/authentication/concept-sspr-policy.md, "Microsoft Entra password policies"):
+# api-reference/v1.0/resources/passwordprofile.md; user.md's passwordPolicies points to the policy
+# itself, entra-docs docs/identity/authentication/concept-sspr-policy.md, "Microsoft Entra password
+# policies"):
 # 8 to 256 characters; A-Z, a-z, 0-9, the symbols below and blank space; no other (Unicode)
 # characters; three of the four kinds lowercase, uppercase, digits, symbols.
 MIN_LENGTH, MAX_LENGTH = 8, 256
