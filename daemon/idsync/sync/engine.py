@@ -325,7 +325,9 @@ class SyncEngine:
             return set(), ""
         now = {t: scope.fingerprint() for t, scope in self._evaluator.pilot.items()}
         raw = desired.get_meta(conn, PILOT_KEY)
-        desired.set_meta(conn, PILOT_KEY, orjson.dumps(now).decode())
+        text = orjson.dumps(now).decode()
+        if text != raw:
+            desired.set_meta(conn, PILOT_KEY, text)
         before: dict[str, list[str]] = orjson.loads(raw) if raw else {}
         moved: set[str] = set()
         for t, refs in now.items():
