@@ -31,6 +31,9 @@ def _idsync(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
+FEDERATED = "fed.idsync.lan"
+
+
 def _user(c: LocalCluster, guid: str) -> dict[str, Any] | None:
     iid = immutable_id(guid)
     return next((u for u in c.state()["users"] if u.get("onPremisesImmutableId") == iid), None)
@@ -148,8 +151,10 @@ def test_preflight_warns_until_a_policy_is_set_then_random_passwords_force_a_cha
     tag = uuid.uuid4().hex[:4]
     inside = ad.ou("in", samba_ou)
     erin = ad.add_user(inside, f"erin{tag}")
+    fred = ad.add_user(inside, f"fred{tag}", domain=FEDERATED)  # signs in at the federation service
     with running_cluster(
         tmp_path,
+        emulator_args=("--federated-domain", FEDERATED),
         cluster="signin",
         pg_dsn=pg_dsn,
         zk_hosts=zk_hosts + zk_chroot,
@@ -163,6 +168,7 @@ def test_preflight_warns_until_a_policy_is_set_then_random_passwords_force_a_cha
         assert warn["detail"].startswith(
             f"managed domain(s) {c.emulator.domain} (1 users): users get a random"
         )
+        assert FEDERATED not in warn["detail"]  # read from Graph: its authenticationType is Federated
         path.write_text('[user.password]\ninitial = "random"\nforce_change = true\n')
         ok = _checks(run_preflight(node.config))["sign-in"]
         assert (ok["status"], ok["detail"]) == (
@@ -172,3 +178,5 @@ def test_preflight_warns_until_a_policy_is_set_then_random_passwords_force_a_cha
         node.start("--standalone")
         got = wait_for(lambda: _user(c, erin.guid), 90, "erin in the target")
         assert _password_profile(c, got["id"]) == {"password": None, "forceChangePasswordNextSignIn": True}
+        got_fred = wait_for(lambda: _user(c, fred.guid), 90, "fred in the target")
+        assert got_fred["userPrincipalName"] == fred.upn
