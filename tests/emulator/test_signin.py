@@ -50,3 +50,19 @@ async def test_domains_say_managed_or_federated(graph: Graph) -> None:
     org = await graph.call("GET", "/organization")
     types = {d["name"]: d["type"] for d in org.body["value"][0]["verifiedDomains"]}
     assert types == {"example.com": "Managed", "fed.example.org": "Federated"}
+
+
+async def test_a_user_of_a_federated_domain_needs_an_immutable_id_on_create(graph: Graph) -> None:
+    body = {
+        "accountEnabled": True,
+        "displayName": "Fed",
+        "mailNickname": "fed",
+        "userPrincipalName": "fed@fed.example.org",
+        "passwordProfile": {"password": "Xy7!long-enough"},
+    }
+    r = await graph.call("POST", "/users", body)
+    assert r.status == 400
+    assert "onPremisesImmutableId" in r.body["error"]["message"]
+    r = await graph.call("POST", "/users", {**body, "onPremisesImmutableId": "ZmVkLTE="})
+    assert r.status == 201, r.body
+    await graph.create_user("managed")  # a managed domain's user needs none

@@ -158,6 +158,12 @@ def create_user(em: Emulator, call: Call) -> Reply:
         raise bad_request("A password must be specified to create a new user.")
     _check_password(props["passwordProfile"])
     _check_values(em, props)
+    # user-post-users.md: onPremisesImmutableId "Only needs to be specified when creating a new
+    # user account if you are using a federated domain for the user's userPrincipalName"; a
+    # missing required property is Graph's invalid-value 400, as for the others above.
+    domain = str(props["userPrincipalName"]).rsplit("@", 1)[-1].lower()
+    if domain in {d.lower() for d in em.cfg.federated_domains} and not props.get("onPremisesImmutableId"):
+        raise invalid_value("onPremisesImmutableId", "User")
     _with_proxies(props)
     st = em.store
     probe = DirObject(id="", kind="user", props=props, seq=0, created_seq=0)
