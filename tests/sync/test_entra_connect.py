@@ -43,10 +43,16 @@ def test_an_object_entra_connect_syncs_is_never_linked_or_written(
     w.source(ad_user(1), ad_user(2))
     w.sync()
     assert w.target_of(guid(1)) is None and w.target_of(guid(2)) is None
-    assert {(o.kind, o.anchor) for o in w.ops()} == {("create", guid(2))}  # u1: none at all
+    # u1: none at all; u2: no create either — its UPN is Entra Connect's, so a create could
+    # only conflict: it is shown as managed, naming the object it would collide with.
+    assert w.ops() == []
     with store.connection() as conn:
-        [e] = quarantine.entries(conn, "managed")
+        e, e2 = sorted(quarantine.entries(conn, "managed"), key=lambda q: q.key)
     assert e.key == guid(1) and "Entra Connect synchronizes u1@example.com (ec-1" in e.reason
+    assert e2.key == guid(2) and e2.reason.startswith(
+        "Entra Connect synchronizes u2@example.com (ec-2, onPremisesSyncEnabled), which has this"
+        " object's userPrincipalName: idsync never links, matches or writes it, and creates nothing"
+    )
     cfg = node_config(tmp_path / "idsync.toml", pg_dsn, pg_schema)
     args = argparse.Namespace(config=str(cfg), op=None, format="table", summary=False, errors=False)
     assert pending_command.run(args) == 0
@@ -63,7 +69,7 @@ def test_an_object_entra_connect_syncs_is_never_linked_or_written(
     t = w.target_of(guid(1))
     assert t is not None and t.id == "ec-1"
     with store.connection() as conn:
-        assert quarantine.entries(conn, "managed") == []
+        assert [q.key for q in quarantine.entries(conn, "managed")] == [guid(2)]  # ec-2 is still Connect's
 
 
 def test_a_formerly_synced_user_is_taken_over_without_its_read_only_attributes(store: Store) -> None:
