@@ -11,7 +11,7 @@ import pytest
 from idsync.commands import pending as pending_command
 from idsync.store import quarantine
 from idsync.store.db import Store
-from idsync.store.target_space import TargetRow
+from idsync.store.target_space import TargetPage, TargetRow
 from idsync.sync import explain
 from idsync.sync.functions import FUNCTIONS
 from tests.sync.conftest import ad_user, guid, make_world, node_config
@@ -62,6 +62,9 @@ def test_an_object_entra_connect_syncs_is_never_linked_or_written(
     shown = explain.explain(store, w.rules, guid(1))
     assert shown.operations == () and "Entra Connect synchronizes ec-1" in shown.link
     assert [e.phase for e in shown.quarantine] == ["managed"]
+    shown = explain.explain(store, w.rules, guid(2))  # the UPN twin: no create in the preview either
+    assert shown.operations == () and "Entra Connect synchronizes ec-2" in shown.link
+    assert "which has its userPrincipalName" in shown.link
 
     # Entra Connect stops syncing it (the object becomes cloud-only): idsync takes it over.
     w.target("user", TargetRow("ec-1", {**synced, "onPremisesSyncEnabled": False}, _iid(1), True))
@@ -93,3 +96,14 @@ def test_a_formerly_synced_user_is_taken_over_without_its_read_only_attributes(s
     w.sync()
     [create] = [o for o in w.ops() if o.anchor == guid(2)]
     assert create.payload[EXT1] == "Sales"
+
+
+def test_the_preview_of_a_user_whose_deleted_object_carries_its_anchor_says_it_restores(store: Store) -> None:
+    w = make_world(store, RULES)
+    w.target("user", TargetRow("t-1", {"userPrincipalName": "u1@example.com"}, _iid(1), True))
+    w.target_page(TargetPage("user", removed=["t-1"]))  # deleted: in Graph's recycle bin
+    w.source(ad_user(1))
+    w.sync()
+    assert {(o.kind, o.anchor) for o in w.ops()} == {("create", guid(1))}
+    [op] = explain.explain(store, w.rules, guid(1)).operations
+    assert op.kind == "create" and op.note.startswith("restores the deleted user t-1 from the recycle bin")
