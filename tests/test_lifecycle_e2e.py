@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,12 @@ from tests.cluster.directory import AdDirectory
 from tests.cluster.emulator import DOMAIN
 from tests.cluster.instance import Instance, wait_for
 from tests.harness.ldap import LdapEndpoint
+
+
+def _metrics(node: Instance) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.admin_port}/metrics", timeout=10) as resp:
+        lines = resp.read().decode().splitlines()
+    return {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in lines if ln.startswith("idsync_")}
 
 
 def _idsync(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -145,6 +152,7 @@ def test_a_user_that_leaves_scope_and_returns_gets_its_object_back(
         # (a member add racing Graph's own restore of the membership answers "already exist": done)
         assert [p for p in paths if p[2] >= 400 and not p[1].endswith("/members/$ref")] == []
         assert _live(c, stay.guid)[0]["department"] == "Sales"
+        assert _metrics(node)["idsync_users_restored_total"] == 1
         assert node.alive
 
 
@@ -188,6 +196,10 @@ def test_a_restore_that_conflicts_is_quarantined_and_the_rest_syncs(
         assert _live(c, back.guid) == []
         live_upns = [u for u in c.state()["users"] if u["userPrincipalName"] == back.upn]
         assert [u["id"] for u in live_upns] == [taker_id]
+        m = _metrics(node)
+        assert m["idsync_users_restored_total"] == 0
+        # a refused restore is quarantined, not the privileged-user security event
+        assert [v for k, v in m.items() if k.startswith("idsync_privileged_refusals_total")] == [0, 0]
         assert node.alive
 
 
