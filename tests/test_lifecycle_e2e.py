@@ -1,7 +1,7 @@
 """Object life cycle on real services (Samba AD -> `idsync run` -> the strict Graph emulator).
 
-A user that leaves scope (deprovision "delete") and comes back gets its cloud object back from the
-recycle bin — same id, its group memberships (the cloud-only one too) as Graph restores them —
+A user that leaves scope (deprovision "delete") and comes back, or is deleted and restored in AD
+(tombstone reanimation, same objectGUID), gets its cloud object back from the recycle bin — same id, its group memberships (the cloud-only one too) as Graph restores them —
 under both answers to what Microsoft does not document: does the deleted user keep its
 onPremisesImmutableId taken (`--deleted-immutable-id free|reserved`)? A restore that conflicts is
 quarantined with its reason while everything else syncs. A desired user whose UPN an Entra
@@ -19,12 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import ldap3
 import orjson
 import pytest
 
 from tests.cluster.checks import immutable_id
 from tests.cluster.cluster import LocalCluster, running_cluster
-from tests.cluster.directory import AdDirectory
+from tests.cluster.directory import AdDirectory, User
 from tests.cluster.emulator import DOMAIN
 from tests.cluster.instance import Instance, wait_for
 from tests.harness.ldap import LdapEndpoint
@@ -70,6 +71,26 @@ def _cloud_group(c: LocalCluster, name: str, member: str) -> str:
 
     wait_for(added, 30, "the cloud-only membership")
     return gid
+
+
+SHOW_DELETED = ("1.2.840.113556.1.4.417", True, None)  # LDAP_SERVER_SHOW_DELETED_OID
+
+
+def _reanimate(ad: AdDirectory, user: User, **attrs: str) -> None:
+    """Restore a deleted AD user from its tombstone (same objectGUID), as an administrator does
+    without the AD recycle bin: the tombstone kept few attributes, so they are written back."""
+    esc = "".join(f"\\{b:02x}" for b in uuid.UUID(user.guid).bytes_le)
+    c = ad.conn
+    c.search(
+        f"CN=Deleted Objects,{ad.ep.base_dn}", f"(objectGUID={esc})", ldap3.SUBTREE, controls=[SHOW_DELETED]
+    )
+    tomb = c.response[0]["dn"]
+    change = {
+        "isDeleted": [(ldap3.MODIFY_DELETE, [])],
+        "distinguishedName": [(ldap3.MODIFY_REPLACE, [user.dn])],
+    }
+    c.modify(tomb, change, controls=[SHOW_DELETED])
+    ad.replace(user.dn, userPrincipalName=user.upn, **attrs)
 
 
 @pytest.fixture
@@ -244,3 +265,33 @@ def test_a_user_whose_upn_entra_connect_holds_is_never_posted(
         assert user_posts == [("POST", "/users", 201)]  # dora's; none for carl, so no conflict
         assert [w for w in writes if w[2] >= 400] == []
         assert [u["id"] for u in c.state()["users"] if u["userPrincipalName"] == carl.upn] == [ec_id]
+
+
+def test_a_user_restored_in_ad_gets_its_cloud_object_back(
+    tmp_path: Path,
+    pg_dsn: str,
+    zk_hosts: str,
+    zk_chroot: str,
+    samba: LdapEndpoint,
+    ad: AdDirectory,
+    ous: tuple[str, str],
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    back = ad.add_user(ous[0], f"ar{tag}", department="Sales")
+    with _cluster(tmp_path, pg_dsn, zk_hosts + zk_chroot, samba, ous[0], "free") as c:
+        node = _start(c)
+        [first] = wait_for(lambda: _live(c, back.guid), 90, "the user in the target")
+        ad.delete(back.dn)
+        wait_for(lambda: not _live(c, back.guid) and _deleted(c, back.guid), 60, "the user deleted")
+        mark = len(c.emulator.writes())
+        _reanimate(ad, back, givenName="Test", sn=back.sam, displayName=f"Test {back.sam}", department="Ops")
+        got = wait_for(
+            lambda: (u := _live(c, back.guid)) and u[0].get("department") == "Ops" and u,
+            90,
+            "the user restored in the cloud too",
+        )
+        assert [u["id"] for u in got] == [first["id"]]  # the same object (same objectGUID, same anchor)
+        paths = [(w["method"], w["path"], w["status"]) for w in c.emulator.writes()[mark:]]
+        assert ("POST", f"/directory/deletedItems/{first['id']}/restore", 200) in paths
+        assert not [p for p in paths if p[:2] == ("POST", "/users")]
+        assert node.alive
