@@ -1,11 +1,12 @@
 """Object life cycle on real services (Samba AD -> `idsync run` -> the strict Graph emulator).
 
 A user that leaves scope (deprovision "delete") and comes back, or is deleted and restored in AD
-(tombstone reanimation, same objectGUID), gets its cloud object back from the recycle bin — same id, its group memberships (the cloud-only one too) as Graph restores them —
-under both answers to what Microsoft does not document: does the deleted user keep its
-onPremisesImmutableId taken (`--deleted-immutable-id free|reserved`)? A restore that conflicts is
-quarantined with its reason while everything else syncs. A desired user whose UPN an Entra
-Connect object holds is never POSTed, and `idsync pending` says why.
+(tombstone reanimation, same objectGUID), gets its cloud object back from the recycle bin — same
+id, its group memberships (the cloud-only one too) as Graph restores them — under both answers
+to what Microsoft does not document: does the deleted user keep its onPremisesImmutableId taken
+(`--deleted-immutable-id free|reserved`)? A restore that conflicts is quarantined with its
+reason while everything else syncs. A desired user whose UPN an Entra Connect object holds is
+never POSTed, and `idsync pending` says why.
 """
 
 from __future__ import annotations
