@@ -42,7 +42,7 @@ LIMIT_HEADER = "x-ms-throttle-limit-percentage"
 class Pacing:
     """The controller's constants; rates are in configured rates, times in windows."""
 
-    ceiling: float = 3.0  # never above 3x the configured rate (Graph's tenant-wide write limit is 3x an app's)
+    ceiling: float = 3.0  # at most 3x the configured rate (Graph's tenant-wide write limit is 3x an app's)
     floor: float = 0.05  # never below 5 % of the configured rate
     increase: float = 1.0  # configured rates gained per window while writes wait and Graph is quiet
     hold: float = 1 / 30  # windows after a warning or a 429 before creeping up again (5 s of 150 s)
@@ -149,8 +149,17 @@ class WriteBudget:
         self._refill(now)
         n = min(n, int(self.capacity)) or 1
         pause = self._paused_until - now
-        short = (n - self.tokens) / self.rate if self.tokens < n else 0.0
+        short = (n - self.tokens) / self.rate if self.tokens < n - 1e-9 else 0.0  # float dust
         return max(pause, short, 0.0)
+
+    def take(self, n: int) -> float:
+        """Take `n` tokens and return 0, or return the seconds to wait (writes are waiting)."""
+        wait = self.wait_for(n)
+        if wait > 0:
+            self._demand_at = self._clock()
+            return wait
+        self.tokens -= min(n, int(self.capacity)) or 1
+        return 0.0
 
     async def acquire(self, n: int, check: Callable[[], None] | None = None) -> None:
         """Wait (first come, first served) until `n` writes fit in the budget, and take them.
@@ -162,11 +171,9 @@ class WriteBudget:
             while True:
                 if check is not None:
                     check()
-                wait = self.wait_for(n)
+                wait = self.take(n)
                 if wait <= 0:
-                    self.tokens -= min(n, int(self.capacity)) or 1
                     return
-                self._demand_at = self._clock()
                 step = min(wait, 0.25)
                 self.waited_seconds += step
                 await asyncio.sleep(step)
@@ -187,10 +194,12 @@ class WriteBudget:
         now = self._clock()
         self._refill(now)
         self.warnings += 1
+        if now - self._warned_at > self.p.hold * self.window:
+            self.tokens = min(self.tokens, 0.0)  # a first warning ends the burst: the paced rate from now
         self._warned_at = now
-        self.tokens = min(self.tokens, 0.0)  # no bursts near the limit: writes go at the paced rate
         if used < self.p.slow:
-            self._peak = 0.0
+            if used < (self.p.near + self.p.slow) / 2:  # clearly down: the next rise counts again
+                self._peak = 0.0
             return
         if now - self._reacted_at < self.p.react * self.window:
             return
