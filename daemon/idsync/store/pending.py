@@ -101,7 +101,7 @@ def _op(r: Sequence[Any]) -> PendingExport:
 # batch takes an equal share from every lane that has ready operations, so a backlog of one kind
 # (200,000 member adds, or a rename touching every user) cannot starve the others. Lanes by the
 # `priority` column of migration 0003: creates, updates, member operations, deletes.
-LANES = ((0, 1), (2, 3), (4, 7), (8, 9))
+LANES: tuple[tuple[int, int], ...] = ((0, 1), (2, 3), (4, 7), (8, 9))
 
 
 def fair_shares(take: Callable[[tuple[int, int], int], list[int]], limit: int) -> list[int]:
