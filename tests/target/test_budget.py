@@ -107,6 +107,8 @@ def test_the_header_stops_bursts_and_growth_then_slows_down_while_it_rises() -> 
     clock.t += 1
     b.observe({H: "0.98"})
     assert b.rate == pytest.approx(13.122)  # urgent: whatever the trend
+    b.observe({"retry-after": "3", "x-ms-throttle-scope": "Tenant_Application/Write/a/t"})
+    assert b.last_limit == pytest.approx(0.98)  # a 429 item does not say the figure went down
     b.observe({})  # below 0.8 again
     assert b.last_limit is None and metrics.GRAPH_THROTTLE_LIMIT._value.get() == 0
     assert b.warnings == 8

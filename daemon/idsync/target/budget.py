@@ -36,6 +36,7 @@ from idsync import metrics
 log = structlog.get_logger(__name__)
 
 LIMIT_HEADER = "x-ms-throttle-limit-percentage"
+SCOPE_HEADER = "x-ms-throttle-scope"
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,8 @@ class WriteBudget:
     # --- what Graph tells ------------------------------------------------------------------------
     def observe(self, headers: Mapping[str, str]) -> None:
         """A write's response (a `$batch` item): its `x-ms-throttle-limit-percentage`, if any."""
+        if LIMIT_HEADER not in headers and SCOPE_HEADER in headers:
+            return  # a 429 names its scope, not the figure: it says nothing about being under 0.8
         used = parse_limit(headers.get(LIMIT_HEADER))
         self.last_limit = used
         metrics.GRAPH_THROTTLE_LIMIT.set(used or 0.0)
