@@ -11,9 +11,11 @@ from dataclasses import dataclass
 import pytest
 
 from idsync import metrics
+from idsync.config.target import GraphSettings
 from idsync.emulator.config import EmulatorConfig
 from idsync.emulator.throttle import Bucket, Throttle
 from idsync.target.budget import WriteBudget, parse_limit
+from idsync.target.client import GraphClient
 
 
 class Clock:
@@ -74,6 +76,19 @@ def test_the_rate_creeps_up_only_while_writes_wait_and_graph_is_quiet() -> None:
             clock.t += 0.25
     assert b.rate == pytest.approx(60.0)  # the ceiling: three times the configured rate
     assert metrics.GRAPH_WRITE_RATE._value.get() == pytest.approx(60.0)
+
+
+async def test_a_ceiling_of_one_keeps_the_configured_rate_a_hard_limit() -> None:
+    settings = GraphSettings(graph_endpoint="https://127.0.0.1:1", anonymous=True, write_rate_ceiling=1)
+    async with GraphClient(settings) as client:
+        b = client.write_budget
+    clock = Clock()
+    b._clock = clock
+    b.tokens, b._stamp = 0, clock.t
+    for _ in range(3000):  # ten windows of writes waiting, no warning, no 429
+        while b.take(20) > 0:
+            clock.t += 0.25
+    assert b.rate == pytest.approx(20.0)
 
 
 def test_the_header_stops_bursts_and_growth_then_slows_down_while_it_rises() -> None:
