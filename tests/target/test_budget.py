@@ -78,6 +78,18 @@ def test_the_rate_creeps_up_only_while_writes_wait_and_graph_is_quiet() -> None:
     assert metrics.GRAPH_WRITE_RATE._value.get() == pytest.approx(60.0)
 
 
+def test_after_a_decrease_the_rate_creeps_up_four_times_slower() -> None:
+    clock = Clock()
+    b = WriteBudget(3000, 150, clock=clock)
+    b.throttled(1)
+    assert b.rate == pytest.approx(14.0)
+    clock.t += 6  # past Retry-After and the 5 s hold
+    for _ in range(150):  # a window of writes waiting for tokens
+        while b.take(20) > 0:
+            clock.t += 0.25
+    assert 17.0 < b.rate < 21.0  # a quarter of the configured rate per window, not a whole one
+
+
 async def test_a_ceiling_of_one_keeps_the_configured_rate_a_hard_limit() -> None:
     settings = GraphSettings(graph_endpoint="https://127.0.0.1:1", anonymous=True, write_rate_ceiling=1)
     async with GraphClient(settings) as client:

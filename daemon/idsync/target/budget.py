@@ -46,6 +46,8 @@ class Pacing:
     ceiling: float = 3.0  # at most 3x the configured rate (Graph's tenant-wide write limit is 3x an app's)
     floor: float = 0.05  # never below 5 % of the configured rate
     increase: float = 1.0  # configured rates gained per window while writes wait and Graph is quiet
+    settled: float = 0.25  # the same, within `memory` windows of a decrease: near the real limit
+    memory: float = 10.0
     hold: float = 1 / 30  # windows after a warning or a 429 before creeping up again (5 s of 150 s)
     near: float = 0.8  # Graph's own threshold for sending the header
     slow: float = 0.9  # from here, decrease while the figure still rises
@@ -99,6 +101,7 @@ class WriteBudget:
         self._reacted_at = -1e18  # the last decrease on the header
         self._peak = 0.0  # the figure at the last decrease (0: below `slow` since)
         self._demand_at = -1e18  # the last time writes had to wait for tokens
+        self._decreased_at = -1e18  # the last decrease (on the header or a 429)
         self._logged_rate = self.rate
         self._lock = asyncio.Lock()
         self.throttled_total = 0
@@ -119,12 +122,16 @@ class WriteBudget:
             and now - self._warned_at > quiet
             and now - self._last_throttle > quiet
         ):
-            step = self.base_rate * self.p.increase * min(dt, quiet) / self.window
+            near_limit = now - self._decreased_at < self.p.memory * self.window
+            gain = self.p.settled if near_limit else self.p.increase
+            step = self.base_rate * gain * min(dt, quiet) / self.window
             self._set_rate(self.rate + step, "quiet")
         self.tokens = min(self.capacity, self.tokens + dt * self.rate)
         self._stamp = now
 
     def _set_rate(self, rate: float, why: str) -> None:
+        if rate < self.rate:
+            self._decreased_at = self._clock()
         self.rate = min(self.max_rate, max(self.min_rate, rate))
         self.capacity = max(1.0, self.rate * self.window)
         self.tokens = min(self.tokens, self.capacity)
