@@ -50,6 +50,7 @@ def test_a_manager_created_in_the_same_cycle_waits_then_lands(world: World) -> N
     world.sync()
     (op,) = world.ops("manager_set")
     assert (op.anchor, op.member_anchor) == (guid(1), guid(2))
+    assert op.priority == 4  # with member adds: the same export order and fair-sharing lane
     # Neither user exists in the target: the operation waits, it is not dropped or failed.
     assert op.waiting_for == guid(1)
     assert _states(world)[("manager_set", "user", "waiting")] == 1
@@ -84,6 +85,7 @@ def test_a_changed_manager_is_put_again_and_a_cleared_one_removed(world: World) 
     assert world.op_keys() == {("manager_remove", guid(1), "")}
     (op,) = world.ops("manager_remove")
     assert op.target_id == f"t-{guid(1)}" and op.waiting_for is None
+    assert op.priority == 6  # with member removes
     world.export_all()
     world.sync()
     assert world.ops() == []

@@ -22,3 +22,14 @@ CREATE INDEX IF NOT EXISTS target_manager_manager ON target_manager (manager_id)
 ALTER TABLE pending_export DROP CONSTRAINT IF EXISTS pending_export_kind_check;
 ALTER TABLE pending_export ADD CONSTRAINT pending_export_kind_check CHECK (kind IN
     ('create', 'update', 'delete', 'member_add', 'member_remove', 'manager_set', 'manager_remove'));
+
+-- Manager operations are reference operations like member ones: the same place in the export
+-- order (0003's priority) and so the same fair-sharing lane, not the deletes' (ELSE 8).
+ALTER TABLE pending_export DROP COLUMN IF EXISTS priority;
+ALTER TABLE pending_export ADD COLUMN priority smallint GENERATED ALWAYS AS (
+    CASE kind WHEN 'create' THEN 0 WHEN 'update' THEN 2 WHEN 'member_add' THEN 4 WHEN 'manager_set' THEN 4
+              WHEN 'member_remove' THEN 6 WHEN 'manager_remove' THEN 6 ELSE 8 END
+    + CASE object_type WHEN 'user' THEN 0 ELSE 1 END
+) STORED;
+CREATE INDEX IF NOT EXISTS pending_export_claim ON pending_export (priority, id)
+    WHERE exported_at IS NULL AND quarantined_at IS NULL;
