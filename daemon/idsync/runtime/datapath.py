@@ -20,7 +20,6 @@ from idsync.runtime.pipeline import CycleReport, ExportReport, StopFlag
 from idsync.runtime.tenant_watch import TenantWatch
 from idsync.source.importer import ImportResult as SourceResult
 from idsync.source.importer import SourceImporter
-from idsync.source.settings import LdapSourceSettings
 from idsync.store import quarantine
 from idsync.store.db import Store
 from idsync.sync.engine import SyncEngine, SyncResult, engine_from_config
@@ -30,6 +29,7 @@ from idsync.target.delta import TypeImport
 from idsync.target.errors import TargetError
 from idsync.target.graph import GraphTarget
 from idsync.target.tenant import TenantReader
+from idsync.writeback import run as writeback_run
 
 log = structlog.get_logger(__name__)
 
@@ -85,7 +85,9 @@ class DataPath:
         self.store = store
         self.approvals = approvals
         self.engine: SyncEngine = engine_from_config(store, cfg)
-        self.source = SourceImporter(LdapSourceSettings.from_config(cfg.source), store)
+        self.source = SourceImporter(writeback_run.source_settings(cfg), store)
+        # Writeback to AD (`[writeback]`): planned every cycle on every node, written by the leader.
+        self.writeback = writeback_run.Writeback.from_config(cfg, store) if cfg.writeback.enabled else None
         self.target = self._target()
         rules = self.engine.rules
         self.tenant = TenantWatch(
@@ -141,6 +143,8 @@ class DataPath:
         for t in tgt.types.values():
             for result in ("added", "updated", "deleted", "unchanged"):
                 metrics.IMPORTED.labels("target", result).inc(getattr(t.counts, result))
+        # Before the sync: its deletion guard then counts the writeback deletes too.
+        wb = await asyncio.to_thread(self.writeback.plan) if self.writeback is not None else None
         approved = await asyncio.to_thread(self.approvals)
         res = await asyncio.to_thread(self.engine.run, full=full, approved_fingerprints=approved)
         self.progress()
@@ -158,6 +162,8 @@ class DataPath:
         target = f"target {tgt.objects} changes" if caught_up else "target import incomplete"
         pending = sum(res.pending.values())
         guard = "; deletion guard holds exports" if res.guard.held else ""
+        if wb is not None:
+            guard += f"; {wb.sentence()}"
         return CycleReport(
             ok=True,
             summary=f"{changed}, {target}, {pending} pending{guard}",
@@ -228,6 +234,12 @@ class DataPath:
         dups = await duplicates.resolve(self.target.client, self.store, fenced_slice, self.target.schema)
         # In-flight batches finish; no new one starts once the slice is over or on SIGTERM.
         rep = await exporter.export(held=self.guard_held)
+        # Then AD, under the same slice of the same fence (ldap3 blocks: a worker thread).
+        ad = (
+            await asyncio.to_thread(self.writeback.export, fenced_slice)
+            if self.writeback is not None
+            else None
+        )
         attempted = len(rep.results)
         ok = rep.count("ok", "adopted")
         failed = rep.count("error")
@@ -244,6 +256,12 @@ class DataPath:
         seconds = time.monotonic() - t0
         if dups.found:
             more += f"; {dups.sentence()}"
+        if ad is not None:
+            attempted, ok, failed = attempted + ad.attempted, ok + ad.ok, failed + ad.failed
+            if ad.attempted or ad.fenced:
+                more += f"; {ad.sentence()}"
+            if ad.fenced and ad.fenced not in (SLICE_USED, "stopping") and not fenced:
+                fenced = ad.fenced
         if not attempted and not fenced:
             return ExportReport(f"nothing to export{more}", duration=seconds)
         counts = f"{ok} ok, {failed} rejected, {throttled} throttled"
@@ -281,6 +299,8 @@ class DataPath:
 
     def close(self) -> None:
         self.source.close()
+        if self.writeback is not None:
+            self.writeback.close()
 
     async def aclose(self) -> None:
         await self.target.close()

@@ -60,6 +60,7 @@ class PendingExport:
     quarantined: bool
     waiting_for: str | None
     priority: int = 0  # the export order (users before groups, creates … deletes)
+    target: str = "graph"  # where it is written: 'graph' (Entra ID) or 'ad' (writeback, migration 0011)
 
 
 _SELECT = (
@@ -68,7 +69,7 @@ _SELECT = (
     " lm.target_id, p.payload, p.attempts, p.last_error, p.exported_at, p.quarantined_at IS NOT NULL,"
     " CASE WHEN p.kind IN ('member_add', 'member_remove') AND lg.target_id IS NULL THEN p.anchor"
     "  WHEN p.kind IN ('member_add', 'member_remove') AND lm.target_id IS NULL THEN p.member_anchor END,"
-    " p.priority"
+    " p.priority, p.target"
     " FROM pending_export p"
     " LEFT JOIN sync_link lg ON lg.anchor = p.anchor AND p.kind IN ('member_add', 'member_remove')"
     " LEFT JOIN sync_link lm ON lm.anchor = p.member_anchor AND p.member_anchor <> ''"
@@ -91,6 +92,7 @@ def _op(r: Sequence[Any]) -> PendingExport:
         quarantined=bool(r[11]),
         waiting_for=r[12],
         priority=int(r[13]),
+        target=r[14],
     )
 
 
@@ -129,7 +131,7 @@ def claim(
         "WITH ready AS (SELECT p.id FROM pending_export p"
         " LEFT JOIN sync_link lg ON lg.anchor = p.anchor AND p.kind IN ('member_add', 'member_remove')"
         " LEFT JOIN sync_link lm ON lm.anchor = p.member_anchor AND p.member_anchor <> ''"
-        " WHERE p.exported_at IS NULL AND p.quarantined_at IS NULL"
+        " WHERE p.exported_at IS NULL AND p.quarantined_at IS NULL AND p.target = 'graph'"
         "  AND (p.not_before IS NULL OR p.not_before <= now())"
         "  AND (p.claimed_epoch IS DISTINCT FROM %(epoch)s OR p.claimed_at < now() - %(timeout)s)"
         "  AND (p.kind NOT IN ('member_add', 'member_remove')"
