@@ -196,6 +196,18 @@ def claim(conn: psycopg.Connection, *, epoch: int, node: str, limit: int) -> lis
     return [pending._op(r) for r in got]
 
 
+def release(conn: psycopg.Connection, ids: Sequence[int], epoch: int) -> int:
+    """Give back claimed operations this epoch did not run (it was fenced or stopped between
+    writes): the next export, of this leader or the next, claims them again at once."""
+    if not ids:
+        return 0
+    return conn.execute(
+        "UPDATE pending_export SET claimed_epoch = NULL, claimed_by = NULL, claimed_at = NULL"
+        " WHERE id = ANY(%s) AND claimed_epoch = %s AND exported_at IS NULL",
+        (list(ids), epoch),
+    ).rowcount
+
+
 def journal(conn: psycopg.Connection, anchor_prefix: str = "ad:") -> list[tuple[str, str, str, int]]:
     """(anchor, kind, outcome, epoch) of every AD export attempt, oldest first (tests, audits)."""
     rows = conn.execute(

@@ -54,6 +54,7 @@ class PreviewItem:
     status: str  # ready | waiting for <name> | exported, awaiting import | retry: … | quarantined: …
     attempts: int
     last_error: str | None
+    target: str = "graph"  # where it is written: graph (Entra ID) or ad (writeback)
 
 
 def _name(attrs: Mapping[str, Any] | None, fallback: str) -> str:
@@ -117,13 +118,16 @@ def _items(conn: psycopg.Connection, ops: Sequence[pending.PendingExport]) -> li
             changes = tuple(Change(k, old.get(k), v) for k, v in sorted(o.payload.items()))
         else:
             changes = ()
+        name = names.get(o.anchor, o.anchor)
+        if o.target == "ad":  # writeback: named by what it writes (no desired object behind it)
+            name = str(o.payload.get("displayName") or o.payload.get("dn") or o.anchor)
         items.append(
             PreviewItem(
                 id=o.id,
                 kind=o.kind,
                 object_type=o.object_type,
                 anchor=o.anchor,
-                name=names.get(o.anchor, o.anchor),
+                name=name,
                 target_id=o.target_id,
                 member_anchor=o.member_anchor,
                 member_name=names.get(o.member_anchor, o.member_anchor) if o.member_anchor else "",
@@ -131,6 +135,7 @@ def _items(conn: psycopg.Connection, ops: Sequence[pending.PendingExport]) -> li
                 status=_status(o, names),
                 attempts=o.attempts,
                 last_error=o.last_error,
+                target=o.target,
             )
         )
     return items
@@ -221,6 +226,8 @@ CSV_COLUMNS = (
 
 def _table_entry(i: PreviewItem) -> str:
     head = f"{i.kind:<13} {i.object_type:<5} {i.name}"
+    if i.target == "ad":
+        head = f"{i.kind:<13} {i.object_type:<5} to AD: {i.name}"
     if i.member_anchor:
         head += f" ← {i.member_name}" if i.kind == "member_add" else f" ✕ {i.member_name}"
     if i.target_id:

@@ -47,6 +47,7 @@ class AdExporter:
 
     def export(self, fence: Fence) -> AdExportReport:
         rep = AdExportReport()
+        unrun: list[int] = []
         try:
             while True:
                 fence.ensure()
@@ -54,10 +55,12 @@ class AdExporter:
                     ops = wbstore.claim(conn, epoch=fence.epoch, node=fence.node, limit=self.batch)
                 if not ops:
                     return rep
+                unrun = [o.id for o in ops]
                 for op in ops:
                     fence.ensure()
                     res = self._apply(fence, op)
                     self._record(fence, op, res)
+                    unrun.remove(op.id)
                     rep.attempted += 1
                     if res.outcome in ("ok", "adopted"):
                         rep.ok += 1
@@ -71,6 +74,10 @@ class AdExporter:
         except WritebackUnavailable as exc:
             log.error("writeback.unavailable", error=str(exc))
             rep.fenced = str(exc)
+        finally:
+            if unrun:
+                with self.store.transaction() as conn:
+                    wbstore.release(conn, unrun, fence.epoch)
         return rep
 
     def _record(self, fence: Fence, op: PendingExport, res: WriteResult) -> None:
