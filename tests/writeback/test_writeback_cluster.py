@@ -7,6 +7,8 @@ back up to Graph as a second group; synced users get mS-DS-ConsistencyGuid = obj
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -102,6 +104,15 @@ def test_cloud_group_lifecycle_and_consistency_guid(
         g = group()
         assert g is not None
         assert g["displayName"] == f"Sales {tag}"
+        # The cloud-only member is left out, with the reason shown by `idsync pending`.
+        text = subprocess.run(
+            [sys.executable, "-m", "idsync", "--config", str(node.config), "pending"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+        assert "partly written back to AD" in text
+        assert f"cloud{tag}@" in text and "not a synced on-premises user" in text
         assert g["groupType"] == UNIVERSAL_SECURITY
         assert g["dn"].lower() == f"cn={key},{cloud_ou}".lower()
 
@@ -139,6 +150,9 @@ def test_cloud_group_lifecycle_and_consistency_guid(
             ).fetchall()
         assert sorted(rows) == sorted([(f"ad:guid:{ann.guid}", 1), (f"ad:guid:{bob.guid}", 1)])
         # The anchor switch keeps the immutable id: same bytes, same onPremisesImmutableId.
-        users = {u["userPrincipalName"]: u for u in c.state()["users"]}
+        # No user was re-created by the stamp: one Graph user each, with the id it had before.
+        mine = [u for u in c.state()["users"] if u.get("userPrincipalName") in (ann.upn, bob.upn)]
+        assert sorted(u["id"] for u in mine) == sorted([ann_id, bob_id])
+        users = {u["userPrincipalName"]: u for u in mine}
         assert users[ann.upn]["onPremisesImmutableId"] == immutable_id(ann.guid)
         assert node.alive
