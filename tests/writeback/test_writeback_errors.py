@@ -3,6 +3,9 @@ everything else flows (the Graph export, the other groups)."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -13,7 +16,7 @@ from tests.cluster.cluster import running_cluster
 from tests.cluster.directory import AdDirectory
 from tests.cluster.instance import wait_for
 from tests.harness.ldap import LdapEndpoint
-from tests.writeback.helpers import ad_groups, cloud_group, user_id, writeback_config
+from tests.writeback.helpers import ad_groups, cloud_group, graph, user_id, writeback_config
 
 
 def quarantined(pg_dsn: str, schema: str) -> dict[str, str]:
@@ -108,3 +111,52 @@ def test_writer_without_rights_is_quarantined_and_the_graph_export_flows(
         assert "insufficientAccessRights" in q[f"ad:guid:{ann.guid}"]
         assert ad_groups(samba, cloud_ou) == {}
         assert node.alive
+
+
+def test_ad_deletes_wait_for_the_deletion_guard(
+    tmp_path: Path,
+    pg_dsn: str,
+    zk_hosts: str,
+    zk_chroot: str,
+    samba: LdapEndpoint,
+    samba_ou: str,
+    ad: AdDirectory,
+) -> None:
+    tag = uuid.uuid4().hex[:4]
+    inside = ad.ou("in", samba_ou)
+    cloud_ou = ad.ou("cloud", samba_ou)
+    with running_cluster(
+        tmp_path,
+        cluster="wbguard",
+        pg_dsn=pg_dsn,
+        zk_hosts=zk_hosts + zk_chroot,
+        ldap=samba,
+        include_ous=[inside],
+        deletion_threshold=2,
+        extra={"writeback": writeback_config(samba, cloud_ou, tmp_path / "secrets")},
+    ) as c:
+        node = c.add("a")
+        node.start()
+        c.wait_leader(60)
+        gids = [cloud_group(c, f"Doomed {tag} {i}") for i in range(3)]
+        wait_for(lambda: len(ad_groups(samba, cloud_ou)) == 3, 60, "three groups written back")
+        # The three cloud deletes reach the node together (while paused), as a mass delete does.
+        assert main(["pause", "--reason", "guard test", *c.ctl_args()]) == 0
+        for g in gids:
+            graph(c, "DELETE", f"/v1.0/groups/{g}")
+
+        def summary() -> str:
+            cmd = [sys.executable, "-m", "idsync", "--config", str(node.config), "pending", "--summary"]
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+
+        # Three AD deletes are over the threshold of 2: held, AD untouched.
+        wait_for(lambda: "approve-deletes" in summary(), 60, "the guard holding the AD deletes")
+        assert main(["resume", *c.ctl_args()]) == 0
+        wait_for(lambda: "deletion guard holds exports" in node.last_sentence(), 30, "the held cycle")
+        assert len(ad_groups(samba, cloud_ou)) == 3
+        m = re.search(r"idsync approve-deletes ([0-9a-f]+)", summary())
+        assert m is not None
+        cmd = [sys.executable, "-m", "idsync", "--config", str(node.config), "approve-deletes", m.group(1)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr + done.stdout
+        wait_for(lambda: ad_groups(samba, cloud_ou) == {}, 60, "the approved AD deletes")
