@@ -140,3 +140,57 @@ def store_dump(pg_dsn: str, schema: str) -> str:
             out.append(q)
             out += [f"  {r}" for r in conn.execute(q).fetchall()]
     return "\n".join(out)
+
+
+def dns_by_guid(ep: LdapEndpoint, base: str) -> dict[str, str]:
+    """objectGUID (idsync's anchor form) -> lower-case DN of every object under `base`."""
+    conn = connect(ep)
+    try:
+        conn.search(
+            base, "(|(objectClass=user)(objectClass=group))", ldap3.SUBTREE, attributes=["objectGUID"]
+        )
+        return {
+            str(uuid.UUID(bytes_le=e["raw_attributes"]["objectGUID"][0])): e["dn"].lower()
+            for e in conn.response
+            if e.get("type") == "searchResEntry"
+        }
+    finally:
+        conn.unbind()
+
+
+def writeback_differences(
+    ep: LdapEndpoint, cloud_ou: str, users_base: str, state: dict[str, Any]
+) -> list[str]:
+    """How AD's groups OU differs from the cloud (the chaos invariant): every live cloud-only
+    security group has one AD group Group_<id> with its display name and exactly its members that
+    are synced AD users; no other group, no duplicate."""
+    import base64
+
+    by_immutable = {
+        base64.b64encode(uuid.UUID(g).bytes_le).decode(): dn for g, dn in dns_by_guid(ep, users_base).items()
+    }
+    users = {u["id"]: u.get("onPremisesImmutableId") for u in state["users"]}
+    cloud = [
+        g
+        for g in state["groups"]
+        if g.get("securityEnabled")
+        and not g.get("mailEnabled")
+        and not any(k.startswith("extension_") for k in g)
+    ]
+    have = ad_groups(ep, cloud_ou)
+    out = [f"duplicate or unmarked group {k}" for k in have if "#dup:" in k or not k.startswith("Group_")]
+    for g in cloud:
+        got = have.get(f"Group_{g['id']}")
+        want = {by_immutable[i] for m in g.get("members", []) if (i := users.get(m)) in by_immutable}
+        if got is None:
+            out.append(f"cloud group {g.get('displayName')} missing in AD")
+        elif got["displayName"] != g.get("displayName"):
+            out.append(f"cloud group {g.get('displayName')} named {got['displayName']!r} in AD")
+        elif got["members"] != want:
+            out.append(
+                f"cloud group {g.get('displayName')}: {len(want - got['members'])} members missing in AD,"
+                f" {len(got['members'] - want)} extra"
+            )
+    ids = {f"Group_{g['id']}" for g in cloud}
+    out += [f"AD group {k} has no cloud group" for k in have if k.startswith("Group_") and k not in ids]
+    return out

@@ -19,7 +19,14 @@ from tests.cluster.cluster import LocalCluster, running_cluster
 from tests.cluster.directory import AdDirectory
 from tests.cluster.instance import wait_for
 from tests.harness.ldap import LdapEndpoint
-from tests.writeback.helpers import ad_groups, cloud_group, store_dump, user_id, writeback_config
+from tests.writeback.helpers import (
+    ad_groups,
+    cloud_group,
+    store_dump,
+    user_id,
+    writeback_config,
+    writeback_differences,
+)
 
 SESSION = 2.0
 
@@ -95,6 +102,9 @@ def test_staging_node_shows_the_ad_writes_and_makes_none(
     ).stdout
     assert f"create        group to AD: Staged {tag} 0" in text
     assert ad_groups(samba, cloud_ou) == {}
+    # The chaos invariant sees the difference while paused, and none once AD has caught up.
+    missing = writeback_differences(samba, cloud_ou, inside, c.state())
+    assert sorted(missing) == sorted(f"cloud group Staged {tag} {i} missing in AD" for i in range(3))
 
     assert main(["resume", *c.ctl_args()]) == 0
     wait_for(lambda: {f"Group_{g}" for g in gids} <= set(ad_groups(samba, cloud_ou)), 60, "groups in AD")
@@ -102,6 +112,7 @@ def test_staging_node_shows_the_ad_writes_and_makes_none(
     wait_for(lambda: staged("b") == set(), 60, "the staging node's AD queue confirmed")
     schemas = dict(zip(c.nodes, c.schemas, strict=True))
     assert ad_journal(pg_dsn, schemas["b"]) == []
+    wait_for(lambda: writeback_differences(samba, cloud_ou, inside, c.state()) == [], 30, "no differences")
     assert {a for a, k, o in ad_journal(pg_dsn, schemas["a"]) if k == "create" and o == "ok"} == want
 
 
