@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 
 import structlog
 
@@ -144,7 +145,10 @@ class DataPath:
             for result in ("added", "updated", "deleted", "unchanged"):
                 metrics.IMPORTED.labels("target", result).inc(getattr(t.counts, result))
         # Before the sync: its deletion guard then counts the writeback deletes too.
-        wb = await asyncio.to_thread(self.writeback.plan) if self.writeback is not None else None
+        wb = None
+        if self.writeback is not None:
+            groups_done = "group" in tgt.types and tgt.types["group"].complete
+            wb = await asyncio.to_thread(partial(self.writeback.plan, groups_complete=groups_done))
         approved = await asyncio.to_thread(self.approvals)
         res = await asyncio.to_thread(self.engine.run, full=full, approved_fingerprints=approved)
         self.progress()

@@ -104,17 +104,23 @@ def unstamped_users(conn: psycopg.Connection) -> list[UnstampedUser]:
     return [UnstampedUser(r[0], r[1]) for r in rows]
 
 
-def reconcile(conn: psycopg.Connection, ops: Sequence[AdOp], settle: timedelta) -> dict[str, int]:
+def reconcile(
+    conn: psycopg.Connection,
+    ops: Sequence[AdOp],
+    settle: timedelta,
+    object_types: Sequence[str] = ("user", "group"),
+) -> dict[str, int]:
     """Make the queue's AD rows equal to `ops` (the planner's whole set, computed from AD as read
     now): rows no longer computed are confirmed (deleted); a new payload is a fresh operation; an
     exported row computed again with the same payload did not take and is exported again once
-    `settle` has passed (the source import may not have seen a user's new value yet)."""
+    `settle` has passed (the source import may not have seen a user's new value yet).
+    Only rows of `object_types` (the types planned this time) are confirmed."""
     anchors = [o.anchor for o in ops]
     keys = [f"{o.object_type}|{o.anchor}|{o.kind}" for o in ops]
     confirmed = conn.execute(
-        "DELETE FROM pending_export WHERE target = 'ad'"
+        "DELETE FROM pending_export WHERE target = 'ad' AND object_type = ANY(%s)"
         " AND NOT (object_type || '|' || anchor || '|' || kind = ANY(%s))",
-        (keys,),
+        (list(object_types), keys),
     ).rowcount
     written = 0
     for o in ops:

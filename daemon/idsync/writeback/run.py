@@ -80,24 +80,32 @@ class Writeback:
     def from_config(cls, cfg: Config, store: Store) -> Writeback:
         return cls(cfg.writeback, store, AdDirectory(connection(cfg)), cfg.sync.export_settle_seconds)
 
-    def plan(self) -> PlanReport:
+    def plan(self, *, groups_complete: bool = True) -> PlanReport:
         """Read AD's written-back groups, compute the operations, refresh the queue's AD rows.
-        Reads only: a staging node runs it too and writes nothing to AD."""
+        Reads only: a staging node runs it too and writes nothing to AD.
+
+        Groups are planned only after a complete import of the cloud's groups this cycle
+        (`groups_complete`): a partial one (a first import still paging, a failed one) would
+        look like deleted cloud groups. Until then their queue rows stay as they are."""
         wb = self.settings
+        plan_groups = wb.groups and groups_complete
         try:
-            ad = self.directory.groups(wb.groups_ou) if wb.groups and wb.groups_ou else {}
+            ad = self.directory.groups(wb.groups_ou) if plan_groups and wb.groups_ou else {}
         except WritebackUnavailable as exc:
             log.error("writeback.plan_failed", error=str(exc))
             return PlanReport(False, error=str(exc))
+        types = ["user"] + (["group"] if plan_groups else [])
         with self.store.transaction() as conn:
             ops = []
-            if wb.groups:
+            if plan_groups:
                 cloud = wbstore.cloud_groups(conn)
                 ops += group_ops(cloud, ad, wb.in_scope)
                 wbstore.note_skipped(conn, [g for g in cloud if wb.in_scope(g.display_name)])
             if wb.consistency_guid:
                 ops += guid_ops(wbstore.unstamped_users(conn))
-            got = wbstore.reconcile(conn, ops, self.settle)
+            got = wbstore.reconcile(conn, ops, self.settle, types)
+        if wb.groups and not groups_complete:
+            log.info("writeback.groups_held", reason="the cloud groups' import is not complete this cycle")
         return PlanReport(True, len(ops), got["confirmed"], got["written"])
 
     def export(self, fence: Fence) -> AdExportReport:
