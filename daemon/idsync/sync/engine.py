@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import psycopg
 import structlog
 
+from idsync import progress
 from idsync.model import Quarantined
 from idsync.store import desired, diff, links, pending, quarantine, target_space, watermarks
 from idsync.store.db import Store
@@ -314,6 +315,7 @@ class SyncEngine:
         ok_anchors: list[str] = []
         plain: list[str] = []  # evaluated without a notice: an older notice is cleared
         for page in desired.changed_source(conn, after, upto, self.page_size):
+            progress.beat()
             verdicts: list[desired.Verdict] = []
             failed: list[Quarantined] = []
             notices: list[Quarantined] = []
