@@ -88,6 +88,12 @@ EXPORTED = Counter(
     ["op", "result"],
     registry=REGISTRY,
 )
+WRITEBACK_WRITES = Counter(
+    "idsync_writeback_writes_total",
+    "LDAP writes to on-premises AD by writeback, by operation and result (ok, adopted, retry, error)",
+    ["op", "result"],
+    registry=REGISTRY,
+)
 GRAPH_THROTTLED = Counter(
     "idsync_graph_throttled_total", "Graph requests or batch items answered 429", registry=REGISTRY
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -156,3 +157,8 @@ def test_cloud_group_lifecycle_and_consistency_guid(
         users = {u["userPrincipalName"]: u for u in mine}
         assert users[ann.upn]["onPremisesImmutableId"] == immutable_id(ann.guid)
         assert node.alive
+        # What the leader wrote to AD is counted for Prometheus.
+        with urllib.request.urlopen(f"http://127.0.0.1:{node.admin_port}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        assert 'idsync_writeback_writes_total{op="create group",result="ok"} 1.0' in text
+        assert 'idsync_writeback_writes_total{op="update user",result="ok"} 2.0' in text

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from idsync import metrics
 from idsync.fencing import Fence, Fenced
 from idsync.store import pending
 from idsync.store import writeback as wbstore
@@ -91,6 +92,7 @@ class AdExporter:
                 error=res.error,
                 max_attempts=1 if res.final else 5,
             )
+        metrics.WRITEBACK_WRITES.labels(f"{op.kind} {op.object_type}", res.outcome).inc()
         log.info(
             "writeback.write",
             op=op.kind,
