@@ -138,6 +138,10 @@ class AdDirectory:
             return conn
         raise WritebackUnavailable("no AD server answered the writeback account: " + "; ".join(reasons))
 
+    def bind(self) -> None:
+        """Bind now (raises WritebackUnavailable naming why not)."""
+        self._open()
+
     def close(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(lx.LDAPException):
@@ -190,6 +194,15 @@ class AdDirectory:
         """The DN of the group carrying Group_<cloud_id> under `ou`, or None (idempotent adds)."""
         found = self._search(ou, f"(&(objectClass=group)({MARK_ATTRIBUTE}=Group_{cloud_id}))", ["cn"])
         return found[0]["dn"] if found else None
+
+    def may_create_groups(self, ou: str) -> bool:
+        """Whether the bound account may create groups in `ou` (AD's allowedChildClassesEffective,
+        computed for the account by the DC); raises WritebackUnavailable when `ou` is missing."""
+        got = self._search(ou, "(objectClass=*)", ["allowedChildClassesEffective"], ldap3.BASE)
+        if not got:
+            raise WritebackUnavailable(f"{ou} does not exist")
+        allowed = got[0]["attributes"].get("allowedChildClassesEffective") or []
+        return any(str(c).lower() == "group" for c in allowed)
 
     def consistency_guid(self, anchor: str) -> bytes | None:
         """The user's mS-DS-ConsistencyGuid as AD holds it now (None when unset)."""
