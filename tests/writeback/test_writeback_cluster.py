@@ -91,6 +91,7 @@ def test_cloud_group_lifecycle_and_consistency_guid(
                 "passwordProfile": {"password": "Cloud-Only-Passw0rd!"},
             },
         )["id"]
+        seen = len(node.sentences())
         gid = cloud_group(c, f"Sales {tag}", [ann_id, outsider])
         key = f"Group_{gid}"
 
@@ -102,6 +103,10 @@ def test_cloud_group_lifecycle_and_consistency_guid(
         except AssertionError:
             print(store_dump(pg_dsn, c.schemas[0]))
             raise
+        # Written in the cycle whose import first shows the group: planned after the target import,
+        # exported at the end of the same cycle.
+        first = next(x for x in node.sentences()[seen:] if "writeback 1 pending" in x)
+        assert "AD: wrote 1 (1 ok, 0 rejected)" in first, first
         g = group()
         assert g is not None
         assert g["displayName"] == f"Sales {tag}"

@@ -199,7 +199,7 @@ def write(items: Iterable[PreviewItem], fmt: Format, out: TextIO) -> int:
                 old = "" if not c.attribute else _show(c.old)
                 new = "" if not c.attribute else _show(c.new)
                 head = [i.id, i.kind, i.object_type, i.name, i.anchor, i.target_id or "", i.member_name]
-                w.writerow([*head, c.attribute, old, new, i.status])
+                w.writerow([*head, c.attribute, old, new, i.status, i.target])
         return n
     for i in items:
         n += 1
@@ -221,6 +221,7 @@ CSV_COLUMNS = (
     "old",
     "new",
     "status",
+    "target",
 )
 
 
