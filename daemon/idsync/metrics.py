@@ -94,6 +94,11 @@ WRITEBACK_WRITES = Counter(
     ["op", "result"],
     registry=REGISTRY,
 )
+USERS_RESTORED = Counter(
+    "idsync_users_restored_total",
+    "User creates done by restoring the deleted user carrying the anchor from Graph's recycle bin",
+    registry=REGISTRY,
+)
 GRAPH_THROTTLED = Counter(
     "idsync_graph_throttled_total", "Graph requests or batch items answered 429", registry=REGISTRY
 )

@@ -56,6 +56,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="an unregistered extension in $select/$filter: 400 (default) or left out / matching nothing",
     )
     parser.add_argument(
+        "--deleted-immutable-id",
+        choices=("free", "reserved"),
+        help="does a soft-deleted user keep its onPremisesImmutableId taken until restored or purged? "
+        "free (default): a new user may take it; reserved: creating one with it conflicts "
+        "(Microsoft does not document either)",
+    )
+    parser.add_argument(
         "--batch-order",
         choices=("request", "random"),
         help="order of $batch items without dependsOn (default: random with --replication-lag)",
@@ -139,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
         cfg.replication_seed = args.replication_seed
     if args.unregistered_extension_query:
         cfg.unregistered_extension_query = args.unregistered_extension_query
+    if args.deleted_immutable_id:
+        cfg.deleted_immutable_id = args.deleted_immutable_id
     if args.batch_order:
         cfg.batch_random_order = args.batch_order == "random"
     for name in (

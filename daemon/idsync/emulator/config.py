@@ -10,6 +10,8 @@ DEFAULT_CLIENT_ID = "00000000-0000-4000-8000-0000000000a1"
 DEFAULT_CLIENT_SECRET = "idsync-emulator-secret"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 GRAPH_RESOURCE = "https://graph.microsoft.com"
+# the choices of EmulatorConfig.deleted_immutable_id
+DELETED_IMMUTABLE_ID = ("free", "reserved")
 
 # The application permissions idsync needs (docs/graph-emulator.md lists why each one):
 # users and groups, member links, registering its own directory extension (OwnedBy: only on
@@ -81,6 +83,11 @@ class EmulatorConfig:
     # an unregistered extension in $select/$filter: "error" (400) or "ignore" (left out / matches
     # nothing); Microsoft documents neither
     unregistered_extension_query: str = "error"
+    # Does a soft-deleted user keep its onPremisesImmutableId taken, so that creating another user
+    # with it conflicts until the deleted one is restored or purged? Microsoft's pages do not say
+    # (user-delete.md, directory-deleteditems-restore.md): "free" (default) lets the create
+    # through, and restoring the deleted one then conflicts; "reserved" refuses the create.
+    deleted_immutable_id: str = "free"
     request_log_size: int = 200_000
 
     @property

@@ -250,9 +250,12 @@ class DataPath:
         throttled = rep.throttled
         for r in rep.results:
             metrics.EXPORTED.labels(r.kind, r.outcome).inc()
-            if r.final:  # a privileged user Graph will not let this app change: a security event
+            if r.final and r.kind in ("update", "delete"):
+                # a privileged user Graph will not let this app change: a security event (a final
+                # create is a refused restore, target/recycle.py: quarantined, not alerted)
                 metrics.PRIVILEGED_REFUSALS.labels(r.kind).inc()
         metrics.GRAPH_THROTTLED.inc(rep.throttled)
+        metrics.USERS_RESTORED.inc(rep.restored)
         fenced = rep.fenced or ""
         more = ""
         if fenced in (SLICE_USED, "stopping"):
@@ -269,6 +272,8 @@ class DataPath:
         if not attempted and not fenced:
             return ExportReport(f"nothing to export{more}", duration=seconds)
         counts = f"{ok} ok, {failed} rejected, {throttled} throttled"
+        if rep.restored:
+            counts += f", {rep.restored} restored from the recycle bin"
         summary = f"exported {attempted} ({counts}) in {seconds:.1f}s{more}"
         if fenced:
             summary += f"; stopped: {fenced}"

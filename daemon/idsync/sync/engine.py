@@ -203,7 +203,9 @@ class SyncEngine:
                 desired.set_meta(conn, DIFF_OWED_KEY, "1")
             deprovision = {t: self.rules.of(t).deprovision for t in ("user", "group")}
             anchors = {t: self.rules.anchor_attribute(t) for t in ("user", "group")}
-            obj = diff.diff_objects(conn, deprovision, self.unequal_limit, anchors, settle=self.export_settle)
+            obj = diff.diff_objects(
+                conn, deprovision, self.unequal_limit, anchors, settle=self.export_settle, soft_match=soft
+            )
             lap("diff_objects")
             # Group membership lives in the group import: it is diffed only once that is whole.
             mem = (

@@ -159,7 +159,8 @@ def _plan(
     elif snap.entra_connect is not None:
         link = (
             f"not linked: Entra Connect synchronizes {snap.entra_connect} (onPremisesSyncEnabled), which"
-            " carries its anchor; idsync never links, matches or writes it"
+            + (f" has its {snap.entra_connect_by}" if snap.entra_connect_by else " carries its anchor")
+            + "; idsync never links, matches or writes it"
         )
         if in_scope:
             return link, None, None, []
@@ -182,6 +183,11 @@ def _plan(
                 if soft_match and tr.soft_match
                 else ""
             )
+            if snap.recycled is not None:  # target/recycle.py
+                note = (
+                    f"restores the deleted user {snap.recycled} from the recycle bin if Graph still"
+                    " holds it, else creates"
+                )
             ops.append(
                 Operation("create", None, tuple(Change(k, None, v) for k, v in payload.items()), note=note)
             )

@@ -41,7 +41,7 @@ from idsync.store import pending
 from idsync.store.db import Store
 from idsync.store.pending import PendingExport, StaleEpoch
 from idsync.store.quarantine import PRIVILEGED_MARK
-from idsync.target import batch
+from idsync.target import batch, recycle
 from idsync.target.batch import SubRequest, SubResponse
 from idsync.target.budget import WriteBudget
 from idsync.target.client import GraphClient, backoff, error_of, user_agent
@@ -96,6 +96,7 @@ class ExportReport:
     items: int = 0  # sub-requests sent (reads and writes)
     writes: int = 0
     throttled: int = 0  # sub-requests (or envelopes) answered 429
+    restored: int = 0  # creates done by restoring a deleted user (recycle.py)
     seconds: float = 0.0
     fenced: str | None = None
     error: str | None = None  # why the run stopped early when Graph failed as a whole
@@ -114,6 +115,8 @@ class ExportReport:
             f" {self.count('retry')} to retry in {self.batches} batches ({self.writes} writes,"
             f" {self.throttled} throttled) in {self.seconds:.1f}s"
         )
+        if self.restored:
+            s += f"; {self.restored} restored from the recycle bin"
         if self.fenced:
             s += f"; stopped: {self.fenced}"
         if self.error:
@@ -132,6 +135,8 @@ class _Item:
     not_before: float = 0.0
     recheck: bool = False  # a create whose outcome is unknown: look it up before sending again
     conflict: str | None = None  # Graph's message when a create met an ObjectConflict
+    restore_of: str | None = None  # a create sent as the restore of this deleted user (recycle.py)
+    create: tuple[str, str, Any] | None = None  # the create's own write, while it is a restore
     last: str = ""
     last_status: int | None = None
     request_id: str | None = None
@@ -393,7 +398,14 @@ class Exporter:
             filt = quote(anchor_filter(attr, [item.anchor_value or ""]), safe="")
             url = f"/{COLLECTION[t]}?$filter={filt}&$select=id,{attr},{SYNC_FLAG}"
             reqs.append(SubRequest(str(i + 1), "GET", url, client_request_id=str(uuid.uuid4())))
-        answers = await self._read(reqs, report)
+            if recycle.restorable(t, attr):  # and in the recycle bin, in the same $batch
+                reqs.append(recycle.lookup(f"d{i + 1}", item.anchor_value or ""))
+        answers: dict[str, SubResponse] = {}
+        size = batch.MAX_REQUESTS  # two reads per user create: up to two read batches, side by side
+        for got in await asyncio.gather(
+            *(self._read(reqs[k : k + size], report) for k in range(0, len(reqs), size))
+        ):
+            answers.update(got)
         for i, item in enumerate(creates):
             sub = answers[str(i + 1)]
             if sub.status != 200:
@@ -404,6 +416,11 @@ class Exporter:
             found = [o for o in (sub.body or {}).get("value", []) if isinstance(o, dict)]
             if not found:
                 item.recheck = False
+                deleted = recycle.pick(answers.get(f"d{i + 1}"), item.op.anchor, item.anchor_value or "")
+                if deleted is not None:
+                    self._as_restore(item, deleted)
+                    continue
+                self._as_create(item)
                 if item.conflict is not None:  # the conflicting object is not ours
                     err = ExportRejected(item.op.anchor, "ObjectConflict", item.conflict, 400)
                     results[item.op.id] = self._result(item, "error", error=err, status=400)
@@ -423,6 +440,21 @@ class Exporter:
                 log.warning("export.duplicate_anchor", anchor=item.op.anchor, ids=[o["id"] for o in mine])
             tid = sorted(o["id"] for o in mine)[0]
             results[item.op.id] = self._result(item, "adopted", target_id=tid, status=200)
+
+    def _as_restore(self, item: _Item, deleted: recycle.DeletedUser) -> None:
+        """Send the create as the restore of the deleted user carrying its anchor."""
+        if item.create is None:
+            item.create = (item.method, item.url, item.body)
+        item.restore_of = deleted.id
+        item.conflict = None  # a create that conflicted with it: the restore answers that
+        item.method, item.url, item.body = "POST", recycle.restore_url(deleted), recycle.RESTORE_BODY
+        log.info("export.restore", anchor=item.op.anchor, deleted_id=deleted.id, deleted_at=deleted.deleted)
+
+    def _as_create(self, item: _Item) -> None:
+        """Back to the create (the deleted user is gone: purged, expired or restored meanwhile)."""
+        if item.create is not None:
+            item.method, item.url, item.body = item.create
+            item.create = item.restore_of = None
 
     async def _check_owned(
         self, deletes: list[_Item], results: dict[int, OpResult], report: ExportReport
@@ -569,6 +601,12 @@ class Exporter:
             tid = op.target_id
             if op.kind == "create" and isinstance(sub.body, dict):
                 tid = str(sub.body.get("id") or "") or None
+            if item.restore_of is not None:
+                report.restored += 1
+                tid = tid or item.restore_of
+                msg = f"restored from the recycle bin (deletedItems {item.restore_of})"
+                results[op.id] = self._result(item, "ok", target_id=tid, status=st, message=msg)
+                return
             results[op.id] = self._result(item, "ok", target_id=tid, status=st)
             return
         code, message = error_of(st, sub.body)
@@ -580,6 +618,19 @@ class Exporter:
             return
         if st in RETRY_STATUSES:
             self._transient(item, f"{st} {code}: {message}", st, sub.retry_after())
+            return
+        if item.restore_of is not None and st not in (401, 429) and st < 500:
+            if st == 404:  # gone from the recycle bin meanwhile: look again, then create
+                item.recheck = True
+                item.last = f"{st} {code}: {message}"
+                self._as_create(item)
+                return
+            err = recycle.refused(op.anchor, item.restore_of, st, sub.body)
+            log.warning(
+                "export.restore_refused", anchor=op.anchor, deleted_id=item.restore_of, error=str(err)
+            )
+            final = st == 403 or _is_conflict(sub.body)  # no retry fixes these: quarantined at once
+            results[op.id] = self._result(item, "error", error=err, status=st, final=final)
             return
         if op.kind == "delete" and st == 404:
             results[op.id] = self._result(item, "ok", status=st, message="already deleted")
