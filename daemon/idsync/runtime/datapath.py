@@ -238,12 +238,12 @@ class DataPath:
         dups = await duplicates.resolve(self.target.client, self.store, fenced_slice, self.target.schema)
         # In-flight batches finish; no new one starts once the slice is over or on SIGTERM.
         rep = await exporter.export(held=self.guard_held)
-        # Then AD, under the same slice of the same fence (ldap3 blocks: a worker thread).
-        ad = (
-            await asyncio.to_thread(self.writeback.export, fenced_slice)
-            if self.writeback is not None
-            else None
-        )
+        # Then AD, under the same fence with a slice of its own (half the Graph one), so that a
+        # Graph backlog does not starve it (ldap3 blocks: a worker thread).
+        ad = None
+        if self.writeback is not None:
+            ad_slice = _Slice(fence, stop, self.export_slice / 2)
+            ad = await asyncio.to_thread(self.writeback.export, ad_slice)
         attempted = len(rep.results)
         ok = rep.count("ok", "adopted")
         failed = rep.count("error")
