@@ -24,6 +24,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--client-secret-file", metavar="FILE", help="file holding that app's secret")
     parser.add_argument("--domain", action="append", metavar="DOMAIN", help="verified domain (repeatable)")
     parser.add_argument(
+        "--federated-domain",
+        action="append",
+        metavar="DOMAIN",
+        help="verified domain whose authenticationType is Federated (repeatable; also a --domain)",
+    )
+    parser.add_argument(
         "--preregister-extension",
         action="append",
         metavar="NAME",
@@ -116,6 +122,9 @@ def run(args: argparse.Namespace) -> int:
             return 2
     if args.domain:
         cfg.domains = args.domain
+    if args.federated_domain:
+        cfg.federated_domains = args.federated_domain
+        cfg.domains = [*cfg.domains, *(d for d in args.federated_domain if d not in cfg.domains)]
     if args.preregister_extension:
         cfg.preregister_extensions = args.preregister_extension
     if args.client_roles is not None:

@@ -64,6 +64,9 @@ class EmulatorConfig:
     extra_clients: list[ClientSpec] = field(default_factory=list)
     anonymous: bool = False
     domains: list[str] = field(default_factory=lambda: ["example.com"])
+    # Verified domains whose authenticationType is "Federated" (sign-in at the tenant's identity
+    # provider, resources/domain.md); the others are "Managed".
+    federated_domains: list[str] = field(default_factory=list)
     preregister_extensions: list[str] = field(default_factory=list)
     token_lifetime: float = 3599.0
     write_budget: int = 3000

@@ -216,6 +216,7 @@ class Emulator:
             "token_lifetime",
             "delta_token_lifetime",
             "domains",
+            "federated_domains",
             "preregister_extensions",
             "client_roles",
             "replication_delay",

@@ -165,7 +165,7 @@ def get_organization(em: Emulator, call: Call) -> Reply:
             "isDefault": i == 0,
             "isInitial": d == initial,
             "name": d,
-            "type": "Managed",
+            "type": authentication_type(em, d),
         }
         for i, d in enumerate(em.cfg.domains)
     ]
@@ -185,6 +185,14 @@ def initial_domain(domains: list[str]) -> str | None:
     return next((d for d in domains if d.endswith(".onmicrosoft.com")), domains[0] if domains else None)
 
 
+def authentication_type(em: Emulator, domain: str) -> str:
+    """resources/domain.md, authenticationType: "The value is either Managed or Federated. Managed
+    indicates a cloud managed domain where Microsoft Entra ID performs user authentication.
+    Federated indicates authentication is federated with an identity provider" (`--federated-domain`)."""
+    federated = {f.lower() for f in em.cfg.federated_domains}
+    return "Federated" if domain.lower() in federated else "Managed"
+
+
 def list_domains(em: Emulator, call: Call) -> Reply:
     """GET /domains: the verified domains UPNs may use (resources/domain.md)."""
     initial = initial_domain(em.cfg.domains)
@@ -194,7 +202,7 @@ def list_domains(em: Emulator, call: Call) -> Reply:
             "isVerified": True,
             "isDefault": i == 0,
             "isInitial": d == initial,
-            "authenticationType": "Managed",
+            "authenticationType": authentication_type(em, d),
             "supportedServices": ["Email"],
         }
         for i, d in enumerate(em.cfg.domains)

@@ -18,6 +18,7 @@ import psycopg
 
 from idsync.store import desired, inspect, pending, quarantine
 from idsync.store.db import Store
+from idsync.sync.engine import pilot_scopes
 from idsync.sync.errors import EvaluationError
 from idsync.sync.evaluate import Evaluator, Step
 from idsync.sync.preview import Change, PreviewItem, describe
@@ -85,6 +86,7 @@ def explain(store: Store, rules: Rules, ident: str, *, soft_match: bool = False)
             raise NotFound(ident)
         tenant_json = desired.get_meta(conn, TENANT_KEY)
         evaluator = Evaluator(rules, TenantDomains.from_json(tenant_json) if tenant_json else None)
+        evaluator.pilot = pilot_scopes(conn, rules)
         first = inspect.snapshot(conn, anchor, None)
         assert first is not None
         src = first.source

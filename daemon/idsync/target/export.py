@@ -26,16 +26,17 @@ import secrets
 import string
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
 import httpx
 import structlog
 
 from idsync.fencing import Fence, Fenced
+from idsync.model import InitialPassword
 from idsync.store import fence as store_fence
 from idsync.store import pending
 from idsync.store.db import Store
@@ -51,6 +52,7 @@ from idsync.target.errors import (
     GraphRequestError,
     GraphUnavailable,
     NotOwned,
+    PasswordRefused,
 )
 from idsync.target.schema import SYNC_FLAG, TargetSchema, anchor_filter, nest, owned_anchor
 from idsync.target.tenant import TenantReader
@@ -150,12 +152,29 @@ def _password() -> str:
     return core + "aA1!"
 
 
+class PasswordSource(Protocol):
+    """Where user creates get their passwordProfile (sync.signin.InitialPasswords, from the rules)."""
+
+    def profiles(self, anchors: Sequence[str]) -> Mapping[str, InitialPassword]: ...
+
+
 class Exporter:
     """Runs pending exports under a fence. One per leader term (the fence names node and epoch)."""
 
     max_attempts = 6  # per operation and run, for transient failures
 
-    def __init__(self, client: GraphClient, store: Store, fence: Fence, schema: TargetSchema) -> None:
+    def __init__(
+        self,
+        client: GraphClient,
+        store: Store,
+        fence: Fence,
+        schema: TargetSchema,
+        passwords: PasswordSource | None = None,
+    ) -> None:
+        # Without a password source a created user gets a random password, no forced change.
+        self.passwords = passwords
+        # Passwords of the claimed creates, by operation id: in memory only, dropped when sent.
+        self._profiles: dict[int, InitialPassword] = {}
         self.client = client
         self.store = store
         self.fence = fence
@@ -213,9 +232,22 @@ class Exporter:
         with self.store.transaction() as conn:
             store_fence.check(conn, epoch)
             try:
-                return pending.claim(conn, epoch=epoch, node=self.fence.node, limit=n, held=held)
+                ops = pending.claim(conn, epoch=epoch, node=self.fence.node, limit=n, held=held)
             except StaleEpoch as e:
                 raise Fenced(epoch, str(e)) from None
+        self._initial_passwords(ops)
+        return ops
+
+    def _initial_passwords(self, ops: list[PendingExport]) -> None:
+        """Compute the passwordProfiles of the claimed user creates now, at export time: they
+        are never part of the stored payload (see sync/signin.py)."""
+        creates = [op for op in ops if op.kind == "create" and op.object_type == "user"]
+        if self.passwords is None or not creates:
+            return
+        got = self.passwords.profiles([op.anchor for op in creates])
+        for op in creates:
+            if op.anchor in got:
+                self._profiles[op.id] = got[op.anchor]
 
     def _record(self, results: list[OpResult]) -> None:
         with self.store.transaction() as conn:
@@ -246,7 +278,7 @@ class Exporter:
             try:
                 self._prepare(item)
             except ExportRejected as e:
-                results[op.id] = self._result(item, "error", error=e)
+                results[op.id] = self._result(item, "error", error=e, final=isinstance(e, PasswordRefused))
                 continue
             items.append(item)
         fenced: Fenced | None = None
@@ -321,7 +353,7 @@ class Exporter:
             item.anchor_value = value
             nested = nest(body)
             if op.object_type == "user" and "passwordProfile" not in nested:
-                nested["passwordProfile"] = {"password": _password(), "forceChangePasswordNextSignIn": False}
+                nested["passwordProfile"] = self._password_profile(op)
             item.method, item.url, item.body = "POST", f"/{coll}", nested
             return
         if op.kind in ("update", "delete") and not op.target_id:
@@ -341,6 +373,17 @@ class Exporter:
                 item.body = {"@odata.id": self._ref_base + mid}
             else:
                 item.method, item.url = "DELETE", f"/groups/{gid}/members/{mid}/$ref"
+
+    def _password_profile(self, op: PendingExport) -> dict[str, Any]:
+        """A user create's passwordProfile (passwordprofile.md: required on create); the password
+        lives only in this request body. Raises PasswordRefused when the rules' one is unusable."""
+        profile = self._profiles.pop(op.id, None) or InitialPassword()
+        if profile.refused is not None:
+            raise PasswordRefused(op.anchor, profile.refused)
+        return {
+            "password": profile.password or _password(),
+            "forceChangePasswordNextSignIn": profile.force_change,
+        }
 
     # --- reads ---------------------------------------------------------------------------------
     async def _read(self, reqs: list[SubRequest], report: ExportReport) -> dict[str, SubResponse]:
