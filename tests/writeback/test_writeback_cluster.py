@@ -91,6 +91,8 @@ def test_cloud_group_lifecycle_and_consistency_guid(
                 "passwordProfile": {"password": "Cloud-Only-Passw0rd!"},
             },
         )["id"]
+        # The stamps confirmed by the source import: the queue's AD rows are gone.
+        wait_for(lambda: node.last_sentence().endswith("writeback 0 pending"), 60, "the stamps confirmed")
         seen = len(node.sentences())
         gid = cloud_group(c, f"Sales {tag}", [ann_id, outsider])
         key = f"Group_{gid}"
