@@ -593,7 +593,7 @@ class Exporter:
                 code, message = resp.error()
                 if resp.status == 429:
                     report.throttled += 1
-                    self.budget.throttled(resp.retry_after())
+                    self.budget.throttled(resp.retry_after(), resp.headers.get("x-ms-throttle-scope"))
                 if resp.status == 429 or resp.status >= 500:
                     for i in ready:
                         self._transient(
@@ -613,6 +613,7 @@ class Exporter:
                     self._transient(i, "no answer in the $batch response", None, None)
                     continue
                 i.last_status = sub.status
+                self.budget.observe(sub.headers)
                 self._classify(i, sub, results, report)
             todo = self._give_up([i for i in todo if i.op.id not in results], results)
 
@@ -656,7 +657,7 @@ class Exporter:
         if st == 429:
             report.throttled += 1
             ra = sub.retry_after()
-            self.budget.throttled(ra)
+            self.budget.throttled(ra, sub.headers.get("x-ms-throttle-scope"))
             self._transient(item, f"429 {code}: {message}", st, ra if ra is not None else 1.0)
             return
         if st in RETRY_STATUSES:
