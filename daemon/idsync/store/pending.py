@@ -60,7 +60,7 @@ class PendingExport:
     quarantined: bool
     waiting_for: str | None
     priority: int = 0  # the export order (users before groups, creates … deletes)
-    target: str = "graph"  # where it is written: 'graph' (Entra ID) or 'ad' (writeback, migration 0011)
+    target: str = "graph"  # where it is written: 'graph' (Entra ID) or 'ad' (writeback, migration 0009)
 
 
 _SELECT = (

@@ -1,5 +1,5 @@
 """The store's side of writeback to AD: what the cloud and the source space say AD should hold,
-and the `target = 'ad'` rows of the pending queue (migration 0011).
+and the `target = 'ad'` rows of the pending queue (migration 0009).
 
 Writeback rows share `pending_export` with the Graph export (the deletion guard, quarantine,
 `idsync pending` and the journal see them), under anchors of their own (`ad:Group_<cloud id>`,
