@@ -70,6 +70,7 @@ NOTE_PHASES = {
     "sync": "set aside by the rules",
     "notice": "adjusted for the tenant",
     "managed": "left to Entra Connect",
+    "writeback": "partly written back to AD",
 }
 
 

@@ -390,8 +390,9 @@ def _items_html(items: Sequence[PreviewItem]) -> str:
         else:
             changes = ""
         status = _e(i.status) if i.status == "ready" else f'<span class="warn">{_e(i.status)}</span>'
-        rows.append([str(i.id), _e(i.kind), _e(i.object_type), name, changes, status])
-    return _table(["#", "operation", "type", "object", "old → new", "status"], rows, "ops", "")
+        where = "AD" if i.target == "ad" else "Entra ID"
+        rows.append([str(i.id), where, _e(i.kind), _e(i.object_type), name, changes, status])
+    return _table(["#", "to", "operation", "type", "object", "old → new", "status"], rows, "ops", "")
 
 
 def _pager(p: PendingPage) -> str:

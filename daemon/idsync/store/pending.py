@@ -67,6 +67,7 @@ class PendingExport:
     quarantined: bool
     waiting_for: str | None
     priority: int = 0  # the export order (users before groups, creates … deletes)
+    target: str = "graph"  # where it is written: 'graph' (Entra ID) or 'ad' (writeback, migration 0009)
 
 
 _SELECT = (
@@ -75,7 +76,7 @@ _SELECT = (
     " lm.target_id, p.payload, p.attempts, p.last_error, p.exported_at, p.quarantined_at IS NOT NULL,"
     f" CASE WHEN {_OWNER_LINKED} AND lg.target_id IS NULL THEN p.anchor"
     f"  WHEN {_MEMBER_LINKED} AND lm.target_id IS NULL THEN p.member_anchor END,"
-    " p.priority"
+    " p.priority, p.target"
     " FROM pending_export p"
     f" LEFT JOIN sync_link lg ON lg.anchor = p.anchor AND {_OWNER_LINKED}"
     " LEFT JOIN sync_link lm ON lm.anchor = p.member_anchor AND p.member_anchor <> ''"
@@ -98,6 +99,7 @@ def _op(r: Sequence[Any]) -> PendingExport:
         quarantined=bool(r[11]),
         waiting_for=r[12],
         priority=int(r[13]),
+        target=r[14],
     )
 
 
@@ -166,7 +168,7 @@ def claim(
             "WITH ready AS (SELECT p.id FROM pending_export p"
             f" LEFT JOIN sync_link lg ON lg.anchor = p.anchor AND {_OWNER_LINKED}"
             " LEFT JOIN sync_link lm ON lm.anchor = p.member_anchor AND p.member_anchor <> ''"
-            " WHERE p.exported_at IS NULL AND p.quarantined_at IS NULL"
+            " WHERE p.exported_at IS NULL AND p.quarantined_at IS NULL AND p.target = 'graph'"
             "  AND p.priority BETWEEN %(lo)s AND %(hi)s"
             "  AND (p.not_before IS NULL OR p.not_before <= now())"
             "  AND (p.claimed_epoch IS DISTINCT FROM %(epoch)s OR p.claimed_at < now() - %(timeout)s)"
