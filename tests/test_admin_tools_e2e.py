@@ -13,17 +13,16 @@ import subprocess
 import sys
 import urllib.request
 import uuid
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from idsync.emulator.config import DEFAULT_CLIENT_ID, service_principal_id
 from tests.cluster.checks import immutable_id
-from tests.cluster.cluster import LocalCluster, running_cluster
+from tests.cluster.cluster import LocalCluster
 from tests.cluster.directory import AdDirectory
 from tests.cluster.instance import Instance, wait_for
-from tests.harness.ldap import LdapEndpoint
+from tests.conftest import ClusterFactory
 
 HIRED = "2024-03-01T09:00:00+02:00"
 HIRED_UTC = "2024-03-01T07:00:00Z"
@@ -74,11 +73,7 @@ def _patches(c: LocalCluster, user_id: str) -> int:
 
 
 def test_quarantine_preview_privileged_users_and_values_graph_normalises(
-    tmp_path: Path,
-    pg_dsn: str,
-    zk_hosts: str,
-    zk_chroot: str,
-    samba: LdapEndpoint,
+    local_cluster: ClusterFactory,
     samba_ou: str,
     ad: AdDirectory,
 ) -> None:
@@ -89,12 +84,8 @@ def test_quarantine_preview_privileged_users_and_values_graph_normalises(
     dan = ad.add_user(inside, f"dan{tag}", department="Hire")
 
     extra = {"sync": {"confirm_timeout_seconds": 2.0, "export_unequal_limit": LIMIT}}
-    with running_cluster(
-        tmp_path,
+    with local_cluster(
         cluster="admin",
-        pg_dsn=pg_dsn,
-        zk_hosts=zk_hosts + zk_chroot,
-        ldap=samba,
         include_ous=[inside],
         extra=extra,
     ) as c:

@@ -17,10 +17,10 @@ import pytest
 
 from idsync.cli import main
 from tests.cluster.checks import immutable_id
-from tests.cluster.cluster import LocalCluster, running_cluster
+from tests.cluster.cluster import LocalCluster
 from tests.cluster.directory import AdDirectory
 from tests.cluster.instance import Instance, wait_for
-from tests.harness.ldap import LdapEndpoint
+from tests.conftest import ClusterFactory
 
 
 @pytest.fixture
@@ -30,15 +30,9 @@ def ous(ad: AdDirectory, samba_ou: str) -> tuple[str, str]:
 
 
 @pytest.fixture
-def world(
-    tmp_path: Path, pg_dsn: str, zk_hosts: str, zk_chroot: str, samba: LdapEndpoint, ous: tuple[str, str]
-) -> Iterator[LocalCluster]:
-    with running_cluster(
-        tmp_path,
+def world(local_cluster: ClusterFactory, ous: tuple[str, str]) -> Iterator[LocalCluster]:
+    with local_cluster(
         cluster="e2e",
-        pg_dsn=pg_dsn,
-        zk_hosts=zk_hosts + zk_chroot,
-        ldap=samba,
         include_ous=[ous[0]],
         deletion_threshold=100,
     ) as c:

@@ -14,10 +14,10 @@ from typing import Any
 import orjson
 
 from tests.cluster.checks import immutable_id
-from tests.cluster.cluster import LocalCluster, running_cluster
+from tests.cluster.cluster import LocalCluster
 from tests.cluster.directory import AdDirectory
 from tests.cluster.instance import wait_for
-from tests.harness.ldap import LdapEndpoint
+from tests.conftest import ClusterFactory
 
 RULES = """
 [user.flows]
@@ -36,11 +36,7 @@ def _users(c: LocalCluster, guid: str) -> list[dict[str, Any]]:
 
 
 def test_entra_connect_objects_are_left_alone_until_it_lets_go(
-    tmp_path: Path,
-    pg_dsn: str,
-    zk_hosts: str,
-    zk_chroot: str,
-    samba: LdapEndpoint,
+    local_cluster: ClusterFactory,
     samba_ou: str,
     ad: AdDirectory,
 ) -> None:
@@ -48,12 +44,8 @@ def test_entra_connect_objects_are_left_alone_until_it_lets_go(
     inside = ad.ou("in", samba_ou)
     ann = ad.add_user(inside, f"ann{tag}", department="Sales")
     erin = ad.add_user(inside, f"erin{tag}", department="Ops")
-    with running_cluster(
-        tmp_path,
+    with local_cluster(
         cluster="ec",
-        pg_dsn=pg_dsn,
-        zk_hosts=zk_hosts + zk_chroot,
-        ldap=samba,
         include_ous=[inside],
     ) as c:
         # Entra Connect already synchronizes erin: same anchor (its default sourceAnchor).

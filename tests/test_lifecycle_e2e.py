@@ -25,10 +25,11 @@ import orjson
 import pytest
 
 from tests.cluster.checks import immutable_id
-from tests.cluster.cluster import LocalCluster, running_cluster
+from tests.cluster.cluster import LocalCluster
 from tests.cluster.directory import AdDirectory, User
 from tests.cluster.emulator import DOMAIN
 from tests.cluster.instance import Instance, wait_for
+from tests.conftest import ClusterFactory
 from tests.harness.ldap import LdapEndpoint
 
 
@@ -101,16 +102,11 @@ def ous(ad: AdDirectory, samba_ou: str) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def _cluster(
-    tmp_path: Path, pg_dsn: str, zk: str, samba: LdapEndpoint, inside: str, setting: str
-) -> Iterator[LocalCluster]:
-    with running_cluster(
-        tmp_path,
+def _cluster(local_cluster: ClusterFactory, zk: str, inside: str, setting: str) -> Iterator[LocalCluster]:
+    with local_cluster(
         emulator_args=("--deleted-immutable-id", setting),
         cluster="life",
-        pg_dsn=pg_dsn,
         zk_hosts=zk,
-        ldap=samba,
         include_ous=[inside],
     ) as c:
         yield c

@@ -20,10 +20,10 @@ from typing import Any
 import orjson
 
 from tests.cluster.checks import immutable_id
-from tests.cluster.cluster import LocalCluster, run_preflight, running_cluster
+from tests.cluster.cluster import LocalCluster, run_preflight
 from tests.cluster.directory import AdDirectory
 from tests.cluster.instance import wait_for
-from tests.harness.ldap import LdapEndpoint
+from tests.conftest import ClusterFactory
 
 
 def _idsync(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -58,11 +58,7 @@ def _checks(report: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def test_pilot_group_scopes_users_and_they_get_the_rules_initial_password(
-    tmp_path: Path,
-    pg_dsn: str,
-    zk_hosts: str,
-    zk_chroot: str,
-    samba: LdapEndpoint,
+    local_cluster: ClusterFactory,
     samba_ou: str,
     ad: AdDirectory,
 ) -> None:
@@ -82,12 +78,8 @@ member_of = "{pilot}"
 initial = "'Welcome-' + source.employeeid + '!'"
 force_change = true
 """
-    with running_cluster(
-        tmp_path,
+    with local_cluster(
         cluster="pilot",
-        pg_dsn=pg_dsn,
-        zk_hosts=zk_hosts + zk_chroot,
-        ldap=samba,
         include_ous=[inside],
     ) as c:
         node = c.add("a")
@@ -140,11 +132,7 @@ force_change = true
 
 
 def test_preflight_warns_until_a_policy_is_set_then_random_passwords_force_a_change(
-    tmp_path: Path,
-    pg_dsn: str,
-    zk_hosts: str,
-    zk_chroot: str,
-    samba: LdapEndpoint,
+    local_cluster: ClusterFactory,
     samba_ou: str,
     ad: AdDirectory,
 ) -> None:
@@ -152,13 +140,9 @@ def test_preflight_warns_until_a_policy_is_set_then_random_passwords_force_a_cha
     inside = ad.ou("in", samba_ou)
     erin = ad.add_user(inside, f"erin{tag}")
     fred = ad.add_user(inside, f"fred{tag}", domain=FEDERATED)  # signs in at the federation service
-    with running_cluster(
-        tmp_path,
+    with local_cluster(
         emulator_args=("--federated-domain", FEDERATED),
         cluster="signin",
-        pg_dsn=pg_dsn,
-        zk_hosts=zk_hosts + zk_chroot,
-        ldap=samba,
         include_ous=[inside],
     ) as c:
         node = c.add("a")

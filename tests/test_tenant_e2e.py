@@ -18,11 +18,11 @@ from typing import Any
 import orjson
 
 from tests.cluster.checks import immutable_id
-from tests.cluster.cluster import LocalCluster, run_preflight, running_cluster
+from tests.cluster.cluster import LocalCluster, run_preflight
 from tests.cluster.directory import AdDirectory
 from tests.cluster.emulator import INITIAL_DOMAIN
 from tests.cluster.instance import GROUP_ANCHOR, wait_for
-from tests.harness.ldap import LdapEndpoint
+from tests.conftest import ClusterFactory
 
 RULES = """
 [user]
@@ -53,11 +53,7 @@ def _checks(report: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def test_awkward_directory_data_lands_or_is_quarantined_with_its_reason(
-    tmp_path: Path,
-    pg_dsn: str,
-    zk_hosts: str,
-    zk_chroot: str,
-    samba: LdapEndpoint,
+    local_cluster: ClusterFactory,
     samba_ou: str,
     ad: AdDirectory,
 ) -> None:
@@ -72,12 +68,8 @@ def test_awkward_directory_data_lands_or_is_quarantined_with_its_reason(
     group_dn = ad.add_group(inside, team, [ann.dn, bob.dn, carol.dn])
     group_guid = ad.guid(group_dn)
 
-    with running_cluster(
-        tmp_path,
+    with local_cluster(
         cluster="tenant",
-        pg_dsn=pg_dsn,
-        zk_hosts=zk_hosts + zk_chroot,
-        ldap=samba,
         include_ous=[inside],
         register_extension=False,  # a new tenant: the operator has not run preflight --fix yet
         extra={"source.ldap": {"extra_attributes": ["otherTelephone"]}},
@@ -156,11 +148,7 @@ def test_awkward_directory_data_lands_or_is_quarantined_with_its_reason(
 
 
 def test_a_failing_group_import_does_not_hold_users_hostage(
-    tmp_path: Path,
-    pg_dsn: str,
-    zk_hosts: str,
-    zk_chroot: str,
-    samba: LdapEndpoint,
+    local_cluster: ClusterFactory,
     samba_ou: str,
     ad: AdDirectory,
 ) -> None:
@@ -170,12 +158,8 @@ def test_a_failing_group_import_does_not_hold_users_hostage(
     group_guid = ad.guid(ad.add_group(inside, f"Ops {tag}", [dan.dn]))
     # Graph keeps failing the group delta (every attempt 503): the group import cannot finish.
     fault = {"kind": "status", "status": 503, "count": None, "path": "^/groups/delta", "retry_after": 0}
-    with running_cluster(
-        tmp_path,
+    with local_cluster(
         cluster="hostage",
-        pg_dsn=pg_dsn,
-        zk_hosts=zk_hosts + zk_chroot,
-        ldap=samba,
         include_ous=[inside],
         emulator_args=("--fault", orjson.dumps(fault).decode()),
     ) as c:

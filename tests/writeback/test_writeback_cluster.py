@@ -16,9 +16,9 @@ from pathlib import Path
 import psycopg
 
 from tests.cluster.checks import immutable_id
-from tests.cluster.cluster import running_cluster
 from tests.cluster.directory import AdDirectory
 from tests.cluster.instance import wait_for
+from tests.conftest import ClusterFactory
 from tests.harness.ldap import LdapEndpoint
 from tests.writeback.helpers import (
     ad_groups,
@@ -36,10 +36,9 @@ UNIVERSAL_SECURITY = -2147483640
 
 
 def test_cloud_group_lifecycle_and_consistency_guid(
+    local_cluster: ClusterFactory,
     tmp_path: Path,
     pg_dsn: str,
-    zk_hosts: str,
-    zk_chroot: str,
     samba: LdapEndpoint,
     samba_ou: str,
     ad: AdDirectory,
@@ -51,12 +50,8 @@ def test_cloud_group_lifecycle_and_consistency_guid(
     cloud_ou = ad.ou("cloud", inside)
     ann = ad.add_user(inside, f"ann{tag}")
     bob = ad.add_user(inside, f"bob{tag}")
-    with running_cluster(
-        tmp_path,
+    with local_cluster(
         cluster="wb",
-        pg_dsn=pg_dsn,
-        zk_hosts=zk_hosts + zk_chroot,
-        ldap=samba,
         include_ous=[inside],
         extra={"writeback": writeback_config(samba, cloud_ou, tmp_path / "secrets")},
     ) as c:

@@ -12,9 +12,9 @@ from pathlib import Path
 import psycopg
 
 from idsync.cli import main
-from tests.cluster.cluster import running_cluster
 from tests.cluster.directory import AdDirectory
 from tests.cluster.instance import wait_for
+from tests.conftest import ClusterFactory
 from tests.harness.ldap import LdapEndpoint
 from tests.writeback.helpers import ad_groups, cloud_group, graph, user_id, writeback_config
 
@@ -26,10 +26,9 @@ def quarantined(pg_dsn: str, schema: str) -> dict[str, str]:
 
 
 def test_name_collision_is_quarantined_and_the_other_group_flows(
+    local_cluster: ClusterFactory,
     tmp_path: Path,
     pg_dsn: str,
-    zk_hosts: str,
-    zk_chroot: str,
     samba: LdapEndpoint,
     samba_ou: str,
     ad: AdDirectory,
@@ -38,12 +37,8 @@ def test_name_collision_is_quarantined_and_the_other_group_flows(
     inside = ad.ou("in", samba_ou)
     cloud_ou = ad.ou("cloud", samba_ou)
     ann = ad.add_user(inside, f"ann{tag}")
-    with running_cluster(
-        tmp_path,
+    with local_cluster(
         cluster="wberr",
-        pg_dsn=pg_dsn,
-        zk_hosts=zk_hosts + zk_chroot,
-        ldap=samba,
         include_ous=[inside],
         extra={"writeback": writeback_config(samba, cloud_ou, tmp_path / "secrets")},
     ) as c:
@@ -69,10 +64,9 @@ def test_name_collision_is_quarantined_and_the_other_group_flows(
 
 
 def test_writer_without_rights_is_quarantined_and_the_graph_export_flows(
+    local_cluster: ClusterFactory,
     tmp_path: Path,
     pg_dsn: str,
-    zk_hosts: str,
-    zk_chroot: str,
     samba: LdapEndpoint,
     samba_ou: str,
     ad: AdDirectory,
@@ -86,12 +80,8 @@ def test_writer_without_rights_is_quarantined_and_the_graph_export_flows(
     wb = writeback_config(samba, cloud_ou, tmp_path / "secrets")
     (tmp_path / "secrets" / "writeback-password").write_text("Wb-Passw0rd-123!")
     wb["bind_dn"] = weak.dn
-    with running_cluster(
-        tmp_path,
+    with local_cluster(
         cluster="wbacl",
-        pg_dsn=pg_dsn,
-        zk_hosts=zk_hosts + zk_chroot,
-        ldap=samba,
         include_ous=[inside],
         extra={"writeback": wb},
     ) as c:
@@ -114,10 +104,8 @@ def test_writer_without_rights_is_quarantined_and_the_graph_export_flows(
 
 
 def test_ad_deletes_wait_for_the_deletion_guard(
+    local_cluster: ClusterFactory,
     tmp_path: Path,
-    pg_dsn: str,
-    zk_hosts: str,
-    zk_chroot: str,
     samba: LdapEndpoint,
     samba_ou: str,
     ad: AdDirectory,
@@ -125,12 +113,8 @@ def test_ad_deletes_wait_for_the_deletion_guard(
     tag = uuid.uuid4().hex[:4]
     inside = ad.ou("in", samba_ou)
     cloud_ou = ad.ou("cloud", samba_ou)
-    with running_cluster(
-        tmp_path,
+    with local_cluster(
         cluster="wbguard",
-        pg_dsn=pg_dsn,
-        zk_hosts=zk_hosts + zk_chroot,
-        ldap=samba,
         include_ous=[inside],
         deletion_threshold=2,
         extra={"writeback": writeback_config(samba, cloud_ou, tmp_path / "secrets")},

@@ -15,9 +15,10 @@ import psycopg
 import pytest
 
 from idsync.cli import main
-from tests.cluster.cluster import LocalCluster, running_cluster
+from tests.cluster.cluster import LocalCluster
 from tests.cluster.directory import AdDirectory
 from tests.cluster.instance import wait_for
+from tests.conftest import ClusterFactory
 from tests.harness.ldap import LdapEndpoint
 from tests.writeback.helpers import (
     ad_groups,
@@ -33,10 +34,8 @@ SESSION = 2.0
 
 @pytest.fixture
 def world(
+    local_cluster: ClusterFactory,
     tmp_path: Path,
-    pg_dsn: str,
-    zk_hosts: str,
-    zk_chroot: str,
     samba: LdapEndpoint,
     samba_ou: str,
     ad: AdDirectory,
@@ -44,12 +43,8 @@ def world(
     """A cluster with writeback on: (cluster, users OU, groups OU)."""
     inside = ad.ou("in", samba_ou)
     cloud_ou = ad.ou("cloud", samba_ou)
-    with running_cluster(
-        tmp_path,
+    with local_cluster(
         cluster="wbha",
-        pg_dsn=pg_dsn,
-        zk_hosts=zk_hosts + zk_chroot,
-        ldap=samba,
         include_ous=[inside],
         session_timeout=SESSION,
         extra={"writeback": writeback_config(samba, cloud_ou, tmp_path / "secrets")},
