@@ -223,12 +223,18 @@ class Emulator:
             "replication_seed",
             "batch_random_order",
             "unregistered_extension_query",
+            "bind_existing_member",
+            "unreplicated_member",
         }
         bad = set(settings) - allowed
         if bad:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(bad))}")
         if settings.get("unregistered_extension_query", "error") not in ("error", "ignore"):
             raise ValueError("unregistered_extension_query is 'error' or 'ignore'")
+        if settings.get("bind_existing_member", "error") not in ("error", "ignore"):
+            raise ValueError("bind_existing_member is 'error' or 'ignore'")
+        if settings.get("unreplicated_member", "bad_request") not in ("bad_request", "not_found"):
+            raise ValueError("unreplicated_member is 'bad_request' or 'not_found'")
         for k, v in settings.items():
             setattr(self.cfg, k, v)
         self._apply_lag()
