@@ -22,6 +22,7 @@ from tests.target.conftest import (
     group_payload,
     link,
     queue,
+    user_payload,
 )
 
 
@@ -186,3 +187,29 @@ async def test_a_create_whose_members_are_refused_goes_again_without_them(
         "src-x": "retry",
     }
     assert all(a == 0 for a, *_ in _rows(store).values())
+
+
+async def test_a_short_bind_waits_for_members_whose_creates_are_on_their_way(
+    em: Emulator, target: GraphTarget, store: Store, lease: TestFence
+) -> None:
+    g, users = _team(em, store, 23)
+    for k in (23, 24):  # created a moment ago, not yet shown by the target import (no link)
+        queue(store, "user", f"src-{k}", "create", user_payload(k))
+        queue(store, "group", "src-g", "member_add", member_anchor=f"src-{k}")
+    with store.transaction() as conn:
+        conn.execute("UPDATE pending_export SET exported_at = now() WHERE kind = 'create'")
+    mark = em.log.seq
+    report = await target.exporter(store, lease).export()
+    assert report.count("ok") == 20 and len(report.results) == 20  # the other 3 were given back
+    assert len(_writes(em, mark)) == 1
+    assert _rows(store)["src-20"][:3] == (0, False, False)
+    late = [add_user(em, f"m{k}", immutable=f"imm-{k}") for k in (23, 24)]
+    with store.transaction() as conn:  # the import shows them: linked, creates confirmed
+        conn.execute("DELETE FROM pending_export WHERE kind = 'create'")
+    for k, u in zip((23, 24), late, strict=True):
+        link(store, "user", f"src-{k}", u.id)
+    _ready_again(store)
+    mark = em.log.seq
+    report = await target.exporter(store, lease).export()
+    assert report.count("ok") == 5 and len(_writes(em, mark)) == 1
+    assert set(g.members) == {u.id for u in users + late}

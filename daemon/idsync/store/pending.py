@@ -160,8 +160,10 @@ def claim_member_adds(
 
     `extra`: group anchor -> how many more adds of that (linked) group; `creating`: group anchor ->
     how many adds to bind into the group's create (the group has no link yet; the member must
-    have one). Same readiness and claim rules as `claim`, in id order per group, at most `limit`
-    in all. Call it in the claim's transaction, after `claim` (which checked the epoch).
+    have one). Same readiness and claim rules as `claim` — except that a row given back by
+    `hold_member_adds` (a delay without an error) is taken at once: its group's bind is being
+    filled now — in id order per group, at most `limit` in all. Call it in the claim's
+    transaction, after `claim` (which checked the epoch).
     """
     want = [(a, n, False) for a, n in extra.items() if n > 0] + [
         (a, n, True) for a, n in creating.items() if n > 0
@@ -185,7 +187,7 @@ def claim_member_adds(
         "   LEFT JOIN sync_link lg ON lg.anchor = p.anchor"
         "   WHERE p.anchor = w.anchor AND p.object_type = 'group' AND p.kind = 'member_add'"
         "    AND p.exported_at IS NULL AND p.quarantined_at IS NULL"
-        "    AND (p.not_before IS NULL OR p.not_before <= now())"
+        "    AND (p.not_before IS NULL OR p.not_before <= now() OR p.last_error IS NULL)"
         "    AND (p.claimed_epoch IS DISTINCT FROM %(epoch)s OR p.claimed_at < now() - %(timeout)s)"
         "    AND (lg.target_id IS NULL) = w.creating"
         "   ORDER BY p.id LIMIT %(most)s FOR UPDATE OF p SKIP LOCKED) c)"
@@ -206,6 +208,38 @@ def claim_member_adds(
         return []
     got = conn.execute(_SELECT + f" WHERE p.id = ANY(%s) ORDER BY {_ORDER}", (ids,)).fetchall()
     return [_op(r) for r in got]
+
+
+def hold_member_adds(
+    conn: psycopg.Connection,
+    tails: Mapping[str, Sequence[int]],
+    *,
+    window: timedelta,
+    delay: timedelta,
+) -> set[int]:
+    """Give back claimed member adds (`tails`: group anchor -> op ids of a bind of fewer than 20)
+    when more members of the group are about to be ready: a member add waits on a member whose
+    create was exported within `window` and is not confirmed yet. They come back after `delay`,
+    with the others; no attempt, no journal entry. Returns the ids given back."""
+    if not tails:
+        return set()
+    rows = conn.execute(
+        "SELECT DISTINCT p.anchor FROM pending_export p"
+        " JOIN pending_export c ON c.anchor = p.member_anchor AND c.kind = 'create'"
+        " LEFT JOIN sync_link lm ON lm.anchor = p.member_anchor"
+        " WHERE p.anchor = ANY(%s) AND p.kind = 'member_add' AND p.quarantined_at IS NULL"
+        "  AND lm.anchor IS NULL AND c.quarantined_at IS NULL AND c.exported_at > now() - %s",
+        (list(tails), window),
+    ).fetchall()
+    ids = [i for r in rows for i in tails[r[0]]]
+    if not ids:
+        return set()
+    conn.execute(
+        "UPDATE pending_export SET claimed_epoch = NULL, claimed_by = NULL, claimed_at = NULL,"
+        " not_before = now() + %s WHERE id = ANY(%s)",
+        (delay, ids),
+    )
+    return set(ids)
 
 
 Outcome = Literal["ok", "adopted", "retry", "error"]

@@ -154,6 +154,10 @@ class Exporter:
 
     max_attempts = 6  # per operation and run, for transient failures
     member_wait = timedelta(minutes=15)  # how long a linked member Graph does not show may wait
+    # a bind of fewer than 20 waits (for `bind_hold_delay`, again and again) while members of its
+    # group wait on creates exported less than `bind_hold` ago: one write instead of several
+    bind_hold = timedelta(seconds=30)
+    bind_hold_delay = timedelta(seconds=3)
 
     def __init__(self, client: GraphClient, store: Store, fence: Fence, schema: TargetSchema) -> None:
         self.client = client
@@ -179,15 +183,21 @@ class Exporter:
         t0 = time.monotonic()
         state = {"claimed": 0, "stop": False}
 
+        claiming = asyncio.Lock()
+
         async def worker() -> None:
             while not state["stop"]:
                 n = self.batch_size if limit is None else min(self.batch_size, limit - int(state["claimed"]))
                 if n <= 0:
                     return
                 try:
-                    self.fence.ensure()
-                    room = None if limit is None else limit - int(state["claimed"])
-                    ops = await asyncio.to_thread(self._claim, n, held, room)
+                    # one claim at a time: a group's member adds go to one batch, not to several
+                    async with claiming:
+                        if state["stop"]:
+                            return
+                        self.fence.ensure()
+                        room = None if limit is None else limit - int(state["claimed"])
+                        ops = await asyncio.to_thread(self._claim, n, held, room)
                 except Fenced as e:
                     state["stop"] = True
                     report.fenced = report.fenced or e.reason
@@ -196,13 +206,13 @@ class Exporter:
                     return
                 state["claimed"] = int(state["claimed"]) + len(ops)
                 results, fenced = await self._run(ops, report)
-                results = await asyncio.to_thread(self._record, results)
-                report.results.extend(results)
-                if fenced is not None:
+                if fenced is not None:  # before recording: the others claim nothing more
                     state["stop"] = True
                     report.fenced = report.fenced or fenced.reason
                 if report.error is not None:
                     state["stop"] = True  # Graph unreachable or refusing us: no point going on
+                results = await asyncio.to_thread(self._record, results)
+                report.results.extend(results)
 
         await asyncio.gather(*(worker() for _ in range(self.concurrency)))
         report.seconds = time.monotonic() - t0
@@ -224,6 +234,13 @@ class Exporter:
                 ops += pending.claim_member_adds(
                     conn, epoch=epoch, node=self.fence.node, extra=extra, creating=creating, limit=more
                 )
+            tails = members.partial_tails(ops)
+            if tails:
+                hold, delay = self.bind_hold, self.bind_hold_delay
+                back = pending.hold_member_adds(conn, tails, window=hold, delay=delay)
+                ops = [o for o in ops if o.id not in back]
+                if back:
+                    log.info("export.bind_held", members=len(back), groups=len(tails))
             return ops
 
     def _record(self, results: list[OpResult]) -> list[OpResult]:
