@@ -227,21 +227,41 @@ class Exporter:
                 ops = pending.claim(conn, epoch=epoch, node=self.fence.node, limit=n, held=held)
             except StaleEpoch as e:
                 raise Fenced(epoch, str(e)) from None
-            # member adds of the claimed groups come along, to fill their binds (members.py)
+            return self._fill_binds(conn, ops, held, room)
+
+    def _fill_binds(
+        self, conn: Any, ops: list[PendingExport], held: bool, room: int | None
+    ) -> list[PendingExport]:
+        """Member adds of the claimed groups come along to fill their binds and, while the batch
+        has free sub-requests, the next ready operations with theirs (members.py); a short bind
+        whose group's other members are about to be linked is given back for a moment."""
+        epoch, node = self.fence.epoch, self.fence.node
+        rounds = 0
+        while True:
             extra, creating = members.wanted(ops, self.batch_size)
             more = None if room is None else room - len(ops)
             if (extra or creating) and (more is None or more > 0):
                 ops += pending.claim_member_adds(
-                    conn, epoch=epoch, node=self.fence.node, extra=extra, creating=creating, limit=more
+                    conn, epoch=epoch, node=node, extra=extra, creating=creating, limit=more
                 )
-            tails = members.partial_tails(ops)
-            if tails:
-                hold, delay = self.bind_hold, self.bind_hold_delay
-                back = pending.hold_member_adds(conn, tails, window=hold, delay=delay)
-                ops = [o for o in ops if o.id not in back]
-                if back:
-                    log.info("export.bind_held", members=len(back), groups=len(tails))
-            return ops
+            free = self.batch_size - members.slots(ops)
+            more = None if room is None else room - len(ops)
+            full = free <= 0 or (more is not None and more <= 0)
+            if full or rounds >= 4 or not any(o.kind == "member_add" for o in ops):
+                break
+            nxt = pending.claim(conn, epoch=epoch, node=node, limit=min(free, more or free), held=held)
+            if not nxt:
+                break
+            ops += nxt  # the next ready operations; their groups' member adds join them next round
+            rounds += 1
+        tails = members.partial_tails(ops)
+        if tails:
+            hold, delay = self.bind_hold, self.bind_hold_delay
+            back = pending.hold_member_adds(conn, tails, window=hold, delay=delay)
+            ops = [o for o in ops if o.id not in back]
+            if back:
+                log.info("export.bind_held", members=len(back), groups=len(tails))
+        return ops
 
     def _record(self, results: list[OpResult]) -> list[OpResult]:
         out = []

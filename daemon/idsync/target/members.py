@@ -111,6 +111,14 @@ def settled(unit: Any, results: dict[int, OpResult]) -> bool:
 # --- claims: member adds of the same group come together -----------------------------------------
 
 
+def slots(ops: Sequence[PendingExport]) -> int:
+    """Sub-requests a claim needs: one per operation, one per 20 member adds of a linked group
+    (member adds bound into a group's create need none of their own)."""
+    adds = Counter(o.anchor for o in ops if o.kind == "member_add" and o.target_id)
+    binds = sum(math.ceil(k / MAX_BINDS) for k in adds.values())
+    return sum(1 for o in ops if o.kind != "member_add") + binds
+
+
 def wanted(ops: Sequence[PendingExport], slots: int) -> tuple[dict[str, int], dict[str, int]]:
     """How many more ready member adds to claim per group so the batch's `slots` sub-requests
     carry full binds: (existing group anchor -> extra adds, created group anchor -> adds to bind
@@ -130,6 +138,15 @@ def wanted(ops: Sequence[PendingExport], slots: int) -> tuple[dict[str, int], di
             free -= 1
     extra = {a: share[a] * MAX_BINDS - adds[a] for a in share if share[a] * MAX_BINDS > adds[a]}
     return extra, creating
+
+
+def partial_tails(ops: Sequence[PendingExport]) -> dict[str, list[int]]:
+    """Per group, the op ids of its last bind when that one would carry fewer than 20 members."""
+    by_group: dict[str, list[int]] = {}
+    for o in ops:
+        if o.kind == "member_add" and o.target_id and o.member_target_id:
+            by_group.setdefault(o.anchor, []).append(o.id)
+    return {a: ids[-(len(ids) % MAX_BINDS) :] for a, ids in by_group.items() if len(ids) % MAX_BINDS}
 
 
 def attach(ops: Sequence[PendingExport]) -> dict[int, list[PendingExport]]:
