@@ -1,7 +1,8 @@
 """Export: pending operations executed against Graph in `$batch` requests, idempotently.
 
-Each batch of up to 20 operations is claimed in a PostgreSQL transaction that checks the fence
-row (epoch and lease), then:
+Each batch of up to 20 sub-requests is claimed in a PostgreSQL transaction that checks the fence
+row (epoch and lease); member adds of one group fold into binds of up to 20 members per
+sub-request (`target/members.py`). Then:
 
 1. creates look their anchor up first (a retried POST, or an earlier leader, may have created
    the object already: it is adopted); deletes read the object and refuse (`NotOwned`) unless
