@@ -88,6 +88,11 @@ EXPORTED = Counter(
     ["op", "result"],
     registry=REGISTRY,
 )
+USERS_RESTORED = Counter(
+    "idsync_users_restored_total",
+    "User creates done by restoring the deleted user carrying the anchor from Graph's recycle bin",
+    registry=REGISTRY,
+)
 GRAPH_THROTTLED = Counter(
     "idsync_graph_throttled_total", "Graph requests or batch items answered 429", registry=REGISTRY
 )

@@ -24,6 +24,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--client-secret-file", metavar="FILE", help="file holding that app's secret")
     parser.add_argument("--domain", action="append", metavar="DOMAIN", help="verified domain (repeatable)")
     parser.add_argument(
+        "--federated-domain",
+        action="append",
+        metavar="DOMAIN",
+        help="verified domain whose authenticationType is Federated (repeatable; also a --domain)",
+    )
+    parser.add_argument(
         "--preregister-extension",
         action="append",
         metavar="NAME",
@@ -64,6 +70,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--unreplicated-member",
         choices=("bad_request", "not_found"),
         help="a reference to an object not replicated yet: 400 (default, as documented) or 404",
+    )
+    parser.add_argument(
+        "--deleted-immutable-id",
+        choices=("free", "reserved"),
+        help="does a soft-deleted user keep its onPremisesImmutableId taken until restored or purged? "
+        "free (default): a new user may take it; reserved: creating one with it conflicts "
+        "(Microsoft does not document either)",
     )
     parser.add_argument(
         "--batch-order",
@@ -119,6 +132,9 @@ def run(args: argparse.Namespace) -> int:
             return 2
     if args.domain:
         cfg.domains = args.domain
+    if args.federated_domain:
+        cfg.federated_domains = args.federated_domain
+        cfg.domains = [*cfg.domains, *(d for d in args.federated_domain if d not in cfg.domains)]
     if args.preregister_extension:
         cfg.preregister_extensions = args.preregister_extension
     if args.client_roles is not None:
@@ -153,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
         cfg.bind_existing_member = args.bind_existing_member
     if args.unreplicated_member:
         cfg.unreplicated_member = args.unreplicated_member
+    if args.deleted_immutable_id:
+        cfg.deleted_immutable_id = args.deleted_immutable_id
     if args.batch_order:
         cfg.batch_random_order = args.batch_order == "random"
     for name in (

@@ -10,6 +10,8 @@ DEFAULT_CLIENT_ID = "00000000-0000-4000-8000-0000000000a1"
 DEFAULT_CLIENT_SECRET = "idsync-emulator-secret"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 GRAPH_RESOURCE = "https://graph.microsoft.com"
+# the choices of EmulatorConfig.deleted_immutable_id
+DELETED_IMMUTABLE_ID = ("free", "reserved")
 
 # The application permissions idsync needs (docs/graph-emulator.md lists why each one):
 # users and groups, member links, registering its own directory extension (OwnedBy: only on
@@ -62,6 +64,9 @@ class EmulatorConfig:
     extra_clients: list[ClientSpec] = field(default_factory=list)
     anonymous: bool = False
     domains: list[str] = field(default_factory=lambda: ["example.com"])
+    # Verified domains whose authenticationType is "Federated" (sign-in at the tenant's identity
+    # provider, resources/domain.md); the others are "Managed".
+    federated_domains: list[str] = field(default_factory=list)
     preregister_extensions: list[str] = field(default_factory=list)
     token_lifetime: float = 3599.0
     write_budget: int = 3000
@@ -91,6 +96,11 @@ class EmulatorConfig:
     # "... objects being referenced don't exist" of group-post-members.md's note on replication
     # delays) or "not_found" (404 "Resource '<id>' does not exist ...", as for an unknown id)
     unreplicated_member: str = "bad_request"
+    # Does a soft-deleted user keep its onPremisesImmutableId taken, so that creating another user
+    # with it conflicts until the deleted one is restored or purged? Microsoft's pages do not say
+    # (user-delete.md, directory-deleteditems-restore.md): "free" (default) lets the create
+    # through, and restoring the deleted one then conflicts; "reserved" refuses the create.
+    deleted_immutable_id: str = "free"
     request_log_size: int = 200_000
 
     @property

@@ -15,7 +15,7 @@ from typing import Any
 from idsync.emulator import batch
 from idsync.emulator.auth import Auth
 from idsync.emulator.call import Call, Reply, error_reply
-from idsync.emulator.config import ClientSpec, EmulatorConfig
+from idsync.emulator.config import DELETED_IMMUTABLE_ID, ClientSpec, EmulatorConfig
 from idsync.emulator.errors import STATUS_MESSAGES, GraphError, too_many_requests
 from idsync.emulator.faults import STATUS_CODES, Fault, Faults
 from idsync.emulator.model import GROUP_READONLY, USER_READONLY
@@ -175,6 +175,7 @@ class Emulator:
     def _apply_lag(self) -> None:
         self.store.lag_min, self.store.lag_max = self.cfg.lag_bounds()
         self.store.lag_rng.seed(self.cfg.replication_seed)
+        self.store.hold_deleted_immutable_ids(self.cfg.deleted_immutable_id == "reserved")
 
     def grant_role(self, role: str, principal: str) -> None:
         """Give directory role `role` (a name, e.g. "User Administrator") to a user id or a
@@ -215,6 +216,7 @@ class Emulator:
             "token_lifetime",
             "delta_token_lifetime",
             "domains",
+            "federated_domains",
             "preregister_extensions",
             "client_roles",
             "replication_delay",
@@ -225,6 +227,7 @@ class Emulator:
             "unregistered_extension_query",
             "bind_existing_member",
             "unreplicated_member",
+            "deleted_immutable_id",
         }
         bad = set(settings) - allowed
         if bad:
@@ -235,6 +238,8 @@ class Emulator:
             raise ValueError("bind_existing_member is 'error' or 'ignore'")
         if settings.get("unreplicated_member", "bad_request") not in ("bad_request", "not_found"):
             raise ValueError("unreplicated_member is 'bad_request' or 'not_found'")
+        if settings.get("deleted_immutable_id", "free") not in DELETED_IMMUTABLE_ID:
+            raise ValueError("deleted_immutable_id is 'free' or 'reserved'")
         for k, v in settings.items():
             setattr(self.cfg, k, v)
         self._apply_lag()
