@@ -96,6 +96,16 @@ USERS_RESTORED = Counter(
 GRAPH_THROTTLED = Counter(
     "idsync_graph_throttled_total", "Graph requests or batch items answered 429", registry=REGISTRY
 )
+GRAPH_WRITE_RATE = Gauge(
+    "idsync_graph_write_rate",
+    "The write pacing rate the exporter currently allows itself, in writes per second",
+    registry=REGISTRY,
+)
+GRAPH_THROTTLE_LIMIT = Gauge(
+    "idsync_graph_throttle_limit_ratio",
+    "The last x-ms-throttle-limit-percentage Graph sent on a write (0.8-1.8; 0 when under 0.8)",
+    registry=REGISTRY,
+)
 GRAPH_RETRIES = Counter(
     "idsync_graph_retries_total",
     "Graph requests retried, by reason (throttled, server, connection)",

@@ -88,6 +88,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--read-budget", type=int, metavar="RU", help="resource units per window (0 = off)")
     parser.add_argument("--read-window", type=float, metavar="S", help="resource-unit window in seconds")
     parser.add_argument("--no-throttle", action="store_true", help="turn both budgets off")
+    parser.add_argument(
+        "--no-throttle-warning",
+        action="store_true",
+        help="never send x-ms-throttle-limit-percentage (Graph sends it above 0.8 of the limit)",
+    )
     parser.add_argument("--token-lifetime", type=float, metavar="S", help="access token lifetime")
     parser.add_argument(
         "--replication-delay",
@@ -186,6 +191,8 @@ def run(args: argparse.Namespace) -> int:
             setattr(cfg, name, getattr(args, name))
     if args.no_throttle:
         cfg.write_budget = cfg.read_budget = 0
+    if args.no_throttle_warning:
+        cfg.throttle_warning = False
     host, _, port = args.listen.rpartition(":")
     host = host.strip("[]")
     if not host or not port.isdigit():

@@ -76,9 +76,11 @@ class Emulator:
                     log.exception("emulator.handler_failed", extra={"method": call.method, "path": call.path})
                     reply = error_reply(GraphError(500, "generalException", f"Emulator error: {e!r}"), call)
                     note = "emulator error"
+                # both on normal responses only (concepts/throttling-limits.md, "Regular responses")
                 reply.headers["x-ms-resource-unit"] = str(verdict.ru)
-                if verdict.used > 0.8:
-                    reply.headers["x-ms-throttle-limit-percentage"] = f"{verdict.used:.1f}"
+                warning = self.throttle.warning(verdict.used)
+                if warning is not None:
+                    reply.headers["x-ms-throttle-limit-percentage"] = warning
         if fault is not None and fault.kind == "drop":
             self.record(call, reply.status, rid, item, batch_id, "response dropped after processing")
             raise DropConnection(applied=True)
@@ -210,6 +212,9 @@ class Emulator:
             "write_window",
             "read_budget",
             "read_window",
+            "throttle_warning",
+            "throttle_warning_at",
+            "throttle_warning_decimals",
             "shuffle_batch_responses",
             "delta_page_size",
             "delta_link_limit",

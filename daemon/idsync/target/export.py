@@ -674,7 +674,7 @@ class Exporter:
                 code, message = resp.error()
                 if resp.status == 429:
                     report.throttled += 1
-                    self.budget.throttled(resp.retry_after())
+                    self.budget.throttled(resp.retry_after(), resp.headers.get("x-ms-throttle-scope"))
                 if resp.status == 429 or resp.status >= 500:
                     for i in ready:
                         self._transient(
@@ -701,6 +701,7 @@ class Exporter:
                     nxt += members.settle(self, i, sub, results, report)
                     continue
                 i.last_status = sub.status
+                self.budget.observe(sub.headers)
                 self._classify(i, sub, results, report)
                 nxt.append(i)
             todo = self._give_up([i for i in nxt if not members.settled(i, results)], results)
@@ -749,7 +750,7 @@ class Exporter:
         if st == 429:
             report.throttled += 1
             ra = sub.retry_after()
-            self.budget.throttled(ra)
+            self.budget.throttled(ra, sub.headers.get("x-ms-throttle-scope"))
             self._transient(item, f"429 {code}: {message}", st, ra if ra is not None else 1.0)
             return
         if st in RETRY_STATUSES:
