@@ -72,6 +72,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="a reference to an object not replicated yet: 400 (default, as documented) or 404",
     )
     parser.add_argument(
+        "--manager-removed-delta",
+        choices=("removed", "empty"),
+        help="a removed manager in users/delta: an entry marked @removed (default) or an empty list",
+    )
+    parser.add_argument(
         "--deleted-immutable-id",
         choices=("free", "reserved"),
         help="does a soft-deleted user keep its onPremisesImmutableId taken until restored or purged? "
@@ -174,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
         cfg.bind_existing_member = args.bind_existing_member
     if args.unreplicated_member:
         cfg.unreplicated_member = args.unreplicated_member
+    if args.manager_removed_delta:
+        cfg.manager_removed_delta = args.manager_removed_delta
     if args.deleted_immutable_id:
         cfg.deleted_immutable_id = args.deleted_immutable_id
     if args.batch_order:

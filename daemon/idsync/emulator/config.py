@@ -104,6 +104,10 @@ class EmulatorConfig:
     # "... objects being referenced don't exist" of group-post-members.md's note on replication
     # delays) or "not_found" (404 "Resource '<id>' does not exist ...", as for an unknown id)
     unreplicated_member: str = "bad_request"
+    # how users/delta shows a manager taken away: "removed" (a `manager@delta` entry for the old
+    # manager marked `@removed`, as members@delta does) or "empty" (`manager@delta: []`); Microsoft
+    # documents neither (concepts/delta-query-overview.md only says relationships are annotations)
+    manager_removed_delta: str = "removed"
     # Does a soft-deleted user keep its onPremisesImmutableId taken, so that creating another user
     # with it conflicts until the deleted one is restored or purged? Microsoft's pages do not say
     # (user-delete.md, directory-deleteditems-restore.md): "free" (default) lets the create

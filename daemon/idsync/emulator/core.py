@@ -232,6 +232,7 @@ class Emulator:
             "unregistered_extension_query",
             "bind_existing_member",
             "unreplicated_member",
+            "manager_removed_delta",
             "deleted_immutable_id",
         }
         bad = set(settings) - allowed
@@ -243,6 +244,8 @@ class Emulator:
             raise ValueError("bind_existing_member is 'error' or 'ignore'")
         if settings.get("unreplicated_member", "bad_request") not in ("bad_request", "not_found"):
             raise ValueError("unreplicated_member is 'bad_request' or 'not_found'")
+        if settings.get("manager_removed_delta", "removed") not in ("removed", "empty"):
+            raise ValueError("manager_removed_delta is 'removed' or 'empty'")
         if settings.get("deleted_immutable_id", "free") not in DELETED_IMMUTABLE_ID:
             raise ValueError("deleted_immutable_id is 'free' or 'reserved'")
         for k, v in settings.items():
@@ -319,6 +322,8 @@ class Emulator:
             d = {k: v for k, v in o.props.items() if k != "passwordProfile"}
             if o.kind == "group":
                 d["members"] = list(o.members)
+            elif o.manager:
+                d["manager"] = o.manager
             return d
 
         live = sorted((o for o in st.objects.values() if o.deleted_at is None), key=lambda o: o.created_seq)
