@@ -156,3 +156,32 @@ async def test_group_mail_nickname_follows_graphs_character_rules(graph: Graph) 
         r = await graph.call("POST", "/groups", {**base, "mailNickname": nick})
         assert r.status == 400 and "mailNickname" in r.body["error"]["message"], nick
     assert (await graph.call("POST", "/groups", {**base, "mailNickname": "x" * 64})).status == 201
+
+
+async def test_bind_naming_a_member_already_there_both_ways(graph: Graph) -> None:
+    ids = graph.em.seed_users(3)
+    binds = [f"https://graph.microsoft.com/v1.0/directoryObjects/{i}" for i in ids]
+    g = await graph.create_group("both", **{"members@odata.bind": binds[:1]})
+    # documented: 400, and nothing of the set is added
+    r = await graph.call("PATCH", f"/groups/{g['id']}", {"members@odata.bind": binds})
+    assert r.status == 400 and r.body["error"]["message"] == ALREADY
+    assert len((await graph.call("GET", f"/groups/{g['id']}/members")).body["value"]) == 1
+    graph.em.configure(bind_existing_member="ignore")  # the undocumented alternative
+    r = await graph.call("PATCH", f"/groups/{g['id']}", {"members@odata.bind": binds})
+    assert r.status == 204
+    members = (await graph.call("GET", f"/groups/{g['id']}/members")).body["value"]
+    assert sorted(m["id"] for m in members) == sorted(ids)
+
+
+async def test_a_member_not_replicated_yet_is_400_or_404_as_configured(graph: Graph) -> None:
+    g = await graph.create_group("lagged")
+    graph.em.configure(replication_delay=60.0)
+    u = await graph.create_user("fresh")
+    bind = {"members@odata.bind": [f"https://graph.microsoft.com/v1.0/directoryObjects/{u['id']}"]}
+    r = await graph.call("PATCH", f"/groups/{g['id']}", bind)
+    assert r.status == 400 and "objects being referenced don't exist" in r.body["error"]["message"]
+    graph.em.configure(unreplicated_member="not_found")
+    r = await graph.call("PATCH", f"/groups/{g['id']}", bind)
+    assert r.status == 404 and u["id"] in r.body["error"]["message"]
+    graph.em.store.clock.advance(61.0)
+    assert (await graph.call("PATCH", f"/groups/{g['id']}", bind)).status == 204

@@ -332,6 +332,14 @@ async def test_requests_are_attributable(
     assert journaled == {e.client_request_id for e in writes}
 
 
+def _attempts(store: Store) -> list[tuple[str, int, bool]]:
+    with store.connection() as conn:
+        rows = conn.execute(
+            "SELECT member_anchor, attempts, quarantined_at IS NOT NULL FROM pending_export ORDER BY id"
+        ).fetchall()
+    return [(r[0], int(r[1]), bool(r[2])) for r in rows]
+
+
 @pytest.mark.parametrize("kind", ["update", "member_add"])
 async def test_rejections_name_the_object_and_graphs_reason(
     em: Emulator, target: GraphTarget, store: Store, lease: TestFence, kind: str
@@ -345,6 +353,14 @@ async def test_rejections_name_the_object_and_graphs_reason(
     else:
         link(store, "user", "src-x", "00000000-0000-0000-0000-00000000dead")
         queue(store, "group", "src-g", "member_add", member_anchor="src-x")
+        # linked just now, a member Graph does not show waits for replication (not counted) ...
+        (res,) = (await target.exporter(store, lease).export()).results
+        assert res.outcome == "retry" and res.wait and res.status == 404
+        assert [(p[1], p[2]) for p in _attempts(store)] == [(0, False)]
+        # ... linked long ago, it is not lagging: refused like any other rejection
+        with store.transaction() as conn:
+            conn.execute("UPDATE sync_link SET linked_at = now() - interval '1 hour'")
+            conn.execute("UPDATE pending_export SET not_before = NULL")
     report = await target.exporter(store, lease).export()
     (res,) = report.results
     assert res.outcome == "error" and res.error is not None and res.status in (400, 404)

@@ -62,6 +62,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="an unregistered extension in $select/$filter: 400 (default) or left out / matching nothing",
     )
     parser.add_argument(
+        "--bind-existing-member",
+        choices=("error", "ignore"),
+        help="members@odata.bind naming a member already there: 400, nothing added (default), or skip it",
+    )
+    parser.add_argument(
+        "--unreplicated-member",
+        choices=("bad_request", "not_found"),
+        help="a reference to an object not replicated yet: 400 (default, as documented) or 404",
+    )
+    parser.add_argument(
         "--manager-removed-delta",
         choices=("removed", "empty"),
         help="a removed manager in users/delta: an entry marked @removed (default) or an empty list",
@@ -165,6 +175,10 @@ def run(args: argparse.Namespace) -> int:
         cfg.replication_seed = args.replication_seed
     if args.unregistered_extension_query:
         cfg.unregistered_extension_query = args.unregistered_extension_query
+    if args.bind_existing_member:
+        cfg.bind_existing_member = args.bind_existing_member
+    if args.unreplicated_member:
+        cfg.unreplicated_member = args.unreplicated_member
     if args.manager_removed_delta:
         cfg.manager_removed_delta = args.manager_removed_delta
     if args.deleted_immutable_id:

@@ -94,6 +94,16 @@ class EmulatorConfig:
     # an unregistered extension in $select/$filter: "error" (400) or "ignore" (left out / matches
     # nothing); Microsoft documents neither
     unregistered_extension_query: str = "error"
+    # `members@odata.bind` naming an object already a member: "error" (400 "One or more added
+    # object references already exist ...", nothing added: group-post-members.md says 400 for a
+    # member already there and, for binds, "if an error condition exists in the request body, no
+    # members are added") or "ignore" (the others are added, 204); Microsoft documents no
+    # bind-specific answer, so idsync is tested both ways
+    bind_existing_member: str = "error"
+    # a member reference to an object created but not replicated yet: "bad_request" (the 400
+    # "... objects being referenced don't exist" of group-post-members.md's note on replication
+    # delays) or "not_found" (404 "Resource '<id>' does not exist ...", as for an unknown id)
+    unreplicated_member: str = "bad_request"
     # how users/delta shows a manager taken away: "removed" (a `manager@delta` entry for the old
     # manager marked `@removed`, as members@delta does) or "empty" (`manager@delta: []`); Microsoft
     # documents neither (concepts/delta-query-overview.md only says relationships are annotations)

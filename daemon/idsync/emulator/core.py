@@ -230,6 +230,8 @@ class Emulator:
             "replication_seed",
             "batch_random_order",
             "unregistered_extension_query",
+            "bind_existing_member",
+            "unreplicated_member",
             "manager_removed_delta",
             "deleted_immutable_id",
         }
@@ -238,6 +240,10 @@ class Emulator:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(bad))}")
         if settings.get("unregistered_extension_query", "error") not in ("error", "ignore"):
             raise ValueError("unregistered_extension_query is 'error' or 'ignore'")
+        if settings.get("bind_existing_member", "error") not in ("error", "ignore"):
+            raise ValueError("bind_existing_member is 'error' or 'ignore'")
+        if settings.get("unreplicated_member", "bad_request") not in ("bad_request", "not_found"):
+            raise ValueError("unreplicated_member is 'bad_request' or 'not_found'")
         if settings.get("manager_removed_delta", "removed") not in ("removed", "empty"):
             raise ValueError("manager_removed_delta is 'removed' or 'empty'")
         if settings.get("deleted_immutable_id", "free") not in DELETED_IMMUTABLE_ID:

@@ -80,14 +80,17 @@ def _resolve_binds(em: Emulator, binds: dict[str, Any], group: DirObject | None)
             mid = ref_id(u, rel)
             obj = em.store.live(None, mid)
             if obj is None:
-                if em.store.replicating(mid):
-                    raise bad_request(NOT_REPLICATED)
-                raise not_found(mid)
+                raise _missing(em, mid)
             if rel == "owners" and obj.kind != "user":
                 raise bad_request("Invalid object type for owners: only users can own a security group.")
             if rel == "members":
-                if mid in seen or (group is not None and mid in group.members):
+                if mid in seen:
                     raise bad_request(ALREADY_MEMBER)
+                if group is not None and mid in group.members:
+                    if em.cfg.bind_existing_member == "error":
+                        raise bad_request(ALREADY_MEMBER)
+                    seen.add(mid)
+                    continue  # "ignore": the member already there stays, the others are added
                 if group is not None and mid == group.id:
                     raise bad_request("A group cannot be a member of itself.")
                 seen.add(mid)
@@ -98,6 +101,13 @@ def _resolve_binds(em: Emulator, binds: dict[str, Any], group: DirObject | None)
             "added in one request."
         )
     return members
+
+
+def _missing(em: Emulator, mid: str) -> GraphError:
+    """A referenced object the directory does not show: unknown, or created but not replicated."""
+    if em.store.replicating(mid) and em.cfg.unreplicated_member == "bad_request":
+        return bad_request(NOT_REPLICATED)
+    return not_found(mid)
 
 
 def _check_values(props: dict[str, Any]) -> None:
@@ -253,9 +263,7 @@ def add_member_ref(em: Emulator, call: Call, ident: str) -> Reply:
     mid = ref_id(body.get("@odata.id"))
     m = em.store.live(None, mid)
     if m is None:
-        if em.store.replicating(mid):
-            raise bad_request(NOT_REPLICATED)
-        raise not_found(mid)
+        raise _missing(em, mid)
     if mid in g.members:
         raise bad_request(ALREADY_MEMBER)
     if mid == g.id:

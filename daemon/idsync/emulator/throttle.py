@@ -49,7 +49,12 @@ class Verdict:
 
 
 def resource_units(call: Call) -> int:
-    """Graph's published cost of a request in resource units (identity and access)."""
+    """Graph's published cost of a request in resource units (identity and access).
+
+    "Any POST, PATCH, PUT or DELETE costs 1 RU and 1 write" (docs-contrib
+    concepts/throttling-limits.md, identity and access): a PATCH binding 20 members is one write,
+    and each `$batch` item is charged as the request it carries (`Emulator.execute`).
+    """
     if call.is_write:
         return 1
     segs = call.path.strip("/").split("/")

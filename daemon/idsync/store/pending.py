@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -189,6 +189,102 @@ def claim(
     return [_op(r) for r in got]
 
 
+def claim_member_adds(
+    conn: psycopg.Connection,
+    *,
+    epoch: int,
+    node: str,
+    extra: Mapping[str, int],
+    creating: Mapping[str, int],
+    limit: int | None = None,
+    claim_timeout: timedelta = timedelta(minutes=5),
+) -> list[PendingExport]:
+    """Claim more ready member adds of groups already in the batch, so their binds fill up.
+
+    `extra`: group anchor -> how many more adds of that (linked) group; `creating`: group anchor ->
+    how many adds to bind into the group's create (the group has no link yet; the member must
+    have one). Same readiness and claim rules as `claim` — except that a row given back by
+    `hold_member_adds` (a delay without an error) is taken at once: its group's bind is being
+    filled now — in id order per group, at most `limit` in all. Call it in the claim's
+    transaction, after `claim` (which checked the epoch).
+    """
+    want = [(a, n, False) for a, n in extra.items() if n > 0] + [
+        (a, n, True) for a, n in creating.items() if n > 0
+    ]
+    if limit is not None:
+        trimmed, left = [], limit
+        for a, n, c in want:
+            if left <= 0:
+                break
+            trimmed.append((a, min(n, left), c))
+            left -= min(n, left)
+        want = trimmed
+    if not want:
+        return []
+    rows = conn.execute(
+        "WITH want AS (SELECT * FROM unnest(%(anchors)s::text[], %(ns)s::int[], %(creating)s::bool[])"
+        "  AS w(anchor, n, creating)),"
+        " cand AS (SELECT c.id, w.n, row_number() OVER (PARTITION BY w.anchor ORDER BY c.id) AS k"
+        "  FROM want w, LATERAL (SELECT p.id FROM pending_export p"
+        "   JOIN sync_link lm ON lm.anchor = p.member_anchor"
+        "   LEFT JOIN sync_link lg ON lg.anchor = p.anchor"
+        "   WHERE p.anchor = w.anchor AND p.object_type = 'group' AND p.kind = 'member_add'"
+        "    AND p.exported_at IS NULL AND p.quarantined_at IS NULL"
+        "    AND (p.not_before IS NULL OR p.not_before <= now() OR p.last_error IS NULL)"
+        "    AND (p.claimed_epoch IS DISTINCT FROM %(epoch)s OR p.claimed_at < now() - %(timeout)s)"
+        "    AND (lg.target_id IS NULL) = w.creating"
+        "   ORDER BY p.id LIMIT %(most)s FOR UPDATE OF p SKIP LOCKED) c)"
+        " UPDATE pending_export q SET claimed_epoch = %(epoch)s, claimed_by = %(node)s, claimed_at = now()"
+        " FROM cand WHERE q.id = cand.id AND cand.k <= cand.n RETURNING q.id",
+        {
+            "anchors": [w[0] for w in want],
+            "ns": [w[1] for w in want],
+            "creating": [w[2] for w in want],
+            "most": max(w[1] for w in want),
+            "epoch": epoch,
+            "node": node,
+            "timeout": claim_timeout,
+        },
+    ).fetchall()
+    ids = [r[0] for r in rows]
+    if not ids:
+        return []
+    got = conn.execute(_SELECT + f" WHERE p.id = ANY(%s) ORDER BY {_ORDER}", (ids,)).fetchall()
+    return [_op(r) for r in got]
+
+
+def hold_member_adds(
+    conn: psycopg.Connection,
+    tails: Mapping[str, Sequence[int]],
+    *,
+    window: timedelta,
+    delay: timedelta,
+) -> set[int]:
+    """Give back claimed member adds (`tails`: group anchor -> op ids of a bind of fewer than 20)
+    when more members of the group are about to be ready: a member add waits on a member whose
+    create was exported within `window` and is not confirmed yet. They come back after `delay`,
+    with the others; no attempt, no journal entry. Returns the ids given back."""
+    if not tails:
+        return set()
+    rows = conn.execute(
+        "SELECT DISTINCT p.anchor FROM pending_export p"
+        " JOIN pending_export c ON c.anchor = p.member_anchor AND c.kind = 'create'"
+        " LEFT JOIN sync_link lm ON lm.anchor = p.member_anchor"
+        " WHERE p.anchor = ANY(%s) AND p.kind = 'member_add' AND p.quarantined_at IS NULL"
+        "  AND lm.anchor IS NULL AND c.quarantined_at IS NULL AND c.exported_at > now() - %s",
+        (list(tails), window),
+    ).fetchall()
+    ids = [i for r in rows for i in tails[r[0]]]
+    if not ids:
+        return set()
+    conn.execute(
+        "UPDATE pending_export SET claimed_epoch = NULL, claimed_by = NULL, claimed_at = NULL,"
+        " not_before = now() + %s WHERE id = ANY(%s)",
+        (delay, ids),
+    )
+    return set(ids)
+
+
 Outcome = Literal["ok", "adopted", "retry", "error"]
 
 
@@ -201,6 +297,7 @@ class ResultRecorded:
     quarantined: bool
     gone: bool = False  # the operation was confirmed or dropped meanwhile
     superseded: bool = False  # recomputed while in flight: the new version still has to run
+    waited: bool = False  # record_wait re-armed it without counting an attempt
 
 
 def record_result(
@@ -283,6 +380,47 @@ def record_result(
                 [Quarantined("export", anchor, f"{what} failed {attempts} times: {error}", object_type)],
             )
     return ResultRecorded(op_id, int(attempts), quarantined)
+
+
+def record_wait(
+    conn: psycopg.Connection,
+    op_id: int,
+    *,
+    epoch: int,
+    node: str,
+    error: str | None,
+    http_status: int | None = None,
+    request_id: str | None = None,
+    max_wait: timedelta = timedelta(minutes=15),
+) -> ResultRecorded:
+    """A member add Graph answered "does not exist" for: Graph's replication lag, most likely.
+
+    While the newer of the group's and the member's links is younger than `max_wait`, the
+    operation waits: re-armed after half that age (2 to 60 s), not counted as an attempt. Older
+    than that, the object is not lagging but gone or wrong: an error like any other (counted,
+    quarantined after the usual attempts), its message saying how long it was not visible.
+    """
+    row = conn.execute(
+        "SELECT extract(epoch FROM now() - greatest(lg.linked_at, lm.linked_at))::float8"
+        " FROM pending_export p LEFT JOIN sync_link lg ON lg.anchor = p.anchor"
+        " LEFT JOIN sync_link lm ON lm.anchor = p.member_anchor WHERE p.id = %s",
+        (op_id,),
+    ).fetchone()
+    if row is None:
+        return ResultRecorded(op_id, 0, False, gone=True)
+    age = row[0]
+    common: dict[str, Any] = {
+        "epoch": epoch,
+        "node": node,
+        "http_status": http_status,
+        "request_id": request_id,
+    }
+    if age is None or age >= max_wait.total_seconds():
+        since = "no link" if age is None else f"linked {age:.0f} s ago"
+        return record_result(conn, op_id, "error", error=f"{error}; still not visible ({since})", **common)
+    wait = timedelta(seconds=min(60.0, max(2.0, age / 2)))
+    rec = record_result(conn, op_id, "retry", error=error, retry_after=wait, **common)
+    return replace(rec, waited=True)
 
 
 # --- reading the queue (preview, guard, metrics) -----------------------------------------------

@@ -1,7 +1,8 @@
 """Export: pending operations executed against Graph in `$batch` requests, idempotently.
 
-Each batch of up to 20 operations is claimed in a PostgreSQL transaction that checks the fence
-row (epoch and lease), then:
+Each batch of up to 20 sub-requests is claimed in a PostgreSQL transaction that checks the fence
+row (epoch and lease); member adds of one group fold into binds of up to 20 members per
+sub-request (`target/members.py`). Then:
 
 1. creates look their anchor up first (a retried POST, or an earlier leader, may have created
    the object already: it is adopted); deletes read the object and refuse (`NotOwned`) unless
@@ -42,7 +43,7 @@ from idsync.store import pending
 from idsync.store.db import Store
 from idsync.store.pending import PendingExport, StaleEpoch
 from idsync.store.quarantine import PRIVILEGED_MARK
-from idsync.target import batch, recycle
+from idsync.target import batch, members, recycle
 from idsync.target.batch import SubRequest, SubResponse
 from idsync.target.budget import WriteBudget
 from idsync.target.client import GraphClient, backoff, error_of, user_agent
@@ -82,6 +83,9 @@ class OpResult:
     message: str | None = None
     retry_after: float | None = None
     final: bool = False  # a refusal no retry can fix (a privileged user): quarantined at once
+    # a member Graph does not show yet: re-armed, not counted (record_wait), unless linked so long
+    # ago that it cannot be lagging; then it is this refusal
+    wait: ExportRejected | None = None
 
     @property
     def done(self) -> bool:
@@ -142,6 +146,7 @@ class _Item:
     last: str = ""
     last_status: int | None = None
     request_id: str | None = None
+    binds: list[_Item] = field(default_factory=list)  # member adds riding on a group create
 
 
 def _password() -> str:
@@ -162,6 +167,11 @@ class Exporter:
     """Runs pending exports under a fence. One per leader term (the fence names node and epoch)."""
 
     max_attempts = 6  # per operation and run, for transient failures
+    member_wait = timedelta(minutes=15)  # how long a linked member Graph does not show may wait
+    # a bind of fewer than 20 waits (for `bind_hold_delay`, again and again) while members of its
+    # group wait on creates exported less than `bind_hold` ago: one write instead of several
+    bind_hold = timedelta(seconds=30)
+    bind_hold_delay = timedelta(seconds=3)
 
     def __init__(
         self,
@@ -198,14 +208,21 @@ class Exporter:
         t0 = time.monotonic()
         state = {"claimed": 0, "stop": False}
 
+        claiming = asyncio.Lock()
+
         async def worker() -> None:
             while not state["stop"]:
                 n = self.batch_size if limit is None else min(self.batch_size, limit - int(state["claimed"]))
                 if n <= 0:
                     return
                 try:
-                    self.fence.ensure()
-                    ops = await asyncio.to_thread(self._claim, n, held)
+                    # one claim at a time: a group's member adds go to one batch, not to several
+                    async with claiming:
+                        if state["stop"]:
+                            return
+                        self.fence.ensure()
+                        room = None if limit is None else limit - int(state["claimed"])
+                        ops = await asyncio.to_thread(self._claim, n, held, room)
                 except Fenced as e:
                     state["stop"] = True
                     report.fenced = report.fenced or e.reason
@@ -214,20 +231,20 @@ class Exporter:
                     return
                 state["claimed"] = int(state["claimed"]) + len(ops)
                 results, fenced = await self._run(ops, report)
-                await asyncio.to_thread(self._record, results)
-                report.results.extend(results)
-                if fenced is not None:
+                if fenced is not None:  # before recording: the others claim nothing more
                     state["stop"] = True
                     report.fenced = report.fenced or fenced.reason
                 if report.error is not None:
                     state["stop"] = True  # Graph unreachable or refusing us: no point going on
+                results = await asyncio.to_thread(self._record, results)
+                report.results.extend(results)
 
         await asyncio.gather(*(worker() for _ in range(self.concurrency)))
         report.seconds = time.monotonic() - t0
         log.info("export.run", summary=report.sentence(), epoch=self.fence.epoch)
         return report
 
-    def _claim(self, n: int, held: bool) -> list[PendingExport]:
+    def _claim(self, n: int, held: bool, room: int | None = None) -> list[PendingExport]:
         epoch = self.fence.epoch
         with self.store.transaction() as conn:
             store_fence.check(conn, epoch)
@@ -235,6 +252,7 @@ class Exporter:
                 ops = pending.claim(conn, epoch=epoch, node=self.fence.node, limit=n, held=held)
             except StaleEpoch as e:
                 raise Fenced(epoch, str(e)) from None
+            ops = self._fill_binds(conn, ops, held, room)
         self._initial_passwords(ops)
         return ops
 
@@ -249,10 +267,60 @@ class Exporter:
             if op.anchor in got:
                 self._profiles[op.id] = got[op.anchor]
 
-    def _record(self, results: list[OpResult]) -> None:
+    def _fill_binds(
+        self, conn: Any, ops: list[PendingExport], held: bool, room: int | None
+    ) -> list[PendingExport]:
+        """Member adds of the claimed groups come along to fill their binds and, while the batch
+        has free sub-requests, the next ready operations with theirs (members.py); a short bind
+        whose group's other members are about to be linked is given back for a moment."""
+        epoch, node = self.fence.epoch, self.fence.node
+        rounds = 0
+        while True:
+            extra, creating = members.wanted(ops, self.batch_size)
+            more = None if room is None else room - len(ops)
+            if (extra or creating) and (more is None or more > 0):
+                ops += pending.claim_member_adds(
+                    conn, epoch=epoch, node=node, extra=extra, creating=creating, limit=more
+                )
+            free = self.batch_size - members.slots(ops)
+            more = None if room is None else room - len(ops)
+            full = free <= 0 or (more is not None and more <= 0)
+            if full or rounds >= 4 or not any(o.kind == "member_add" for o in ops):
+                break
+            nxt = pending.claim(conn, epoch=epoch, node=node, limit=min(free, more or free), held=held)
+            if not nxt:
+                break
+            ops += nxt  # the next ready operations; their groups' member adds join them next round
+            rounds += 1
+        tails = members.partial_tails(ops)
+        if tails:
+            hold, delay = self.bind_hold, self.bind_hold_delay
+            back = pending.hold_member_adds(conn, tails, window=hold, delay=delay)
+            ops = [o for o in ops if o.id not in back]
+            if back:
+                log.info("export.bind_held", members=len(back), groups=len(tails))
+        return ops
+
+    def _record(self, results: list[OpResult]) -> list[OpResult]:
+        out = []
         with self.store.transaction() as conn:
             for r in results:
+                out.append(r)
                 error = str(r.error) if r.error is not None else r.message
+                if r.wait is not None:
+                    rec = pending.record_wait(
+                        conn,
+                        r.op_id,
+                        epoch=self.fence.epoch,
+                        node=self.fence.node,
+                        error=error,
+                        http_status=r.status,
+                        request_id=r.request_id,
+                        max_wait=self.member_wait,
+                    )
+                    if not rec.waited and not rec.gone:
+                        out[-1] = replace(r, outcome="error", error=r.wait, wait=None)
+                    continue
                 pending.record_result(
                     conn,
                     r.op_id,
@@ -266,6 +334,7 @@ class Exporter:
                     retry_after=timedelta(seconds=r.retry_after) if r.retry_after is not None else None,
                     **({"max_attempts": 1} if r.final else {}),
                 )
+        return out
 
     # --- one batch of operations -------------------------------------------------------------
     async def _run(
@@ -273,7 +342,11 @@ class Exporter:
     ) -> tuple[list[OpResult], Fenced | None]:
         results: dict[int, OpResult] = {}
         items: list[_Item] = []
+        attached = members.attach(ops)
+        bound = {m.id: _Item(m) for ms in attached.values() for m in ms}
         for op in ops:
+            if op.id in bound:
+                continue
             item = _Item(op)
             try:
                 self._prepare(item)
@@ -281,11 +354,18 @@ class Exporter:
                 results[op.id] = self._result(item, "error", error=e, final=isinstance(e, PasswordRefused))
                 continue
             items.append(item)
+            if op.id in attached:
+                item.binds = [bound[m.id] for m in attached[op.id]]
+                members.bind_create(item, self._ref_base)
+        items += bound.values()  # settled with their create (or sent again later)
         fenced: Fenced | None = None
         try:
             await self._lookup([i for i in items if i.op.kind == "create"], results, report)
             await self._check_owned([i for i in items if i.op.kind == "delete"], results, report)
-            await self._write([i for i in items if i.op.id not in results], results, report)
+            bound_ids = set(bound)
+            await self._write(
+                [i for i in items if i.op.id not in results and i.op.id not in bound_ids], results, report
+            )
             await self._explain_denied(results)
         except Fenced as e:
             fenced = e
@@ -539,14 +619,15 @@ class Exporter:
 
     # --- writes --------------------------------------------------------------------------------
     async def _write(self, items: list[_Item], results: dict[int, OpResult], report: ExportReport) -> None:
-        todo = list(items)
+        # sub-requests: an _Item each, member adds of one group folded into a members.Bind
+        todo: list[Any] = members.units(items, self._ref_base)
         attempt = 0
         while todo:
             attempt += 1
             recheck = [i for i in todo if i.recheck]
             if recheck:
                 await self._lookup(recheck, results, report)
-                todo = [i for i in todo if i.op.id not in results]
+                todo = [i for i in todo if not members.settled(i, results)]
                 if not todo:
                     return
             now = time.monotonic()
@@ -556,7 +637,7 @@ class Exporter:
                 await asyncio.sleep(min(first - now, 0.25))
                 now = time.monotonic()
             now = time.monotonic()
-            ready = [i for i in todo if i.not_before <= now]
+            ready = [i for i in todo if i.not_before <= now][: batch.MAX_REQUESTS]  # splits add sets
             await self.budget.acquire(len(ready), check=self.fence.ensure)
             reqs = []
             for n, i in enumerate(ready):
@@ -565,7 +646,7 @@ class Exporter:
             body = batch.encode(reqs)
             try:
                 self.fence.ensure()
-                if any(i.op.kind == "delete" for i in ready):
+                if any(isinstance(i, _Item) and i.op.kind == "delete" for i in ready):
                     # A hard delete cannot be undone by the next cycle: confirm with a quorum now.
                     await asyncio.to_thread(self.fence.confirm_now)
             except Fenced:
@@ -603,39 +684,49 @@ class Exporter:
                         )
                     todo = self._give_up(todo, results)
                     continue
-                for i in ready:  # a malformed batch: idsync's bug, reported per operation
-                    err = ExportRejected(i.op.anchor, code, f"$batch refused: {message}", resp.status)
-                    results[i.op.id] = self._result(i, "error", error=err, status=resp.status)
-                todo = [i for i in todo if i.op.id not in results]
+                for u in ready:  # a malformed batch: idsync's bug, reported per operation
+                    for i in members.items_of(u):
+                        err = ExportRejected(i.op.anchor, code, f"$batch refused: {message}", resp.status)
+                        results[i.op.id] = self._result(i, "error", error=err, status=resp.status)
+                todo = [i for i in todo if not members.settled(i, results)]
                 continue
             got = batch.decode(resp.content)
+            sent = {id(u) for u in ready}
+            nxt = [u for u in todo if id(u) not in sent]
             for n, i in enumerate(ready):
                 sub = got.get(str(n + 1))
                 if sub is None:
                     self._transient(i, "no answer in the $batch response", None, None)
+                    nxt.append(i)
+                    continue
+                if isinstance(i, members.Bind):
+                    nxt += members.settle(self, i, sub, results, report)
                     continue
                 i.last_status = sub.status
                 self.budget.observe(sub.headers)
                 self._classify(i, sub, results, report)
-            todo = self._give_up([i for i in todo if i.op.id not in results], results)
+                nxt.append(i)
+            todo = self._give_up([i for i in nxt if not members.settled(i, results)], results)
 
-    def _transient(self, item: _Item, why: str, status: int | None, retry_after: float | None) -> None:
+    def _transient(self, item: Any, why: str, status: int | None, retry_after: float | None) -> None:
         item.last = why
         item.last_status = status
         wait = retry_after if retry_after is not None else backoff(item.attempts, self.client.backoff_base)
         item.not_before = time.monotonic() + wait
-        if item.op.kind == "create":
+        if isinstance(item, _Item) and item.op.kind == "create":
             item.recheck = True  # it may have been applied: look before sending again
 
-    def _give_up(self, todo: list[_Item], results: dict[int, OpResult]) -> list[_Item]:
+    def _give_up(self, todo: list[Any], results: dict[int, OpResult]) -> list[Any]:
         rest = []
-        for i in todo:
-            if i.op.id in results:
+        for u in todo:
+            if members.settled(u, results):
                 continue
-            if i.attempts >= self.max_attempts:
-                results[i.op.id] = self._result(i, "retry", message=i.last, retry_after=60.0)
+            if u.attempts >= self.max_attempts:
+                for i in members.items_of(u):
+                    if i.op.id not in results:
+                        results[i.op.id] = self._result(i, "retry", message=u.last, retry_after=60.0)
             else:
-                rest.append(i)
+                rest.append(u)
         return rest
 
     def _classify(
@@ -654,6 +745,8 @@ class Exporter:
                 results[op.id] = self._result(item, "ok", target_id=tid, status=st, message=msg)
                 return
             results[op.id] = self._result(item, "ok", target_id=tid, status=st)
+            for b in item.binds:  # members bound into the create landed with it
+                results[b.op.id] = self._result(b, "ok", target_id=tid, status=st, request_id=item.request_id)
             return
         code, message = error_of(st, sub.body)
         if st == 429:
@@ -694,6 +787,15 @@ class Exporter:
             item.recheck = True  # our own earlier POST, or a foreign object: the lookup decides
             item.last = f"{st} {code}: {message}"
             item.conflict = f"{code}: {message}"
+            return
+        if op.kind == "create" and item.binds and st in (400, 404):
+            # all or nothing: the group goes again at once without them; they follow by PATCH
+            for b in item.binds:
+                why = f"the group's create refused its members ({st} {code}: {message})"
+                results[b.op.id] = self._result(b, "retry", status=st, message=why, retry_after=0.0)
+            members.unbind_create(item)
+            item.last = f"{st} {code}: {message}"
+            item.not_before = 0.0
             return
         err = ExportRejected(op.anchor, code, message, st)
         results[op.id] = self._result(item, "error", error=err, status=st)
