@@ -30,7 +30,6 @@ from tests.cluster.directory import AdDirectory, User
 from tests.cluster.emulator import DOMAIN
 from tests.cluster.instance import Instance, wait_for
 from tests.conftest import ClusterFactory
-from tests.harness.ldap import LdapEndpoint
 
 
 def _metrics(node: Instance) -> dict[str, float]:
@@ -102,12 +101,9 @@ def ous(ad: AdDirectory, samba_ou: str) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def _cluster(local_cluster: ClusterFactory, zk: str, inside: str, setting: str) -> Iterator[LocalCluster]:
+def _cluster(local_cluster: ClusterFactory, inside: str, setting: str) -> Iterator[LocalCluster]:
     with local_cluster(
-        emulator_args=("--deleted-immutable-id", setting),
-        cluster="life",
-        zk_hosts=zk,
-        include_ous=[inside],
+        emulator_args=("--deleted-immutable-id", setting), cluster="life", include_ous=[inside]
     ) as c:
         yield c
 
@@ -118,11 +114,7 @@ def _start(c: LocalCluster) -> Instance:
 
 @pytest.mark.parametrize("setting", ["free", "reserved"])
 def test_a_user_that_leaves_scope_and_returns_gets_its_object_back(
-    tmp_path: Path,
-    pg_dsn: str,
-    zk_hosts: str,
-    zk_chroot: str,
-    samba: LdapEndpoint,
+    local_cluster: ClusterFactory,
     ad: AdDirectory,
     ous: tuple[str, str],
     setting: str,
@@ -131,7 +123,7 @@ def test_a_user_that_leaves_scope_and_returns_gets_its_object_back(
     back = ad.add_user(ous[0], f"rb{tag}", department="Sales")
     stay = ad.add_user(ous[0], f"st{tag}", department="Sales")
     ad_group = ad.add_group(ous[0], f"grp{tag}", [back.dn, stay.dn])
-    with _cluster(tmp_path, pg_dsn, zk_hosts + zk_chroot, samba, ous[0], setting) as c:
+    with _cluster(local_cluster, ous[0], setting) as c:
         node = _start(c)
         [first] = wait_for(lambda: _live(c, back.guid), 90, "the user in the target")
         uid = first["id"]
@@ -175,17 +167,13 @@ def test_a_user_that_leaves_scope_and_returns_gets_its_object_back(
 
 
 def test_a_restore_that_conflicts_is_quarantined_and_the_rest_syncs(
-    tmp_path: Path,
-    pg_dsn: str,
-    zk_hosts: str,
-    zk_chroot: str,
-    samba: LdapEndpoint,
+    local_cluster: ClusterFactory,
     ad: AdDirectory,
     ous: tuple[str, str],
 ) -> None:
     tag = uuid.uuid4().hex[:6]
     back = ad.add_user(ous[0], f"rc{tag}")
-    with _cluster(tmp_path, pg_dsn, zk_hosts + zk_chroot, samba, ous[0], "free") as c:
+    with _cluster(local_cluster, ous[0], "free") as c:
         node = _start(c)
         [first] = wait_for(lambda: _live(c, back.guid), 90, "the user in the target")
         out_dn = ad.move(back.dn, back.dn.split(",", 1)[0], ous[1])
@@ -222,18 +210,14 @@ def test_a_restore_that_conflicts_is_quarantined_and_the_rest_syncs(
 
 
 def test_a_user_whose_upn_entra_connect_holds_is_never_posted(
-    tmp_path: Path,
-    pg_dsn: str,
-    zk_hosts: str,
-    zk_chroot: str,
-    samba: LdapEndpoint,
+    local_cluster: ClusterFactory,
     ad: AdDirectory,
     ous: tuple[str, str],
 ) -> None:
     tag = uuid.uuid4().hex[:6]
     carl = ad.add_user(ous[0], f"ca{tag}")
     dora = ad.add_user(ous[0], f"do{tag}")
-    with _cluster(tmp_path, pg_dsn, zk_hosts + zk_chroot, samba, ous[0], "free") as c:
+    with _cluster(local_cluster, ous[0], "free") as c:
         # Entra Connect synchronizes a user with carl's UPN, under another anchor
         # (e.g. its ms-DS-ConsistencyGuid from another forest): no hard match, no soft match.
         body = {
@@ -265,17 +249,13 @@ def test_a_user_whose_upn_entra_connect_holds_is_never_posted(
 
 
 def test_a_user_restored_in_ad_gets_its_cloud_object_back(
-    tmp_path: Path,
-    pg_dsn: str,
-    zk_hosts: str,
-    zk_chroot: str,
-    samba: LdapEndpoint,
+    local_cluster: ClusterFactory,
     ad: AdDirectory,
     ous: tuple[str, str],
 ) -> None:
     tag = uuid.uuid4().hex[:6]
     back = ad.add_user(ous[0], f"ar{tag}", department="Sales")
-    with _cluster(tmp_path, pg_dsn, zk_hosts + zk_chroot, samba, ous[0], "free") as c:
+    with _cluster(local_cluster, ous[0], "free") as c:
         node = _start(c)
         [first] = wait_for(lambda: _live(c, back.guid), 90, "the user in the target")
         ad.delete(back.dn)
