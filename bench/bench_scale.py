@@ -79,14 +79,26 @@ def _status_kb(pid: int, field: str) -> int | None:
     return None
 
 
+def _cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class RssSampler:
-    """Peak VmRSS (MB) of some processes, sampled every `interval` seconds by a thread."""
+    """Peak VmRSS (MB) of some processes, sampled every `interval` seconds by a thread, and the
+    CPU seconds each used between the first and the last sample (`cpu`)."""
 
     def __init__(self, pids: dict[str, int], interval: float = 0.02) -> None:
         self.pids = dict(pids)
         self.interval = interval
         self.peak: dict[str, float] = dict.fromkeys(pids, 0.0)
         self.samples = 0
+        self._cpu0: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
@@ -99,6 +111,10 @@ class RssSampler:
             kb = _status_kb(pid, "VmRSS")
             if kb is not None:
                 self.peak[label] = max(self.peak[label], kb / 1024)
+            cpu = _cpu_s(pid)
+            if cpu is not None:
+                self._cpu0.setdefault(label, cpu)
+                self.cpu[label] = cpu - self._cpu0[label]
         self.samples += 1
 
     def _run(self) -> None:
@@ -144,10 +160,10 @@ async def _worker_import(store: Any, args: dict[str, Any]) -> dict[str, Any]:
     cfg = EmulatorConfig(preregister_extensions=[ANCHOR_EXT], read_budget=0)
     settings = _settings(args["url"], cfg, Path(args["tmp"]), Path(args["ca"]))
     async with GraphTarget(settings, node="bench") as target:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = await target.import_delta(store)
-        took = time.perf_counter() - t0
-    return {"seconds": took, "objects": result.objects, "sentence": result.sentence()}
+        took, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"seconds": took, "cpu_s": cpu, "objects": result.objects, "sentence": result.sentence()}
 
 
 def _worker_sync(store: Any) -> dict[str, Any]:
@@ -157,13 +173,14 @@ def _worker_sync(store: Any) -> dict[str, Any]:
     from idsync.sync.rules import load_rules
 
     engine = SyncEngine(store, load_rules(None, source_kind="ad"), thresholds=Thresholds(count=500))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = engine.run()
-    took = time.perf_counter() - t0
+    took, cpu = time.perf_counter() - t0, time.process_time() - c0
     with store.connection() as conn:
         left = pending.counts(conn)
     return {
         "seconds": took,
+        "cpu_s": cpu,
         "evaluated": res.evaluated,
         "written": res.ops_written,
         "confirmed": res.ops_confirmed,
@@ -209,6 +226,8 @@ def _run_worker(
     result = json.loads(stdout.strip().splitlines()[-1])
     peaks = dict(sampler.peak)
     peaks["idsync"] = max(peaks["idsync"], result.get("hwm_mb", 0.0))
+    if "emulator" in sampler.cpu:
+        result["emulator_cpu_s"] = sampler.cpu["emulator"]
     print(
         f"  {args['phase']}: {result['seconds']:.2f}s, idsync peak {peaks['idsync']:.0f} MB"
         f" ({sampler.samples} samples) {result.get('sentence', '')}",
@@ -421,8 +440,12 @@ def figures(runs: Sequence[dict[str, Any]], load: str) -> list[Figure]:
         for r in runs:
             s = r[key]
             extra = ""
+            if "cpu_s" in s:
+                extra = f"; idsync CPU {s['cpu_s']:.2f} s"
             if "emulator_rss" in s:
-                extra = f"; emulator peak RSS {s['emulator_rss']:,.0f} MB"
+                extra += (
+                    f"; emulator peak RSS {s['emulator_rss']:,.0f} MB, CPU {s.get('emulator_cpu_s', 0):.2f} s"
+                )
             if key in ("full_sync", "confirm_sync", "confirm_members", "delta_sync"):
                 extra += (
                     f"; {s['evaluated']:,} evaluated, {s['written']:,} written, {s['confirmed']:,} confirmed"
@@ -517,7 +540,11 @@ def run(sizes: Sequence[int] = SIZES) -> list[Figure]:
                 runs.append(_one_size(dsn, n, tmp, ca, ctx))
     finally:
         stack.remove()
-    return figures(runs, f"{load0} / {_load()}")
+    load = f"{load0} / {_load()}"
+    raw = ROOT / "bench" / "results" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    (raw / "bench_scale.json").write_text(json.dumps({"load": load, "runs": runs}, indent=1) + "\n")
+    return figures(runs, load)
 
 
 def main() -> list[Figure]:

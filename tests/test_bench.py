@@ -47,6 +47,7 @@ def test_rss_sampler_sees_a_peak_the_process_no_longer_has() -> None:
         proc.wait()
     assert sampler.samples > 10
     assert sampler.peak["child"] >= 190
+    assert sampler.cpu["child"] > 0  # zeroing 200 MB takes CPU
     assert after_free < 100  # the peak was not simply read at the end
 
 
