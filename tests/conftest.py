@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from kazoo.client import KazooClient
@@ -20,6 +22,9 @@ from tests.harness import LdapEndpoint, Promtool, Service, Stack
 from tests.harness.ldap import create_ou, delete_tree
 from tests.harness.locks import file_lock
 from tests.harness.stack import SERVICE_TYPES, SHARED_DIR, shared_stack_lock
+
+if TYPE_CHECKING:
+    from tests.cluster.cluster import LocalCluster
 
 _summary: list[str] = []  # filled at session teardown, printed by pytest_terminal_summary
 
@@ -165,3 +170,23 @@ def ad(samba: LdapEndpoint) -> Iterator[AdDirectory]:
     d = AdDirectory(samba)
     yield d
     d.close()
+
+
+ClusterFactory = Callable[..., AbstractContextManager["LocalCluster"]]
+
+
+@pytest.fixture
+def local_cluster(
+    tmp_path: Any, pg_dsn: str, zk_hosts: str, zk_chroot: str, samba: LdapEndpoint, samba_ou: str
+) -> ClusterFactory:
+    """`running_cluster` on this test's services: PostgreSQL, a fresh ZooKeeper chroot, the Samba
+    AD DC with `samba_ou` in scope (unless `include_ous` says otherwise) and an emulator process.
+    Keyword arguments are ClusterSpec fields (`cluster` defaults to "t") or `emulator_args`."""
+    from tests.cluster.cluster import running_cluster
+
+    def make(**spec: Any) -> AbstractContextManager[LocalCluster]:
+        spec.setdefault("cluster", "t")
+        spec.setdefault("include_ous", [samba_ou])
+        return running_cluster(tmp_path, pg_dsn=pg_dsn, zk_hosts=zk_hosts + zk_chroot, ldap=samba, **spec)
+
+    return make

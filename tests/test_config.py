@@ -244,6 +244,23 @@ def test_admin_off_loopback_needs_a_token(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, path.read_text() + 'token_file = "token"\n'), {})
     assert cfg.admin.token() == "t0ken"
     assert cfg.admin.host_port() == ("0.0.0.0", 9470)
+    # other nodes cannot reach 0.0.0.0: the advertised URL names this host
+    assert cfg.admin.public_url() == f"http://{socket.getfqdn()}:9470"
+    cfg = load_config(
+        write(
+            tmp_path,
+            path.read_text() + 'advertise_url = "https://a.example.com:9470/"\n',
+        ),
+        {},
+    )
+    assert cfg.admin.public_url() == "https://a.example.com:9470"
+
+
+@pytest.mark.parametrize("url", ["a.example.com:9470", "http://0.0.0.0:9470", "ftp://a.example.com"])
+def test_bad_admin_advertise_url(tmp_path: Path, url: str) -> None:
+    path = write(tmp_path, MINIMAL + f'[admin]\nadvertise_url = "{url}"\n')
+    [problem] = problems(path)
+    assert problem.startswith("admin.advertise_url: must ")
 
 
 @pytest.mark.parametrize(
@@ -262,6 +279,7 @@ def test_bad_admin_listen(tmp_path: Path, listen: str, message: str) -> None:
 def test_ipv6_loopback_needs_no_token(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, MINIMAL + '[admin]\nlisten = "[::1]:9470"\n'), {})
     assert cfg.admin.loopback and cfg.admin.host_port() == ("::1", 9470)
+    assert cfg.admin.public_url() == "http://[::1]:9470"
 
 
 # --- environment overrides ---------------------------------------------------------

@@ -63,7 +63,9 @@ def test_standalone_skips_zookeeper_and_an_unreadable_config_is_exit_2(
     assert main(["--config", str(tmp_path / "missing.toml"), "preflight"]) == 2
 
 
-def test_idsync_run_refuses_to_start_without_the_permissions_it_needs(tmp_path: Path, pg_dsn: str) -> None:
+def test_idsync_run_refuses_to_start_without_the_permissions_it_needs(
+    tmp_path: Path, pg_dsn: str, pg_schema: str
+) -> None:
     """A real `idsync run` against the emulator over TLS, as an app an admin gave read rights only."""
     ca, _ = make_tls(tmp_path)
     (tmp_path / "secret").write_text("read-only-secret")
@@ -80,7 +82,7 @@ def test_idsync_run_refuses_to_start_without_the_permissions_it_needs(tmp_path: 
     )  # fmt: skip
     try:
         url = f"https://127.0.0.1:{port}"
-        cfg = node_config(tmp_path / "idsync.toml", pg_dsn)
+        cfg = node_config(tmp_path / "idsync.toml", pg_dsn, pg_schema)  # its own schema
         text = cfg.read_text().replace(
             'graph_endpoint = "http://127.0.0.1:1"\nanonymous = true',
             f'graph_endpoint = "{url}"\nauthority_host = "{url}"\ntenant_id = "{DEFAULT_TENANT}"\n'

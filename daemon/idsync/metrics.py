@@ -88,8 +88,23 @@ EXPORTED = Counter(
     ["op", "result"],
     registry=REGISTRY,
 )
+USERS_RESTORED = Counter(
+    "idsync_users_restored_total",
+    "User creates done by restoring the deleted user carrying the anchor from Graph's recycle bin",
+    registry=REGISTRY,
+)
 GRAPH_THROTTLED = Counter(
     "idsync_graph_throttled_total", "Graph requests or batch items answered 429", registry=REGISTRY
+)
+GRAPH_WRITE_RATE = Gauge(
+    "idsync_graph_write_rate",
+    "The write pacing rate the exporter currently allows itself, in writes per second",
+    registry=REGISTRY,
+)
+GRAPH_THROTTLE_LIMIT = Gauge(
+    "idsync_graph_throttle_limit_ratio",
+    "The last x-ms-throttle-limit-percentage Graph sent on a write (0.8-1.8; 0 when under 0.8)",
+    registry=REGISTRY,
 )
 GRAPH_RETRIES = Counter(
     "idsync_graph_retries_total",

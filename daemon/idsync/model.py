@@ -47,3 +47,16 @@ class Quarantined:
     reason: str
     object_type: str | None = None
     dn: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InitialPassword:
+    """The passwordProfile of one user create, computed at export time and never stored.
+
+    `password` None means a random one nobody knows; `refused` says why the rules' password
+    cannot be used (the create is quarantined with it). The password is left out of repr().
+    """
+
+    password: str | None = field(default=None, repr=False)
+    force_change: bool = False
+    refused: str | None = None

@@ -28,6 +28,25 @@ async def test_write_budget_gives_429_with_retry_after_and_throttle_headers(grap
     assert (await graph.call("GET", f"/users/{u['id']}?$select=jobTitle")).body["jobTitle"] == "1"
 
 
+async def test_the_limit_percentage_comes_only_above_0_8_of_the_limit(graph: Graph) -> None:
+    # concepts/throttling-limits.md, "Regular responses": sent only above 0.8 of the limit
+    graph.em.configure(write_budget=10, write_window=1000.0, read_budget=0)
+    u = await graph.create_user("lim")  # write 1 of 10
+    seen = []
+    for i in range(9):  # writes 2..10: 0.2 .. 1.0 of the limit used
+        r = await graph.call("PATCH", f"/users/{u['id']}", {"jobTitle": str(i)})
+        assert r.status == 204 and r.headers["x-ms-resource-unit"] == "1"
+        seen.append(r.headers.get("x-ms-throttle-limit-percentage"))
+    assert seen[:7] == [None] * 7  # 0.2 .. 0.8 used: nothing
+    assert [float(v) for v in seen[7:]] == pytest.approx([0.9, 1.0], abs=0.01)
+    r = await graph.call("PATCH", f"/users/{u['id']}", {"jobTitle": "no"})
+    assert r.status == 429 and "x-ms-throttle-limit-percentage" not in r.headers  # 429s carry the scope
+    graph.em.configure(throttle_warning=False)  # Graph without the early warning
+    for _ in range(2):
+        r = await graph.call("PATCH", f"/users/{u['id']}", {"jobTitle": "x"})
+        assert "x-ms-throttle-limit-percentage" not in r.headers
+
+
 async def test_forced_429_storm_then_recovery(graph: Graph) -> None:
     graph.em.faults.add(Fault(kind="throttle", count=3, retry_after=7, writes_only=True))
     statuses = []

@@ -18,7 +18,6 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -30,26 +29,19 @@ from tests.cluster.checks import (
     user_differences,
     write_epochs,
 )
-from tests.cluster.cluster import LocalCluster, running_cluster, wait_converged
+from tests.cluster.cluster import LocalCluster, wait_converged
 from tests.cluster.directory import AdDirectory, User
 from tests.cluster.instance import GROUP_ANCHOR, Instance, wait_for, write_config
-from tests.harness.ldap import LdapEndpoint
+from tests.conftest import ClusterFactory
 from tests.harness.proxy import TcpProxy
 
 SESSION = 2.0  # with 0.5 s cycles and 1 s request timeout (= lock-delay), as in test_processes
 
 
 @pytest.fixture
-def cluster(
-    tmp_path: Path, pg_dsn: str, zk_hosts: str, zk_chroot: str, samba: LdapEndpoint, samba_ou: str
-) -> Iterator[LocalCluster]:
-    with running_cluster(
-        tmp_path,
+def cluster(local_cluster: ClusterFactory) -> Iterator[LocalCluster]:
+    with local_cluster(
         cluster="f",
-        pg_dsn=pg_dsn,
-        zk_hosts=zk_hosts + zk_chroot,
-        ldap=samba,
-        include_ous=[samba_ou],
         session_timeout=SESSION,
         stall_timeout=None,  # the daemon's default (the session timeout): the hung-leader test needs it
     ) as c:
@@ -100,6 +92,8 @@ def test_a_leader_whose_main_loop_hangs_resigns_and_a_standby_takes_over(
             "resigned leadership at epoch 1: main loop made no progress"
         )
         assert any(e.get("event") == "ha.resigned" and e.get("epoch") == 1 for e in a.events())
+        # the leader znode is visible before b's cycle ends and logs its sentence
+        wait_for(lambda: any(s.startswith("promoted: epoch 2") for s in b.sentences()), 20, "b's sentence")
         promoted = [s for s in b.sentences() if s.startswith("promoted: epoch 2")]
         assert promoted and "previous leader a was lost" in promoted[0] and "1s lock-delay" in promoted[0]
         wait_for(lambda: "leader at epoch 2: exporting" in b.last_sentence(), 20, "b exporting")

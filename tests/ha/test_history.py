@@ -138,3 +138,18 @@ def test_with_credentials_the_history_carries_the_clusters_acl(zk_hosts: str, zk
     finally:
         coord.client.delete("/idsync", recursive=True)  # the chroot fixture has no credentials
         coord.stop()
+
+
+def test_the_promoting_node_keeps_the_newest_entries_only(
+    make_node: Callable[..., HaLoop],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(history, "KEEP", 3)
+    a = make_node("a")
+    client, base = a.coord.client, a.coord.paths.base  # type: ignore[attr-defined]
+    history.ensure(client, base, 2.0)
+    for n in range(5):  # a long past
+        old = history.HistoryEntry(0, f"old{n}", kind=history.LOST, reason="long ago")
+        client.create(f"{history.path(base)}/{history.PREFIX}", orjson.dumps(old.__dict__), sequence=True)
+    assert a.run_cycle(healthy()).promoted
+    assert [e.node for e in entries(a)] == ["old3", "old4", "a"]

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from idsync import progress
 from idsync.fencing import Fence, Fenced
 from idsync.ha.loop import HaLoop
 from idsync.runtime.node import Node
@@ -169,3 +170,42 @@ def test_startup_waits_for_postgresql(spawn: Callable[[str], Any]) -> None:
         migrate.migrate(store)
     finally:
         store.close()
+
+
+class LongPhases(RecordingPipeline):
+    """A phase running page by page in a worker thread, as the imports and the evaluation do."""
+
+    def __init__(self, store: Store, ha: HaLoop) -> None:
+        super().__init__(store)
+        self.ha = ha
+        self.stalls: list[tuple[float, float]] = []  # (stalled before a page, after it)
+
+    async def import_and_sync(self, *, full: bool = False) -> CycleReport:
+        def pages() -> None:
+            for _ in range(3):
+                self.ha._progress -= 1000.0  # as if this page had taken 1000 s
+                before = self.ha.stalled_for()
+                progress.beat()  # what run.py, delta.py and the engine do after each page
+                self.stalls.append((before, self.ha.stalled_for()))
+
+        await asyncio.to_thread(pages)
+        return await super().import_and_sync(full=full)
+
+
+def test_pages_of_a_long_phase_count_as_main_loop_progress(
+    make_node: Callable[..., HaLoop],  # noqa: F811
+    stores: Callable[[str], Store],
+) -> None:
+    """A leader's lease is renewed only while its main loop progresses; a full import of a large
+    directory is one phase of minutes, so each committed page reports progress — from the worker
+    thread the phase runs in, through the cycle's context."""
+    ha = make_node("a")
+    p = LongPhases(stores("a"), ha)
+    node = Node("a", p, p.store, ha)
+    cycle(node)
+    assert len(p.stalls) == 3
+    assert all(before >= 1000.0 and after < 1000.0 for before, after in p.stalls)
+    # Outside a node's cycle (a command, a test) a page reports to nobody.
+    ha._progress -= 1000.0
+    progress.beat()
+    assert ha.stalled_for() >= 1000.0

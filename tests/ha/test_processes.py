@@ -9,33 +9,22 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from idsync.cli import main
 from tests.cluster.checks import duplicate_objects, expected_users, fencing_violations, user_differences
-from tests.cluster.cluster import LocalCluster, running_cluster, wait_converged
+from tests.cluster.cluster import LocalCluster, wait_converged
 from tests.cluster.directory import AdDirectory
 from tests.cluster.instance import GROUP_ANCHOR, wait_for
-from tests.harness.ldap import LdapEndpoint
+from tests.conftest import ClusterFactory
 
 SESSION = 2.0
 
 
 @pytest.fixture
-def cluster(
-    tmp_path: Path, pg_dsn: str, zk_hosts: str, zk_chroot: str, samba: LdapEndpoint, samba_ou: str
-) -> Iterator[LocalCluster]:
-    with running_cluster(
-        tmp_path,
-        cluster="t",
-        pg_dsn=pg_dsn,
-        zk_hosts=zk_hosts + zk_chroot,
-        ldap=samba,
-        include_ous=[samba_ou],
-        session_timeout=SESSION,
-    ) as c:
+def cluster(local_cluster: ClusterFactory) -> Iterator[LocalCluster]:
+    with local_cluster(session_timeout=SESSION) as c:
         yield c
 
 

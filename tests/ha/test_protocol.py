@@ -24,12 +24,12 @@ from idsync.ha.records import ClusterView, SwitchoverRequest, decode, encode
 from idsync.ha.requests import RequestRejected, RequestTracker
 from idsync.ha.zk import Coordinator, ZkSettings
 from tests.cluster.checks import duplicate_objects, fencing_violations, write_epochs
-from tests.cluster.cluster import LocalCluster, running_cluster
+from tests.cluster.cluster import LocalCluster
 from tests.cluster.directory import AdDirectory
 from tests.cluster.instance import GROUP_ANCHOR, wait_for
+from tests.conftest import ClusterFactory
 from tests.ha.test_election import make_node  # noqa: F401
 from tests.ha.test_processes import SESSION, add_users, check_invariants, cluster  # noqa: F401
-from tests.harness.ldap import LdapEndpoint
 
 
 def three_healthy(c: LocalCluster) -> None:
@@ -198,18 +198,11 @@ def test_no_write_starts_after_pause_returns(
 
 @pytest.fixture
 def authed_cluster(
-    tmp_path: Path, pg_dsn: str, zk_hosts: str, zk_chroot: str, samba: LdapEndpoint, samba_ou: str
+    tmp_path: Path, local_cluster: ClusterFactory, zk_hosts: str, zk_chroot: str
 ) -> Iterator[LocalCluster]:
     (tmp_path / "zk-auth").write_text("idsync:right-secret")
-    with running_cluster(
-        tmp_path,
-        cluster="t",
-        pg_dsn=pg_dsn,
-        zk_hosts=zk_hosts + zk_chroot,
-        ldap=samba,
-        include_ous=[samba_ou],
-        session_timeout=SESSION,
-        extra={"ha.zookeeper": {"auth_file": str(tmp_path / "zk-auth")}},
+    with local_cluster(
+        session_timeout=SESSION, extra={"ha.zookeeper": {"auth_file": str(tmp_path / "zk-auth")}}
     ) as c:
         yield c
     # The znodes carry the digest ACL: only the cluster's credentials may remove them.

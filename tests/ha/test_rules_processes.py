@@ -25,10 +25,10 @@ import pytest
 from idsync.cli import main
 from idsync.ha import rules_zk
 from tests.cluster.checks import expected_users, user_differences
-from tests.cluster.cluster import LocalCluster, running_cluster, wait_converged
+from tests.cluster.cluster import LocalCluster, wait_converged
 from tests.cluster.directory import AdDirectory
 from tests.cluster.instance import wait_for
-from tests.harness.ldap import LdapEndpoint
+from tests.conftest import ClusterFactory
 
 SESSION = 2.0
 USERS = 4
@@ -47,19 +47,9 @@ jobTitle = "nosuchfunction(source.title)"
 
 
 @pytest.fixture
-def cluster(
-    tmp_path: Path, pg_dsn: str, zk_hosts: str, zk_chroot: str, samba: LdapEndpoint, samba_ou: str
-) -> Iterator[LocalCluster]:
-    with running_cluster(
-        tmp_path,
-        cluster="t",
-        pg_dsn=pg_dsn,
-        zk_hosts=zk_hosts + zk_chroot,
-        ldap=samba,
-        include_ous=[samba_ou],
-        session_timeout=SESSION,
-        deletion_threshold=2,
-        extra={"sync": {"rules_change_threshold": 2}},
+def cluster(local_cluster: ClusterFactory) -> Iterator[LocalCluster]:
+    with local_cluster(
+        session_timeout=SESSION, deletion_threshold=2, extra={"sync": {"rules_change_threshold": 2}}
     ) as c:
         yield c
 
@@ -206,18 +196,13 @@ def test_a_mass_delete_trial_is_held_and_a_node_that_cannot_load_a_version_is_no
 
 
 def test_a_pinned_rules_file_is_published_and_an_unpinned_one_only_seeds(
-    tmp_path: Path, pg_dsn: str, zk_hosts: str, zk_chroot: str, samba: LdapEndpoint, samba_ou: str
+    tmp_path: Path, local_cluster: ClusterFactory
 ) -> None:
     pinned, local = tmp_path / "pinned.toml", tmp_path / "local.toml"
     pinned.write_text("# v1 from configuration management\n")
     local.write_text(TRIAL_RULES)
-    with running_cluster(
-        tmp_path,
+    with local_cluster(
         cluster="p",
-        pg_dsn=pg_dsn,
-        zk_hosts=zk_hosts + zk_chroot,
-        ldap=samba,
-        include_ous=[samba_ou],
         session_timeout=SESSION,
         extra={"sync": {"rules_file": str(pinned), "rules_pinned": True}},
     ) as c:

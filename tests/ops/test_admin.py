@@ -8,6 +8,7 @@ read the API through `LiveState`, as the daemon will.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -25,6 +26,7 @@ from idsync.ha.loop import HaLoop
 from idsync.ha.records import SwitchoverRequest
 from idsync.runtime.admin import AdminServer, LiveState, NodeSnapshot, snapshot_from
 from idsync.runtime.node import Node
+from idsync.runtime.pipeline import CycleReport
 from idsync.store.db import Store
 from idsync.store.pending import PendingExport
 from tests.ha.test_election import make_node  # noqa: F401  (fixture)
@@ -395,3 +397,39 @@ async def test_wired_into_the_daemon(stores: Callable[[str], Store]) -> None:  #
         assert status == 200 and data["operations"] == [] and data["pending"] == {"create": 3}
     finally:
         await server.stop()
+
+
+async def test_a_long_cycle_feeds_the_systemd_watchdog_from_its_pages(
+    tmp_path: Path,
+    stores: Callable[[str], Store],  # noqa: F811
+) -> None:
+    """`WatchdogSec` restarts a hung main loop; a cycle busy importing a large directory reports
+    each page (idsync.progress), and that feeds the watchdog before the cycle ends."""
+    import socket
+
+    from idsync import progress
+    from idsync.config import load_config
+    from idsync.runtime.daemon import Daemon, DaemonOptions
+    from idsync.runtime.notify import Notifier
+
+    class Paged(RecordingPipeline):
+        async def import_and_sync(self, *, full: bool = False) -> CycleReport:
+            await asyncio.to_thread(lambda: [progress.beat() for _ in range(3)])
+            return await super().import_and_sync(full=full)
+
+    sock_path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(sock_path)
+        sock.setblocking(False)
+        cfg = load_config(Path(__file__).resolve().parents[2] / "deploy/config/idsync.example.toml", {})
+        p = Paged(stores("dog"))
+        daemon = Daemon(cfg, p, p.store, None, notifier=Notifier(sock_path))
+        await daemon.run(DaemonOptions(standalone=True, once=True))
+        messages = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                messages.append(sock.recv(4096).decode())
+    fed = [m for m in messages if "WATCHDOG=1" in m]
+    # the pages fed it once (then at most every 30 s), the end of the cycle once more, with a STATUS
+    assert fed[0] == "WATCHDOG=1", messages
+    assert len(fed) == 2 and fed[1].startswith("STATUS=")

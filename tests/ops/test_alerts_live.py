@@ -28,11 +28,11 @@ import pytest
 
 from deploy.demo.monitoring import RULES, Monitoring, shortened_rules, start_monitoring
 from idsync.cli import main
-from tests.cluster.cluster import LocalCluster, running_cluster
+from tests.cluster.cluster import LocalCluster
 from tests.cluster.directory import AdDirectory
 from tests.cluster.emulator import DOMAIN
 from tests.cluster.instance import wait_for
-from tests.harness.ldap import LdapEndpoint
+from tests.conftest import ClusterFactory
 
 QUARANTINE = '[user]\nupn_unverified = "quarantine"\n'
 # Candidate rules for a trial on the standby: another department for every user.
@@ -88,23 +88,9 @@ def rules(tmp_path: Path) -> dict[str, Path]:
 
 
 @pytest.fixture
-def cluster(
-    tmp_path: Path,
-    pg_dsn: str,
-    zk_hosts: str,
-    zk_chroot: str,
-    samba: LdapEndpoint,
-    samba_ou: str,
-) -> Iterator[LocalCluster]:
-    with running_cluster(
-        tmp_path,
-        cluster="t",
-        pg_dsn=pg_dsn,
-        zk_hosts=zk_hosts + zk_chroot,
-        ldap=samba,
-        include_ous=[f"OU=in,{samba_ou}"],  # node b gets samba_ou whole (see the test)
-        session_timeout=2.0,
-    ) as c:
+def cluster(local_cluster: ClusterFactory, samba_ou: str) -> Iterator[LocalCluster]:
+    # node b gets samba_ou whole (see the test)
+    with local_cluster(include_ous=[f"OU=in,{samba_ou}"], session_timeout=2.0) as c:
         yield c
 
 

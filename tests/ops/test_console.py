@@ -22,10 +22,10 @@ import orjson
 import pytest
 
 from idsync.cli import main
-from tests.cluster.cluster import LocalCluster, running_cluster
+from tests.cluster.cluster import LocalCluster
 from tests.cluster.directory import AdDirectory
 from tests.cluster.instance import wait_for
-from tests.harness.ldap import LdapEndpoint
+from tests.conftest import ClusterFactory
 from tests.ops.test_admin import serve  # noqa: F401  (fixture)
 
 CHROMIUM = "/usr/bin/chromium"
@@ -43,20 +43,12 @@ ELSEWHERE = "unverified.example"  # a UPN suffix the emulator's tenant has not v
 
 
 @pytest.fixture
-def cluster(
-    tmp_path: Path, pg_dsn: str, zk_hosts: str, zk_chroot: str, samba: LdapEndpoint, samba_ou: str
-) -> Iterator[LocalCluster]:
+def cluster(tmp_path: Path, local_cluster: ClusterFactory) -> Iterator[LocalCluster]:
     rules = tmp_path / "rules.toml"
     rules.write_text('[user]\nupn_unverified = "quarantine"\n')
     token = tmp_path / "admin-token"
     token.write_text(TOKEN + "\n")
-    with running_cluster(
-        tmp_path,
-        cluster="t",
-        pg_dsn=pg_dsn,
-        zk_hosts=zk_hosts + zk_chroot,
-        ldap=samba,
-        include_ous=[samba_ou],
+    with local_cluster(
         session_timeout=2.0,
         deletion_threshold=1,  # two deletes make the guard hold
         extra={"sync": {"rules_file": str(rules)}, "admin": {"token_file": str(token)}},

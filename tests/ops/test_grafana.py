@@ -19,11 +19,11 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.cluster.cluster import LocalCluster, running_cluster
+from tests.cluster.cluster import LocalCluster
 from tests.cluster.directory import AdDirectory
 from tests.cluster.instance import wait_for
+from tests.conftest import ClusterFactory
 from tests.harness import Promtool
-from tests.harness.ldap import LdapEndpoint
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy/grafana/idsync.json"
 METRIC = re.compile(r"\b(idsync_[a-z_]+)\b")
@@ -59,18 +59,8 @@ def as_promql(expr: str) -> str:
 
 
 @pytest.fixture
-def cluster(
-    tmp_path: Path, pg_dsn: str, zk_hosts: str, zk_chroot: str, samba: LdapEndpoint, samba_ou: str
-) -> Iterator[LocalCluster]:
-    with running_cluster(
-        tmp_path,
-        cluster="t",
-        pg_dsn=pg_dsn,
-        zk_hosts=zk_hosts + zk_chroot,
-        ldap=samba,
-        include_ous=[samba_ou],
-        session_timeout=2.0,
-    ) as c:
+def cluster(local_cluster: ClusterFactory) -> Iterator[LocalCluster]:
+    with local_cluster(session_timeout=2.0) as c:
         yield c
 
 

@@ -165,9 +165,56 @@ def test_quarantine_usage_errors(setaside: World, cfg: Path, tmp_path: Path) -> 
 # --- idsync preview ----------------------------------------------------------------------------
 
 
-def _preview(cfg: Path, ident: str, fmt: str = "table") -> int:
-    args = argparse.Namespace(config=str(cfg), ident=ident, json=fmt == "json", csv=fmt == "csv")
+def _preview(cfg: Path, ident: str, fmt: str = "table", *, local: bool = True) -> int:
+    args = argparse.Namespace(
+        config=str(cfg), ident=ident, json=fmt == "json", csv=fmt == "csv", local=local, timeout=0.5
+    )
     return preview_command.run(args)
+
+
+def test_preview_evaluates_the_rules_the_node_runs_not_its_local_file(
+    synced: World,
+    tmp_path: Path,
+    pg_dsn: str,
+    pg_schema: str,
+    zk_hosts: str,
+    zk_chroot: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The cluster's current version (ZooKeeper) decides, not the file on disk; `--local` shows
+    the file; an unreachable ZooKeeper falls back to the file and says so."""
+    from idsync.ha import rules_zk
+    from idsync.ha.zk import Coordinator, ZkSettings
+
+    rules = tmp_path / "local.toml"
+    rules.write_text(RULES_TOML)
+    cluster_text = RULES_TOML + 'department = "upper(source.department)"\n'
+    coord = Coordinator(ZkSettings(zk_hosts + zk_chroot, session_timeout=2.0, retry_timeout=2.0), "pv", "x")
+    coord.start(timeout=5)
+    try:
+        rules_zk.ensure(coord)
+        rules_zk.seed(coord, cluster_text, by="test", note="cluster version")
+    finally:
+        coord.stop()
+    cfg = node_config(tmp_path / "n.toml", pg_dsn, pg_schema, f'rules_file = "{rules}"')
+    text = cfg.read_text().replace('hosts = "127.0.0.1:1"', f'hosts = "{zk_hosts}{zk_chroot}"')
+    cfg.write_text(text.replace('[node]\nname = "a"', '[node]\nname = "a"\ncluster = "pv"'))
+    capsys.readouterr()  # (the sync's and the seeding's log lines)
+
+    assert _preview(cfg, guid(1), "json", local=False) == 0
+    out = capsys.readouterr()
+    assert "previewing with cluster rules v1" in out.err
+    assert orjson.loads(out.out)["desired"]["department"] == "SALES"  # the cluster's flow
+
+    assert _preview(cfg, guid(1), "json", local=True) == 0
+    out = capsys.readouterr()
+    assert f"previewing with {rules}" in out.err
+    assert orjson.loads(out.out)["desired"]["department"] == "Sales"  # the file's (preset) flow
+
+    cfg.write_text(text.replace(f"{zk_hosts}{zk_chroot}", "127.0.0.1:1"))
+    assert _preview(cfg, guid(1), "json", local=False) == 0
+    out = capsys.readouterr()
+    assert "could not be read" in out.err and f"previewing with {rules}" in out.err
 
 
 @pytest.fixture

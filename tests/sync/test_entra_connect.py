@@ -11,7 +11,7 @@ import pytest
 from idsync.commands import pending as pending_command
 from idsync.store import quarantine
 from idsync.store.db import Store
-from idsync.store.target_space import TargetRow
+from idsync.store.target_space import TargetPage, TargetRow
 from idsync.sync import explain
 from idsync.sync.functions import FUNCTIONS
 from tests.sync.conftest import ad_user, guid, make_world, node_config
@@ -43,10 +43,16 @@ def test_an_object_entra_connect_syncs_is_never_linked_or_written(
     w.source(ad_user(1), ad_user(2))
     w.sync()
     assert w.target_of(guid(1)) is None and w.target_of(guid(2)) is None
-    assert {(o.kind, o.anchor) for o in w.ops()} == {("create", guid(2))}  # u1: none at all
+    # u1: none at all; u2: no create either — its UPN is Entra Connect's, so a create could
+    # only conflict: it is shown as managed, naming the object it would collide with.
+    assert w.ops() == []
     with store.connection() as conn:
-        [e] = quarantine.entries(conn, "managed")
+        e, e2 = sorted(quarantine.entries(conn, "managed"), key=lambda q: q.key)
     assert e.key == guid(1) and "Entra Connect synchronizes u1@example.com (ec-1" in e.reason
+    assert e2.key == guid(2) and e2.reason.startswith(
+        "Entra Connect synchronizes u2@example.com (ec-2, onPremisesSyncEnabled), which has this"
+        " object's userPrincipalName: idsync never links, matches or writes it, and creates nothing"
+    )
     cfg = node_config(tmp_path / "idsync.toml", pg_dsn, pg_schema)
     args = argparse.Namespace(config=str(cfg), op=None, format="table", summary=False, errors=False)
     assert pending_command.run(args) == 0
@@ -56,6 +62,9 @@ def test_an_object_entra_connect_syncs_is_never_linked_or_written(
     shown = explain.explain(store, w.rules, guid(1))
     assert shown.operations == () and "Entra Connect synchronizes ec-1" in shown.link
     assert [e.phase for e in shown.quarantine] == ["managed"]
+    shown = explain.explain(store, w.rules, guid(2))  # the UPN twin: no create in the preview either
+    assert shown.operations == () and "Entra Connect synchronizes ec-2" in shown.link
+    assert "which has its userPrincipalName" in shown.link
 
     # Entra Connect stops syncing it (the object becomes cloud-only): idsync takes it over.
     w.target("user", TargetRow("ec-1", {**synced, "onPremisesSyncEnabled": False}, _iid(1), True))
@@ -63,7 +72,7 @@ def test_an_object_entra_connect_syncs_is_never_linked_or_written(
     t = w.target_of(guid(1))
     assert t is not None and t.id == "ec-1"
     with store.connection() as conn:
-        assert quarantine.entries(conn, "managed") == []
+        assert [q.key for q in quarantine.entries(conn, "managed")] == [guid(2)]  # ec-2 is still Connect's
 
 
 def test_a_formerly_synced_user_is_taken_over_without_its_read_only_attributes(store: Store) -> None:
@@ -87,3 +96,14 @@ def test_a_formerly_synced_user_is_taken_over_without_its_read_only_attributes(s
     w.sync()
     [create] = [o for o in w.ops() if o.anchor == guid(2)]
     assert create.payload[EXT1] == "Sales"
+
+
+def test_the_preview_of_a_user_whose_deleted_object_carries_its_anchor_says_it_restores(store: Store) -> None:
+    w = make_world(store, RULES)
+    w.target("user", TargetRow("t-1", {"userPrincipalName": "u1@example.com"}, _iid(1), True))
+    w.target_page(TargetPage("user", removed=["t-1"]))  # deleted: in Graph's recycle bin
+    w.source(ad_user(1))
+    w.sync()
+    assert {(o.kind, o.anchor) for o in w.ops()} == {("create", guid(1))}
+    [op] = explain.explain(store, w.rules, guid(1)).operations
+    assert op.kind == "create" and op.note.startswith("restores the deleted user t-1 from the recycle bin")

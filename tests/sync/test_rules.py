@@ -61,7 +61,7 @@ def test_every_problem_is_reported_at_once() -> None:
 def test_unknown_settings_are_errors_not_silently_ignored() -> None:
     problems = _problems({"user": {"scope": {"inclde": ["OU=x,DC=y"]}}})
     assert problems == [
-        "user.scope.inclde: unknown setting (known: condition, exclude, filter, include)",
+        "user.scope.inclde: unknown setting (known: condition, exclude, filter, include, member_of)",
     ]
 
 

@@ -12,7 +12,6 @@ from idsync.emulator.app import EmulatorServer
 from idsync.emulator.config import DEFAULT_CLIENT_ID, DEFAULT_TENANT, EmulatorConfig
 from idsync.target import GraphAuthError, GraphClient, GraphUnavailable
 from idsync.target.auth import graph_scope
-from idsync.target.budget import WriteBudget
 from tests.target.conftest import make_settings
 
 
@@ -63,39 +62,3 @@ async def test_a_private_ca_is_trusted_only_when_configured(server: EmulatorServ
 )
 def test_the_token_scope_follows_the_cloud(endpoint: str, scope: str) -> None:
     assert graph_scope(GraphSettings(graph_endpoint=endpoint)) == scope
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def test_the_budget_spends_a_full_bucket_then_its_rate() -> None:
-    clock = Clock()
-    b = WriteBudget(3000, 150, clock=clock)
-    assert b.wait_for(20) == 0
-    b.tokens = 0
-    assert b.wait_for(20) == pytest.approx(1.0)  # 20 writes/s
-    clock.t += 0.5
-    assert b.wait_for(20) == pytest.approx(0.5)
-
-
-def test_a_429_pauses_slows_down_and_quiet_time_wins_the_rate_back() -> None:
-    clock = Clock()
-    b = WriteBudget(3000, 150, clock=clock)
-    b.throttled(10)
-    assert b.wait_for(1) == pytest.approx(10.0)  # nothing before Retry-After
-    assert b.rate == pytest.approx(16.0)  # 20 writes/s less 20 %
-    b.throttled(10)  # more items of the same episode: one decrease only
-    assert b.rate == pytest.approx(16.0)
-    clock.t += 11
-    b.throttled(5)  # a new episode
-    assert b.rate == pytest.approx(12.8)
-    clock.t += 150  # a quiet window
-    b.wait_for(1)
-    assert b.rate == pytest.approx(20.0)  # back to the configured rate, not above
-    b.throttled(None)  # no Retry-After: a second's pause
-    assert b.wait_for(1) == pytest.approx(1.0)

@@ -24,6 +24,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--client-secret-file", metavar="FILE", help="file holding that app's secret")
     parser.add_argument("--domain", action="append", metavar="DOMAIN", help="verified domain (repeatable)")
     parser.add_argument(
+        "--federated-domain",
+        action="append",
+        metavar="DOMAIN",
+        help="verified domain whose authenticationType is Federated (repeatable; also a --domain)",
+    )
+    parser.add_argument(
         "--preregister-extension",
         action="append",
         metavar="NAME",
@@ -56,6 +62,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="an unregistered extension in $select/$filter: 400 (default) or left out / matching nothing",
     )
     parser.add_argument(
+        "--deleted-immutable-id",
+        choices=("free", "reserved"),
+        help="does a soft-deleted user keep its onPremisesImmutableId taken until restored or purged? "
+        "free (default): a new user may take it; reserved: creating one with it conflicts "
+        "(Microsoft does not document either)",
+    )
+    parser.add_argument(
         "--batch-order",
         choices=("request", "random"),
         help="order of $batch items without dependsOn (default: random with --replication-lag)",
@@ -65,6 +78,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--read-budget", type=int, metavar="RU", help="resource units per window (0 = off)")
     parser.add_argument("--read-window", type=float, metavar="S", help="resource-unit window in seconds")
     parser.add_argument("--no-throttle", action="store_true", help="turn both budgets off")
+    parser.add_argument(
+        "--no-throttle-warning",
+        action="store_true",
+        help="never send x-ms-throttle-limit-percentage (Graph sends it above 0.8 of the limit)",
+    )
     parser.add_argument("--token-lifetime", type=float, metavar="S", help="access token lifetime")
     parser.add_argument(
         "--replication-delay",
@@ -109,6 +127,9 @@ def run(args: argparse.Namespace) -> int:
             return 2
     if args.domain:
         cfg.domains = args.domain
+    if args.federated_domain:
+        cfg.federated_domains = args.federated_domain
+        cfg.domains = [*cfg.domains, *(d for d in args.federated_domain if d not in cfg.domains)]
     if args.preregister_extension:
         cfg.preregister_extensions = args.preregister_extension
     if args.client_roles is not None:
@@ -139,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
         cfg.replication_seed = args.replication_seed
     if args.unregistered_extension_query:
         cfg.unregistered_extension_query = args.unregistered_extension_query
+    if args.deleted_immutable_id:
+        cfg.deleted_immutable_id = args.deleted_immutable_id
     if args.batch_order:
         cfg.batch_random_order = args.batch_order == "random"
     for name in (
@@ -154,6 +177,8 @@ def run(args: argparse.Namespace) -> int:
             setattr(cfg, name, getattr(args, name))
     if args.no_throttle:
         cfg.write_budget = cfg.read_budget = 0
+    if args.no_throttle_warning:
+        cfg.throttle_warning = False
     host, _, port = args.listen.rpartition(":")
     host = host.strip("[]")
     if not host or not port.isdigit():

@@ -8,8 +8,10 @@ One line per check, `OK` / `WARN` / `FAIL`, each problem with its fix:
 
 Checks: PostgreSQL and ZooKeeper reachable; a Graph token; its application permissions (the
 token's `roles` claim); the tenant's verified domains against every UPN suffix in the source
-scope (with counts); the group anchor extension registered; the app's own directory roles
-(whether users holding admin roles can be managed); the source bind and in-scope counts.
+scope (with counts); how those users will sign in (a managed domain with no initial-password
+policy is a warning); the group anchor extension registered; the app's own directory roles
+(whether users holding admin roles can be managed); the source bind and in-scope counts (pilot
+groups, `scope.member_of`, read with the first range of their members).
 `--fix` registers the group anchor extension (idempotent). Exit status: 0 all OK, 1 warnings
 only, 2 at least one failure (or an invalid configuration). `--json` prints the checks as a list.
 """
@@ -117,6 +119,8 @@ async def run_checks(cfg: Any, *, fix: bool = False, standalone: bool = False) -
         checks.append(source_check)
         if scan is not None:
             checks.append(_upn_check(scan, tenant, rules))
+            if rules.of("user").enabled:
+                checks.append(_signin_check(scan, tenant, rules))
     finally:
         await client.close()
     return checks
@@ -315,6 +319,7 @@ def _scan_source(cfg: Any, rules: Any) -> tuple[SourceScan | None, Check]:
         controls = []
         if settings.kind == "ad" and EXTENDED_DN_OID in session.info.supported_controls:
             controls = [extended_dn_control()]
+        evaluator.pilot = _pilot_groups(session, scope, normalizer, rules, controls)
         for t in OBJECT_TYPES:
             for base in scope.search_bases:
                 for page in session.paged(
@@ -354,6 +359,69 @@ def _scan_source(cfg: Any, rules: Any) -> tuple[SourceScan | None, Check]:
             "source", "WARN", f"{detail}; {scan.unreadable} refused by the rules", "idsync pending lists why"
         )
     return scan, Check("source", "OK", detail)
+
+
+def _pilot_groups(
+    session: Any, scope: Any, normalizer: Any, rules: Any, controls: list[Any]
+) -> dict[str, Any]:
+    """The members of the pilot groups (`scope.member_of`), read as the import reads them; a
+    group outside the imported scope is missing, as it is for the sync."""
+    import ldap3
+
+    from idsync.source.normalize import lower_keys, parse_extended_dn
+    from idsync.sync.evaluate import pilot_scope
+
+    out = {}
+    for t in ("user", "group"):
+        dns = rules.of(t).scope.member_of
+        if not dns:
+            continue
+        found: dict[str, tuple[str, list[str]]] = {}
+        for dn in dns:
+            if not scope.in_scope(dn):
+                continue
+            res = session.search(dn, "(objectClass=group)", ldap3.BASE, ["member"], controls, allow=(32,))
+            for entry in res.entries:
+                raw = lower_keys(entry["raw_attributes"])
+                # A large AD group answers with `member;range=0-1499` only: preflight counts those.
+                ranged = next((v for k, v in raw.items() if k.startswith("member;range=")), [])
+                obj = normalizer.to_object(entry["dn"], raw, "group", raw.get("member") or ranged)
+                found[parse_extended_dn(entry["dn"]).dn.lower()] = (obj.anchor, list(obj.members or ()))
+        out[t] = pilot_scope(found, dns)
+    return out
+
+
+def _signin_check(scan: SourceScan, tenant: Any, rules: Any) -> Check:
+    """How the users idsync creates will sign in. Graph cannot sync password hashes: a user in a
+    managed domain signs in with the password idsync sets on create, or one set later through
+    self-service password reset, a Temporary Access Pass or an administrator."""
+    policy = rules.of("user").password
+    change = f"forceChangePasswordNextSignIn {str(policy.force_change).lower()}"
+    if policy.initial is not None:
+        return Check("sign-in", "OK", f"initial password from user.password.initial ({change})")
+    if policy.force_change:
+        return Check("sign-in", "OK", f"random initial password, {change}")
+    if tenant is None:
+        return Check("sign-in", "WARN", "not checked (the domains could not be read)")
+    managed: Counter[str] = Counter()
+    for suffix, n in scan.suffixes.items():
+        domain = suffix if tenant.is_verified(suffix) else tenant.initial or suffix
+        if not tenant.is_federated(domain):
+            managed[domain] += n
+    if not managed:
+        return Check(
+            "sign-in", "OK", "every user in scope is in a federated domain (sign-in at its identity provider)"
+        )
+    where = ", ".join(f"{d} ({n} users)" for d, n in sorted(managed.items()))
+    return Check(
+        "sign-in",
+        "WARN",
+        f"managed domain(s) {where}: users get a random password nobody knows and no forced change"
+        " ([user.password] is not set), so they cannot sign in until self-service password reset,"
+        " a Temporary Access Pass or an administrator sets one",
+        'set [user.password] initial = "<CEL expression>" or force_change = true in the rules,'
+        " or federate the domain (docs/operations.md, Sign-in)",
+    )
 
 
 def _upn_check(scan: SourceScan, tenant: Any, rules: Any) -> Check:

@@ -6,8 +6,9 @@ import ipaddress
 import re
 import socket
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, SecretStr
+from pydantic import AfterValidator, Field, SecretStr, field_validator
 
 from idsync.config.base import (
     ConfigPath,
@@ -138,6 +139,9 @@ class AdminSettings(Section):
     """`[admin]`: the per-node HTTP API (metrics, health, leader, pending)."""
 
     listen: Listen = "127.0.0.1:9470"
+    # The URL other nodes' consoles and `idsync status` use to reach this node's API. Default: the
+    # listen address, or this host's name when it listens on every address (0.0.0.0, [::]).
+    advertise_url: str | None = None
     token_value: SecretStr | None = inline_secret("token")
     token_file: ConfigPath | None = None
     token_credential: CredentialName | None = None
@@ -145,6 +149,27 @@ class AdminSettings(Section):
     def host_port(self) -> tuple[str, int]:
         """`listen` split into host and port (`[::1]:9470` → `("::1", 9470)`)."""
         return split_listen(self.listen)
+
+    def public_url(self) -> str:
+        """`advertise_url`, or a URL built from `listen` that other hosts can use."""
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        host, port = self.host_port()
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.getfqdn()
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    @field_validator("advertise_url")
+    @classmethod
+    def _valid_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlsplit(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError("must be an http(s) URL with a host, e.g. http://idsync-a.example.com:9470")
+        if parsed.hostname in ("0.0.0.0", "::"):
+            raise ValueError("must name an address other hosts can reach, not a wildcard")
+        return value
 
     @property
     def loopback(self) -> bool:

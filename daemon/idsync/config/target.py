@@ -70,6 +70,9 @@ class GraphSettings(Section):
     request_timeout_seconds: PositiveSeconds = 10.0
     write_budget: int = Field(default=3000, ge=1)
     write_window_seconds: PositiveSeconds = 150.0
+    # pacing adapts to what Graph tells, from the configured rate up to this many times it
+    # (1.0: never above write_budget per write_window_seconds)
+    write_rate_ceiling: float = Field(default=3.0, ge=1.0, le=10.0)
     max_concurrent_batches: int = Field(default=4, ge=1, le=64)
     batch_size: int = Field(default=20, ge=1, le=20)
     anchor_extension_attribute: Annotated[str, AfterValidator(_extension)] | None = None

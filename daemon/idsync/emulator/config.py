@@ -10,6 +10,8 @@ DEFAULT_CLIENT_ID = "00000000-0000-4000-8000-0000000000a1"
 DEFAULT_CLIENT_SECRET = "idsync-emulator-secret"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 GRAPH_RESOURCE = "https://graph.microsoft.com"
+# the choices of EmulatorConfig.deleted_immutable_id
+DELETED_IMMUTABLE_ID = ("free", "reserved")
 
 # The application permissions idsync needs (docs/graph-emulator.md lists why each one):
 # users and groups, member links, registering its own directory extension (OwnedBy: only on
@@ -62,12 +64,23 @@ class EmulatorConfig:
     extra_clients: list[ClientSpec] = field(default_factory=list)
     anonymous: bool = False
     domains: list[str] = field(default_factory=lambda: ["example.com"])
+    # Verified domains whose authenticationType is "Federated" (sign-in at the tenant's identity
+    # provider, resources/domain.md); the others are "Managed".
+    federated_domains: list[str] = field(default_factory=list)
     preregister_extensions: list[str] = field(default_factory=list)
     token_lifetime: float = 3599.0
     write_budget: int = 3000
     write_window: float = 150.0
     read_budget: int = 8000
     read_window: float = 10.0
+    # x-ms-throttle-limit-percentage on normal responses: "Returned only when the application
+    # consumed more than 0.8 of its limit. The value ranges from 0.8 to 1.8" (concepts/
+    # throttling-limits.md, identity and access, "Regular responses"). Microsoft is silent on the
+    # figure's precision, and users report not seeing it at all before a 429 (Microsoft Q&A
+    # 1001089): both configurable, `throttle_warning=False` leaves the header out.
+    throttle_warning: bool = True
+    throttle_warning_at: float = 0.8
+    throttle_warning_decimals: int = 2
     delta_page_size: int = 200
     delta_link_limit: int = 500
     delta_token_lifetime: float = 7 * 86400.0
@@ -81,6 +94,11 @@ class EmulatorConfig:
     # an unregistered extension in $select/$filter: "error" (400) or "ignore" (left out / matches
     # nothing); Microsoft documents neither
     unregistered_extension_query: str = "error"
+    # Does a soft-deleted user keep its onPremisesImmutableId taken, so that creating another user
+    # with it conflicts until the deleted one is restored or purged? Microsoft's pages do not say
+    # (user-delete.md, directory-deleteditems-restore.md): "free" (default) lets the create
+    # through, and restoring the deleted one then conflicts; "reserved" refuses the create.
+    deleted_immutable_id: str = "free"
     request_log_size: int = 200_000
 
     @property

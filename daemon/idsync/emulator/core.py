@@ -15,7 +15,7 @@ from typing import Any
 from idsync.emulator import batch
 from idsync.emulator.auth import Auth
 from idsync.emulator.call import Call, Reply, error_reply
-from idsync.emulator.config import ClientSpec, EmulatorConfig
+from idsync.emulator.config import DELETED_IMMUTABLE_ID, ClientSpec, EmulatorConfig
 from idsync.emulator.errors import STATUS_MESSAGES, GraphError, too_many_requests
 from idsync.emulator.faults import STATUS_CODES, Fault, Faults
 from idsync.emulator.model import GROUP_READONLY, USER_READONLY
@@ -76,9 +76,11 @@ class Emulator:
                     log.exception("emulator.handler_failed", extra={"method": call.method, "path": call.path})
                     reply = error_reply(GraphError(500, "generalException", f"Emulator error: {e!r}"), call)
                     note = "emulator error"
+                # both on normal responses only (concepts/throttling-limits.md, "Regular responses")
                 reply.headers["x-ms-resource-unit"] = str(verdict.ru)
-                if verdict.used > 0.8:
-                    reply.headers["x-ms-throttle-limit-percentage"] = f"{verdict.used:.1f}"
+                warning = self.throttle.warning(verdict.used)
+                if warning is not None:
+                    reply.headers["x-ms-throttle-limit-percentage"] = warning
         if fault is not None and fault.kind == "drop":
             self.record(call, reply.status, rid, item, batch_id, "response dropped after processing")
             raise DropConnection(applied=True)
@@ -175,6 +177,7 @@ class Emulator:
     def _apply_lag(self) -> None:
         self.store.lag_min, self.store.lag_max = self.cfg.lag_bounds()
         self.store.lag_rng.seed(self.cfg.replication_seed)
+        self.store.hold_deleted_immutable_ids(self.cfg.deleted_immutable_id == "reserved")
 
     def grant_role(self, role: str, principal: str) -> None:
         """Give directory role `role` (a name, e.g. "User Administrator") to a user id or a
@@ -209,12 +212,16 @@ class Emulator:
             "write_window",
             "read_budget",
             "read_window",
+            "throttle_warning",
+            "throttle_warning_at",
+            "throttle_warning_decimals",
             "shuffle_batch_responses",
             "delta_page_size",
             "delta_link_limit",
             "token_lifetime",
             "delta_token_lifetime",
             "domains",
+            "federated_domains",
             "preregister_extensions",
             "client_roles",
             "replication_delay",
@@ -223,12 +230,15 @@ class Emulator:
             "replication_seed",
             "batch_random_order",
             "unregistered_extension_query",
+            "deleted_immutable_id",
         }
         bad = set(settings) - allowed
         if bad:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(bad))}")
         if settings.get("unregistered_extension_query", "error") not in ("error", "ignore"):
             raise ValueError("unregistered_extension_query is 'error' or 'ignore'")
+        if settings.get("deleted_immutable_id", "free") not in DELETED_IMMUTABLE_ID:
+            raise ValueError("deleted_immutable_id is 'free' or 'reserved'")
         for k, v in settings.items():
             setattr(self.cfg, k, v)
         self._apply_lag()

@@ -88,6 +88,35 @@ def _candidates(em: Emulator, kind: str, joiner: str, clauses: list[Clause]) -> 
     return sorted(out.values(), key=lambda o: o.created_seq)
 
 
+def compile_filter(
+    em: Emulator, kind: str, filt: str
+) -> tuple[str, list[Clause], Callable[[DirObject], bool]]:
+    """A `$filter` on users or groups checked as Graph checks it: (joiner, clauses, matcher), or
+    400 for a property or operator the type does not support."""
+    ignore = em.cfg.unregistered_extension_query == "ignore"
+    joiner, clauses = parse_filter(filt)
+    allowed = FILTERABLE[kind] | extension_names(em.store.extensions, kind)
+    unknown = [c for c in clauses if c.prop.startswith("extension_") and c.prop not in allowed]
+    if unknown and not ignore:
+        # Microsoft documents no message for an unregistered extension in $filter; this
+        # is the directory's message for a property it does not know
+        raise unknown_extension(unknown[0].prop)
+    if unknown:
+        # `ignore`: an unregistered extension has no value, so its clause matches nothing
+        clauses = [c for c in clauses if c not in unknown]
+        if joiner == "and" or not clauses:
+            clauses = [Clause("id", ())]
+    for c in clauses:
+        if c.prop not in allowed or (c.op == "startswith" and c.prop not in STARTSWITH):
+            raise GraphError(
+                400,
+                "Request_UnsupportedQuery",
+                f"Unsupported or invalid query filter clause specified for property '{c.prop}' of "
+                f"resource '{RESOURCE[kind]}'.",
+            )
+    return joiner, clauses, _matcher(kind, joiner, clauses)
+
+
 def list_objects(em: Emulator, call: Call, kind: str, relations: frozenset[str] = frozenset()) -> Reply:
     """GET /users or /groups with Graph's query options and paging (default 100, max 999)."""
     q = dict(call.query)
@@ -113,27 +142,7 @@ def list_objects(em: Emulator, call: Call, kind: str, relations: frozenset[str] 
     filt = q.get("$filter")
     match: Callable[[DirObject], bool] | None = None
     if filt:
-        joiner, clauses = parse_filter(filt)
-        allowed = FILTERABLE[kind] | extension_names(em.store.extensions, kind)
-        unknown = [c for c in clauses if c.prop.startswith("extension_") and c.prop not in allowed]
-        if unknown and not ignore:
-            # Microsoft documents no message for an unregistered extension in $filter; this
-            # is the directory's message for a property it does not know
-            raise unknown_extension(unknown[0].prop)
-        if unknown:
-            # `ignore`: an unregistered extension has no value, so its clause matches nothing
-            clauses = [c for c in clauses if c not in unknown]
-            if joiner == "and" or not clauses:
-                clauses = [Clause("id", ())]
-        for c in clauses:
-            if c.prop not in allowed or (c.op == "startswith" and c.prop not in STARTSWITH):
-                raise GraphError(
-                    400,
-                    "Request_UnsupportedQuery",
-                    f"Unsupported or invalid query filter clause specified for property '{c.prop}' of "
-                    f"resource '{RESOURCE[kind]}'.",
-                )
-        match = _matcher(kind, joiner, clauses)
+        joiner, clauses, match = compile_filter(em, kind, filt)
         cands = _candidates(em, kind, joiner, clauses)
         objs = (
             o for o in (cands if cands is not None else em.store.iter_live(kind)) if o.created_seq > after

@@ -79,7 +79,13 @@ def render(obj: DirObject, select: list[str] | None) -> dict[str, Any]:
     names = default_select(obj.kind) if select is None else select
     out: dict[str, Any] = {"id": obj.id}
     for n in names:
-        if n == "passwordProfile" or n in ("members", "owners", "manager"):
+        if n in ("members", "owners", "manager"):
+            continue
+        if n == "passwordProfile":
+            # user.md: passwordProfile is "Returned only on $select"; the password itself is never
+            # returned (write-only: the emulator does not even keep it), so it reads as null.
+            pp = props.get(n)
+            out[n] = None if pp is None else {**pp, "password": None}
             continue
         v = props.get(n)
         if v is None and (

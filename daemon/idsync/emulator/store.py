@@ -75,6 +75,9 @@ class Store:
         # number of seconds in [lag_min, lag_max] (0, 0: off)
         self.lag_min = self.lag_max = 0.0
         self.lag_rng = random.Random(0)
+        # Whether a soft-deleted user keeps its onPremisesImmutableId from other objects (see
+        # EmulatorConfig.deleted_immutable_id: Microsoft's pages do not say)
+        self.deleted_holds_immutable_id = False
         self.reset()
 
     def reset(self) -> None:
@@ -90,6 +93,8 @@ class Store:
         self.by_upn: dict[str, str] = {}
         self.by_immutable: dict[str, str] = {}
         self.by_proxy: dict[str, str] = {}
+        # soft-deleted users by onPremisesImmutableId (a recycle-bin `$filter` without a scan)
+        self.deleted_by_immutable: dict[str, set[str]] = {}
         # new objects not replicated yet: id -> when they become visible
         self.fresh: dict[str, float] = {}
         # changed objects not replicated yet: id -> (when, what reads show until then)
@@ -300,6 +305,7 @@ class Store:
             if g is not None and obj.id in g.members:
                 self.remove_member(g, obj.id)
         self.unindex(obj)
+        self._index_deleted(obj)
         obj.deleted_at = self.clock.now()
         obj.deleted_groups = groups
         obj.props["deletedDateTime"] = _iso(obj.deleted_at)
@@ -308,6 +314,7 @@ class Store:
 
     def restore(self, obj: DirObject) -> None:
         """Bring a soft-deleted user back, with the group memberships it had."""
+        self._unindex_deleted(obj)
         obj.deleted_at = None
         obj.props["deletedDateTime"] = None
         self.index(obj)
@@ -319,6 +326,48 @@ class Store:
                 self.add_member(g, obj)
         obj.deleted_groups = []
 
+    def _index_deleted(self, obj: DirObject) -> None:
+        imm = obj.props.get("onPremisesImmutableId")
+        if not imm:
+            return
+        self.deleted_by_immutable.setdefault(imm, set()).add(obj.id)
+        if self.deleted_holds_immutable_id and imm not in self.by_immutable:
+            self.by_immutable[imm] = obj.id  # still taken: a create with it conflicts
+
+    def _unindex_deleted(self, obj: DirObject) -> None:
+        imm = obj.props.get("onPremisesImmutableId")
+        if not imm:
+            return
+        ids = self.deleted_by_immutable.get(imm)
+        if ids is not None:
+            ids.discard(obj.id)
+            if not ids:
+                del self.deleted_by_immutable[imm]
+        if self.by_immutable.get(imm) == obj.id:
+            del self.by_immutable[imm]
+
+    def hold_deleted_immutable_ids(self, hold: bool) -> None:
+        """Whether soft-deleted users keep their onPremisesImmutableId taken (changeable at run time)."""
+        self.deleted_holds_immutable_id = hold
+        for imm, ids in self.deleted_by_immutable.items():
+            holder = self.by_immutable.get(imm)
+            if hold and holder is None:
+                self.by_immutable[imm] = min(ids, key=lambda i: self.objects[i].created_seq)
+            elif not hold and holder in ids:
+                del self.by_immutable[imm]
+
+    def deleted_with_immutable_id(self, value: str) -> list[DirObject]:
+        """The soft-deleted users carrying this onPremisesImmutableId."""
+        out = [self.objects[i] for i in self.deleted_by_immutable.get(value, ())]
+        return sorted(out, key=lambda o: o.created_seq)
+
+    def iter_deleted(self, kind: str, after_created: int = 0) -> Iterator[DirObject]:
+        """Soft-deleted objects of `kind` in creation order, starting after a creation number."""
+        for cseq, ident in self.created[kind].after(after_created):
+            o = self.objects.get(ident)
+            if o is not None and o.created_seq == cseq and o.deleted_at is not None:
+                yield o
+
     def purge(self, obj: DirObject) -> None:
         """Delete permanently; delta reports `@removed: deleted` from now on."""
         if obj.deleted_at is None:
@@ -328,6 +377,8 @@ class Store:
                     self.remove_member(g, obj.id)
             self.unindex(obj)
             self.live_count[obj.kind] -= 1
+        else:
+            self._unindex_deleted(obj)
         for mid in list(obj.members):
             m = self.objects.get(mid)
             if m is not None:
@@ -371,6 +422,9 @@ class Store:
             if o.deleted_at is None:
                 self.live_count[o.kind] += 1
                 self.index(o)
+        for o in self.objects.values():
+            if o.deleted_at is not None:
+                self._index_deleted(o)  # after the live ones: a live holder comes first
         for ident, kind, seq in state["tombstones"]:
             self.tombstones[ident] = Tombstone(ident, kind, seq)
         for e in state.get("extensions", []):

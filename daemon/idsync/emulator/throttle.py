@@ -116,6 +116,16 @@ class Throttle:
         used = max(wb.used() if wb else 0.0, rub.used() if rub else 0.0)
         return Verdict(ru=ru, used=used)
 
+    def warning(self, used: float) -> str | None:
+        """`x-ms-throttle-limit-percentage` for a normal response, None when it is not sent.
+
+        concepts/throttling-limits.md (identity and access, "Regular responses"): returned only
+        when the app consumed more than 0.8 of its limit, as a fraction (0.8 to 1.8).
+        """
+        if not self.cfg.throttle_warning or used <= self.cfg.throttle_warning_at:
+            return None
+        return f"{used:.{self.cfg.throttle_warning_decimals}f}"
+
     def _refuse(self, ru: int, wait: float, app: str, kind: str, info: str) -> Verdict:
         scope = f"Tenant_Application/{kind}/{app}/{self.cfg.tenant_id}"
         return Verdict(ru=ru, retry_after=max(1, math.ceil(wait)), scope=scope, info=info)

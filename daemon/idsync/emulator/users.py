@@ -66,7 +66,9 @@ def _check_password(pp: Any) -> None:
             any(not c.isalnum() for c in pwd),
         )
     )
-    if not 8 <= len(pwd) <= 256 or classes < 3:
+    # entra-docs docs/identity/authentication/concept-sspr-policy.md, "Microsoft Entra password
+    # policies": 8 to 256 characters, three of the four kinds, "Characters not allowed: Unicode".
+    if not 8 <= len(pwd) <= 256 or classes < 3 or not pwd.isascii():
         raise bad_request(
             "The specified password does not comply with password complexity requirements. Please provide "
             "a different password."
@@ -156,6 +158,12 @@ def create_user(em: Emulator, call: Call) -> Reply:
         raise bad_request("A password must be specified to create a new user.")
     _check_password(props["passwordProfile"])
     _check_values(em, props)
+    # user-post-users.md: onPremisesImmutableId "Only needs to be specified when creating a new
+    # user account if you are using a federated domain for the user's userPrincipalName"; a
+    # missing required property is Graph's invalid-value 400, as for the others above.
+    domain = str(props["userPrincipalName"]).rsplit("@", 1)[-1].lower()
+    if domain in {d.lower() for d in em.cfg.federated_domains} and not props.get("onPremisesImmutableId"):
+        raise invalid_value("onPremisesImmutableId", "User")
     _with_proxies(props)
     st = em.store
     probe = DirObject(id="", kind="user", props=props, seq=0, created_seq=0)

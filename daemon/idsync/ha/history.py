@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from kazoo.client import KazooClient, TransactionRequest
 
 PREFIX = "entry-"
+KEEP = 1000  # entries kept; the promoting node prunes older ones after it won
 
 # kind: what made leadership change hands
 FIRST = "first"  # the cluster's first leader
@@ -106,6 +107,28 @@ def stage(
     """Add the promotion's history entry to the election transaction `tx`."""
     ensure(client, base, timeout)
     tx.create(f"{path(base)}/{PREFIX}", encode(entry_for(view, record)), sequence=True)
+
+
+def prune(client: KazooClient, base: str, timeout: float, keep: int | None = None) -> int:
+    """Delete all but the newest `keep` entries; returns how many went. Best effort: a failure
+    leaves them for the next promotion (an entry is history, not state anything depends on)."""
+    where = path(base)
+    try:
+        names = sorted(
+            n for n in client.get_children_async(where).get(timeout=timeout) if n.startswith(PREFIX)
+        )
+        old = names[: max(0, len(names) - (KEEP if keep is None else keep))]
+        replies = [client.delete_async(f"{where}/{n}") for n in old]
+        gone = 0
+        for reply in replies:
+            try:
+                reply.get(timeout=timeout)
+                gone += 1
+            except NoNodeError:
+                continue  # another node pruned it meanwhile
+        return gone
+    except (KazooException, KazooTimeoutError):
+        return 0
 
 
 def read(client: KazooClient, base: str, timeout: float, limit: int | None = None) -> list[HistoryEntry]:

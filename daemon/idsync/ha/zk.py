@@ -336,6 +336,7 @@ class Coordinator:
         # another id; treat that as not having won.
         if self.session_id != session:
             return None
+        history.prune(self.client, self.paths.base, self.settings.retry_timeout)
         return record
 
     def confirm(self, leader: LeaderRecord) -> bool:

@@ -2,7 +2,8 @@
 
 Signals only set flags (Patroni's daemon): SIGTERM finishes the in-flight batch, releases
 leadership and closes the ZooKeeper session so a follower takes over at once; SIGHUP reloads
-the rules. The systemd watchdog is fed by the main loop only, so a hung loop gets restarted.
+the rules. The systemd watchdog is fed by the main loop only (after each cycle, and by the pages of a
+long cycle through `idsync.progress`), so a hung loop gets restarted.
 """
 
 from __future__ import annotations
@@ -107,7 +108,6 @@ def make_ha(cfg: Config) -> HaLoop[Coordinator]:
     )
     ha: HaLoop[Coordinator]
     coord = Coordinator(settings, cfg.node.cluster, cfg.node.name, on_state=lambda s: ha.on_state(s))
-    host, port = cfg.admin.host_port()
     ha = HaLoop(
         coord,
         Timing(
@@ -117,7 +117,7 @@ def make_ha(cfg: Config) -> HaLoop[Coordinator]:
             lock_delay=cfg.ha.lock_delay_seconds,
             stall_timeout=cfg.ha.stall_timeout_seconds,
         ),
-        admin_url=f"http://{host}:{port}",
+        admin_url=cfg.admin.public_url(),
     )
     return ha
 
@@ -138,6 +138,8 @@ class Daemon:
         self.cfg = cfg
         self.stop = threading.Event()
         self.node = Node(cfg.node.name, pipeline, store, ha, stop=self.stop)
+        self.node.on_progress = self._feed_watchdog
+        self._watchdog_fed = 0.0
         self.ha = ha
         self.store = store
         self.pipeline = pipeline
@@ -206,6 +208,15 @@ class Daemon:
     def _progress(self) -> None:
         if self.ha is not None:
             self.ha.progress()
+
+    def _feed_watchdog(self) -> None:
+        """Progress inside a long cycle (a page imported, a batch exported) feeds systemd's
+        watchdog too, at most every 30 s: a full cycle of a large directory can outlast
+        `WatchdogSec`, a hung one cannot."""
+        now = time.monotonic()
+        if now - self._watchdog_fed >= 30.0:
+            self._watchdog_fed = now
+            self.notifier.send(watchdog="1")
 
     async def run(self, opts: DaemonOptions) -> int:
         loop = asyncio.get_running_loop()

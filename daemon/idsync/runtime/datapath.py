@@ -24,6 +24,7 @@ from idsync.source.settings import LdapSourceSettings
 from idsync.store import quarantine
 from idsync.store.db import Store
 from idsync.sync.engine import SyncEngine, SyncResult, engine_from_config
+from idsync.sync.signin import InitialPasswords
 from idsync.target import duplicates
 from idsync.target.delta import ImportResult as TargetResult
 from idsync.target.delta import TypeImport
@@ -222,7 +223,9 @@ class DataPath:
         if self.guard_held:
             return ExportReport("deletion guard holds all exports", held="deletion guard")
         fenced_slice = _Slice(fence, stop, self.export_slice)
-        exporter = self.target.exporter(self.store, fenced_slice)
+        # User creates get their initial password from the rules, computed now (never stored).
+        passwords = InitialPasswords(self.store, self.engine.rules)
+        exporter = self.target.exporter(self.store, fenced_slice, passwords)
         t0 = time.monotonic()
         # Duplicate groups the target import found (target/duplicates.py) go before any export.
         dups = await duplicates.resolve(self.target.client, self.store, fenced_slice, self.target.schema)
@@ -234,9 +237,13 @@ class DataPath:
         throttled = rep.throttled
         for r in rep.results:
             metrics.EXPORTED.labels(r.kind, r.outcome).inc()
-            if r.final:  # a privileged user Graph will not let this app change: a security event
+            if r.final and r.kind in ("update", "delete"):
+                # a privileged user Graph will not let this app change: a security event (a final
+                # create is a refused restore, target/recycle.py, or a refused initial password:
+                # quarantined, not alerted)
                 metrics.PRIVILEGED_REFUSALS.labels(r.kind).inc()
         metrics.GRAPH_THROTTLED.inc(rep.throttled)
+        metrics.USERS_RESTORED.inc(rep.restored)
         fenced = rep.fenced or ""
         more = ""
         if fenced in (SLICE_USED, "stopping"):
@@ -247,6 +254,8 @@ class DataPath:
         if not attempted and not fenced:
             return ExportReport(f"nothing to export{more}", duration=seconds)
         counts = f"{ok} ok, {failed} rejected, {throttled} throttled"
+        if rep.restored:
+            counts += f", {rep.restored} restored from the recycle bin"
         summary = f"exported {attempted} ({counts}) in {seconds:.1f}s{more}"
         if fenced:
             summary += f"; stopped: {fenced}"

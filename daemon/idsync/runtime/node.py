@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import structlog
 
-from idsync import metrics
+from idsync import metrics, progress
 from idsync.fencing import Fence, GuardedFence, Unfenced
 from idsync.ha import upkeep
 from idsync.ha.loop import Decision, HaLoop, Health
@@ -76,6 +76,8 @@ class Node:
         self.pause_gate: PauseGate | None = None  # set by the daemon once ZooKeeper is connected
         # The cluster rules this node runs, set by the daemon's rules follower (runtime/cluster_rules.py).
         self.rules = RulesRunning()
+        # Also told of progress (the daemon feeds systemd's watchdog from it).
+        self.on_progress: Callable[[], None] | None = None
         if ha is not None and hasattr(pipeline, "progress"):
             # The data path reports each finished phase: a long cycle that moves on keeps its lease.
             pipeline.progress = self._progress  # type: ignore[attr-defined]  # an optional hook
@@ -137,7 +139,12 @@ class Node:
                 store_fence.revoke(conn, decision.epoch)
 
     async def run_cycle(self) -> CycleOutcome:
-        """One cycle; never raises for a failed phase (the sentence says what failed)."""
+        """One cycle; never raises for a failed phase (the sentence says what failed). The page
+        loops of long phases report progress through `idsync.progress` while it runs."""
+        with progress.reporting(self._progress):
+            return await self._cycle()
+
+    async def _cycle(self) -> CycleOutcome:
         full, self._full_next = self._full_next, False
         report = await self._import_and_sync(full)
         if report.ok:
@@ -191,6 +198,8 @@ class Node:
         """Tell the lease keeper the cycle moves on (it renews the lease only while it does)."""
         if self.ha is not None:
             self.ha.progress()
+        if self.on_progress is not None:
+            self.on_progress()
 
     def _metrics(self, outcome: CycleOutcome, decision: Decision) -> None:
         report = outcome.report

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import psycopg
 import structlog
 
+from idsync import progress
 from idsync.model import MemberDelta, Quarantined, SourceObject
 from idsync.source.connection import LdapSession
 from idsync.source.errors import BadEntry
@@ -98,6 +99,7 @@ class RunContext:
         self.counts.add(counts)
         self.quarantined += len(bad)
         self.pages += 1
+        progress.beat()  # a page committed: the main loop moves on
         self.seen += len(objects) + len(bad) + len(deletes) + len(tombstones)
         if self.seen >= self._next_progress:
             self._next_progress = self.seen + self.settings.progress_every

@@ -290,3 +290,35 @@ def attrs_of(conn: psycopg.Connection, anchors: Iterable[str]) -> dict[str, dict
         "SELECT anchor, attrs FROM desired_object WHERE anchor = ANY(%s)", (list(anchors),)
     ).fetchall()
     return {r[0]: dict(r[1]) for r in rows}
+
+
+def groups_by_dn(conn: psycopg.Connection, dns: Iterable[str]) -> dict[str, tuple[str, list[str]]]:
+    """Live source groups whose DN (compared case-insensitively) is one of `dns`: lower-case DN →
+    (anchor, its direct member references: anchors, or `dn:<dn>` when not resolved yet)."""
+    wanted = [d.lower() for d in dns]
+    if not wanted:
+        return {}
+    rows = conn.execute(
+        "SELECT g.anchor, lower(g.dn),"
+        " coalesce(array_agg(m.member_ref) FILTER (WHERE m.member_ref IS NOT NULL), '{}')"
+        " FROM source_object g LEFT JOIN source_member m ON m.group_anchor = g.anchor"
+        " WHERE lower(g.dn) = ANY(%s) AND g.object_type = 'group' AND NOT g.deleted GROUP BY g.anchor, g.dn",
+        (wanted,),
+    ).fetchall()
+    return {r[1]: (r[0], list(r[2])) for r in rows}
+
+
+def source_rows(
+    conn: psycopg.Connection, anchors: Iterable[str], after: int, upto: int, page: int = 2000
+) -> Iterator[list[SourceRow]]:
+    """Pages of the source objects among `anchors` that `changed_source(after, upto)` does not
+    return (a cycle re-evaluates them for another reason: a pilot group's membership changed)."""
+    todo = sorted(set(anchors))
+    for i in range(0, len(todo), page):
+        rows = conn.execute(
+            "SELECT anchor, object_type, dn, attrs::text, deleted, changed_seq FROM source_object"
+            " WHERE anchor = ANY(%s) AND NOT (changed_seq > %s AND changed_seq <= %s)",
+            (todo[i : i + page], after, upto),
+        ).fetchall()
+        if rows:
+            yield [SourceRow(r[0], r[1], r[2], orjson.loads(r[3]), bool(r[4]), int(r[5])) for r in rows]

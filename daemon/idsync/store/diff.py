@@ -64,6 +64,7 @@ def diff_objects(
     anchor_attributes: Mapping[str, str] | None = None,
     *,
     settle: timedelta = timedelta(0),
+    soft_match: Mapping[str, str] | None = None,
 ) -> dict[str, int]:
     """Recompute create/update/delete for the anchors in `_dirty` (see store.desired).
 
@@ -76,10 +77,12 @@ def diff_objects(
     Entra Connect's objects (`onPremisesSyncEnabled` true) are never written: a desired object
     whose anchor one of them carries gets no create, but a `managed` quarantine entry saying so
     (`anchor_attributes`: type → its anchor attribute). A user Entra Connect synced once
-    (`onPremisesSyncEnabled` false) is taken over without its read-only attributes.
+    (`onPremisesSyncEnabled` false) is taken over without its read-only attributes. The same
+    goes for one an Entra Connect object matches by a value a create would collide on
+    (`soft_match`: type → the soft-match attribute; a user's userPrincipalName always).
     """
     conn.execute(_OPS.encode())
-    managed = _entra_connect_twins(conn, anchor_attributes or {})
+    managed = _entra_connect_twins(conn, anchor_attributes or {}, soft_match or {})
     conn.execute(
         "INSERT INTO _ops SELECT d.object_type, d.anchor, 'create', '', NULL, jsonb_strip_nulls(d.attrs)"
         " FROM _dirty x JOIN desired_object d ON d.anchor = x.anchor"
@@ -129,25 +132,42 @@ def diff_objects(
     return counts
 
 
-def _entra_connect_twins(conn: psycopg.Connection, anchor_attributes: Mapping[str, str]) -> set[str]:
+def _entra_connect_twins(
+    conn: psycopg.Connection, anchor_attributes: Mapping[str, str], soft_match: Mapping[str, str]
+) -> set[str]:
     """The dirty, unlinked desired objects whose anchor an Entra Connect object carries
     (`onPremisesSyncEnabled` true: Graph refuses to write it, docs-contrib
-    api-reference/v1.0/resources/user.md). Each gets a `managed` quarantine entry naming the object;
-    the other dirty anchors lose theirs."""
-    rows: list[tuple[str, str, str, str, str]] = []
+    api-reference/v1.0/resources/user.md), or that one matches by a unique value: the
+    soft-match attribute (link() never adopts Connect's objects) and a user's userPrincipalName
+    (unique in the tenant: the create could only conflict). Each gets a `managed` quarantine
+    entry naming the object, and no create; the other dirty anchors lose theirs."""
+    rows: list[tuple[str, str, str, str, str, str]] = []
+    twin = (
+        "SELECT d.anchor, d.object_type, min(t.id), min(coalesce(t.attrs ->> 'userPrincipalName',"
+        "  t.attrs ->> 'displayName', t.id)), min(s.dn), %(how)s"
+        " FROM _dirty x JOIN desired_object d ON d.anchor = x.anchor AND d.object_type = %(t)s"
+        " JOIN target_object t ON t.object_type = d.object_type AND NOT t.deleted"
+        "  AND t.attrs -> 'onPremisesSyncEnabled' = 'true'::jsonb AND {match}"
+        " LEFT JOIN source_object s ON s.anchor = d.anchor"
+        " WHERE NOT EXISTS (SELECT 1 FROM sync_link l WHERE l.anchor = d.anchor)"
+        " GROUP BY d.anchor, d.object_type"
+    )
     for object_type, attribute in anchor_attributes.items():
         rows += conn.execute(
-            "SELECT d.anchor, d.object_type, min(t.id), min(coalesce(t.attrs ->> 'userPrincipalName',"
-            "  t.attrs ->> 'displayName', t.id)), min(s.dn)"
-            " FROM _dirty x JOIN desired_object d ON d.anchor = x.anchor AND d.object_type = %(t)s"
-            " JOIN target_object t ON t.object_type = d.object_type AND NOT t.deleted"
-            "  AND t.attrs -> 'onPremisesSyncEnabled' = 'true'::jsonb AND t.attrs ->> %(a)s = d.target_anchor"
-            " LEFT JOIN source_object s ON s.anchor = d.anchor"
-            " WHERE NOT EXISTS (SELECT 1 FROM sync_link l WHERE l.anchor = d.anchor)"
-            " GROUP BY d.anchor, d.object_type",
-            {"t": object_type, "a": attribute},
+            twin.format(match="t.attrs ->> %(a)s = d.target_anchor"),
+            {"t": object_type, "a": attribute, "how": ""},
         ).fetchall()
+    unique = {t: {a} for t, a in soft_match.items()}
+    unique.setdefault("user", set()).add("userPrincipalName")
     found = {r[0] for r in rows}
+    for object_type, attributes in unique.items():
+        for attribute in sorted(attributes):
+            got = conn.execute(
+                twin.format(match="lower(t.attrs ->> %(a)s) = lower(d.attrs ->> %(a)s)"),
+                {"t": object_type, "a": attribute, "how": attribute},
+            ).fetchall()
+            rows += [r for r in got if r[0] not in found]
+            found |= {r[0] for r in got}
     conn.execute(
         "DELETE FROM quarantine WHERE phase = %s AND key = ANY(ARRAY(SELECT anchor FROM _dirty))"
         " AND NOT key = ANY(%s)",
@@ -159,13 +179,16 @@ def _entra_connect_twins(conn: psycopg.Connection, anchor_attributes: Mapping[st
             Quarantined(
                 MANAGED,
                 anchor,
-                f"Entra Connect synchronizes {name} ({tid}, onPremisesSyncEnabled): idsync never links,"
-                " matches or writes it; to move it to idsync, stop Entra Connect syncing it (see"
-                " 'Migrating from Entra Connect')",
+                f"Entra Connect synchronizes {name} ({tid}, onPremisesSyncEnabled)"
+                + (f", which has this object's {how}" if how else "")
+                + ": idsync never links, matches or writes it"
+                + (", and creates nothing beside it" if how else "")
+                + "; to move it to idsync, stop Entra Connect syncing it (see 'Migrating from Entra"
+                " Connect')",
                 object_type,
                 dn,
             )
-            for anchor, object_type, tid, name, dn in rows
+            for anchor, object_type, tid, name, dn, how in rows
         ],
     )
     return found

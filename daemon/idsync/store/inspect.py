@@ -43,6 +43,8 @@ class Snapshot:
     target_members: tuple[str, ...]  # group: source anchors of the target group's linked members
     unknown_members: int  # group: target members idsync does not link (cloud-added; left alone)
     entra_connect: str | None = None  # id of an Entra Connect object carrying its anchor
+    entra_connect_by: str = ""  # "" (its anchor) or the unique value it shares (userPrincipalName)
+    recycled: str | None = None  # id of a deleted user carrying its anchor (a create restores it)
 
 
 def find(conn: psycopg.Connection, ident: str) -> str | None:
@@ -93,6 +95,24 @@ def snapshot(
             (src.object_type, anchor_attribute, target_anchor),
         ).fetchone()
         twin = row[0] if row else None
+    twin_by = ""
+    upn = (desired or {}).get("userPrincipalName")
+    if link is None and twin is None and src.object_type == "user" and isinstance(upn, str):
+        # a user Entra Connect holds the UPN of: the diff gives it no create either (store.diff)
+        row = conn.execute(
+            "SELECT min(id) FROM target_object WHERE object_type = 'user' AND NOT deleted"
+            " AND attrs -> 'onPremisesSyncEnabled' = 'true'::jsonb"
+            " AND lower(attrs ->> 'userPrincipalName') = lower(%s)",
+            (upn,),
+        ).fetchone()
+        twin, twin_by = (row[0], "userPrincipalName") if row and row[0] else (None, "")
+    recycled = None
+    if link is None and not candidates and target_anchor and src.object_type == "user":
+        row = conn.execute(
+            "SELECT max(id) FROM target_object WHERE object_type = 'user' AND deleted AND anchor = %s",
+            (target_anchor,),
+        ).fetchone()
+        recycled = row[0] if row else None
     want: tuple[str, ...] = ()
     have: tuple[str, ...] = ()
     unknown = 0
@@ -111,7 +131,9 @@ def snapshot(
             ).fetchall()
             have = tuple(r[0] for r in rows if r[0] is not None)
             unknown = sum(1 for r in rows if r[0] is None)
-    return Snapshot(src, deleted, desired, link, target, candidates, want, have, unknown, twin)
+    return Snapshot(
+        src, deleted, desired, link, target, candidates, want, have, unknown, twin, twin_by, recycled
+    )
 
 
 def names(conn: psycopg.Connection, anchors: list[str]) -> dict[str, str]:

@@ -9,7 +9,7 @@ attempt: a successful call marks the row exported, and the confirming import rem
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -97,6 +97,31 @@ def _op(r: Sequence[Any]) -> PendingExport:
 # --- the exporter's side ------------------------------------------------------------------------
 
 
+# Fair sharing of the write quota (issue 16): the export order above holds within a lane, and a
+# batch takes an equal share from every lane that has ready operations, so a backlog of one kind
+# (200,000 member adds, or a rename touching every user) cannot starve the others. Lanes by the
+# `priority` column of migration 0003: creates, updates, member operations, deletes.
+LANES: tuple[tuple[int, int], ...] = ((0, 1), (2, 3), (4, 7), (8, 9))
+
+
+def fair_shares(take: Callable[[tuple[int, int], int], list[int]], limit: int) -> list[int]:
+    """Up to `limit` ids, an equal share from each lane (`take(lane, n)` claims up to n of it);
+    what a lane cannot use goes to the others."""
+    got: list[int] = []
+    open_lanes = list(LANES)
+    while len(got) < limit and open_lanes:
+        share = max(1, (limit - len(got)) // len(open_lanes))
+        for lane in list(open_lanes):
+            n = min(share, limit - len(got))
+            if n <= 0:
+                break
+            ids = take(lane, n)
+            got += ids
+            if len(ids) < n:
+                open_lanes.remove(lane)
+    return got
+
+
 def claim(
     conn: psycopg.Connection,
     *,
@@ -106,7 +131,8 @@ def claim(
     held: bool,
     claim_timeout: timedelta = timedelta(minutes=5),
 ) -> list[PendingExport]:
-    """Claim up to `limit` ready operations for an export batch, in export order.
+    """Claim up to `limit` ready operations for an export batch: a fair share from every lane
+    (`fair_shares`), in export order within each.
 
     Ready: not exported, not quarantined, past its back-off, not claimed by a batch of this epoch
     within `claim_timeout` (a crashed batch's rows come back), and with every target id it needs.
@@ -125,21 +151,28 @@ def claim(
             " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (str(epoch),),
         )
-    rows = conn.execute(
-        "WITH ready AS (SELECT p.id FROM pending_export p"
-        " LEFT JOIN sync_link lg ON lg.anchor = p.anchor AND p.kind IN ('member_add', 'member_remove')"
-        " LEFT JOIN sync_link lm ON lm.anchor = p.member_anchor AND p.member_anchor <> ''"
-        " WHERE p.exported_at IS NULL AND p.quarantined_at IS NULL"
-        "  AND (p.not_before IS NULL OR p.not_before <= now())"
-        "  AND (p.claimed_epoch IS DISTINCT FROM %(epoch)s OR p.claimed_at < now() - %(timeout)s)"
-        "  AND (p.kind NOT IN ('member_add', 'member_remove')"
-        "   OR (lg.target_id IS NOT NULL AND lm.target_id IS NOT NULL))"
-        f" ORDER BY {_ORDER} LIMIT %(limit)s FOR UPDATE OF p SKIP LOCKED)"
-        " UPDATE pending_export q SET claimed_epoch = %(epoch)s, claimed_by = %(node)s, claimed_at = now()"
-        " FROM ready WHERE q.id = ready.id RETURNING q.id",
-        {"epoch": epoch, "node": node, "limit": limit, "timeout": claim_timeout},
-    ).fetchall()
-    ids = [r[0] for r in rows]
+
+    def claim_lane(lane: tuple[int, int], n: int) -> list[int]:
+        lo, hi = lane
+        rows = conn.execute(
+            "WITH ready AS (SELECT p.id FROM pending_export p"
+            " LEFT JOIN sync_link lg ON lg.anchor = p.anchor AND p.kind IN ('member_add', 'member_remove')"
+            " LEFT JOIN sync_link lm ON lm.anchor = p.member_anchor AND p.member_anchor <> ''"
+            " WHERE p.exported_at IS NULL AND p.quarantined_at IS NULL"
+            "  AND p.priority BETWEEN %(lo)s AND %(hi)s"
+            "  AND (p.not_before IS NULL OR p.not_before <= now())"
+            "  AND (p.claimed_epoch IS DISTINCT FROM %(epoch)s OR p.claimed_at < now() - %(timeout)s)"
+            "  AND (p.kind NOT IN ('member_add', 'member_remove')"
+            "   OR (lg.target_id IS NOT NULL AND lm.target_id IS NOT NULL))"
+            f" ORDER BY {_ORDER} LIMIT %(limit)s FOR UPDATE OF p SKIP LOCKED)"
+            " UPDATE pending_export q"
+            " SET claimed_epoch = %(epoch)s, claimed_by = %(node)s, claimed_at = now()"
+            " FROM ready WHERE q.id = ready.id RETURNING q.id",
+            {"epoch": epoch, "node": node, "limit": n, "timeout": claim_timeout, "lo": lo, "hi": hi},
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    ids = fair_shares(claim_lane, limit)
     if not ids:
         return []
     got = conn.execute(_SELECT + f" WHERE p.id = ANY(%s) ORDER BY {_ORDER}", (ids,)).fetchall()

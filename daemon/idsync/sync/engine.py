@@ -13,20 +13,24 @@ or diff actually changed get new operations.
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+import orjson
 import psycopg
 import structlog
 
+from idsync import progress
 from idsync.model import Quarantined
 from idsync.store import desired, diff, links, pending, quarantine, target_space, watermarks
 from idsync.store.db import Store
 from idsync.sync import defaults, guard
 from idsync.sync.errors import EvaluationError
-from idsync.sync.evaluate import Evaluator
+from idsync.sync.evaluate import Evaluator, PilotScope, pilot_scope
 from idsync.sync.rules import Rules, load_rules
 from idsync.sync.tenant import STORE_KEY as TENANT_KEY
 from idsync.sync.tenant import TenantDomains
@@ -41,6 +45,7 @@ TARGET_WATERMARK = "sync.target_seq"
 RULES_HASH_KEY = "sync.rules_hash"
 DIFF_OWED_KEY = "sync.diff_owed"  # a diff was deferred: the next complete one covers everything
 TENANT_SEEN_KEY = "sync.tenant_domains"  # fingerprint of the tenant domains the last sync used
+PILOT_KEY = "sync.pilot_members"  # the pilot groups' members the last sync used, per type
 NOTICE = "notice"  # quarantine phase of what the rules adjusted (shown by `idsync pending`)
 
 
@@ -139,6 +144,9 @@ class SyncEngine:
                 if not full:
                     full, reason = True, "tenant domains changed" if seen_tenant else "tenant domains read"
             desired.prepare(conn)
+            moved, pilot_reason = self._pilot(conn)
+            if pilot_reason and not full:
+                full, reason = True, pilot_reason
             src_after = 0 if full else _mark(conn, SOURCE_WATERMARK)
             tgt_after = 0 if full else _mark(conn, TARGET_WATERMARK)
             rounds = self._incomplete_types(conn)
@@ -154,7 +162,7 @@ class SyncEngine:
             owed = desired.get_meta(conn, DIFF_OWED_KEY) == "1"
 
             lap = _Laps()
-            evaluated, bad = self._evaluate(conn, src_after, src_upto)
+            evaluated, bad = self._evaluate(conn, src_after, src_upto, () if full else moved)
             lap("evaluate")
             changes = desired.apply_staged(conn, self.rules.hash, full=full)
             lap("desired")
@@ -202,7 +210,9 @@ class SyncEngine:
                 desired.set_meta(conn, DIFF_OWED_KEY, "1")
             deprovision = {t: self.rules.of(t).deprovision for t in ("user", "group")}
             anchors = {t: self.rules.anchor_attribute(t) for t in ("user", "group")}
-            obj = diff.diff_objects(conn, deprovision, self.unequal_limit, anchors, settle=self.export_settle)
+            obj = diff.diff_objects(
+                conn, deprovision, self.unequal_limit, anchors, settle=self.export_settle, soft_match=soft
+            )
             lap("diff_objects")
             # Group membership lives in the group import: it is diffed only once that is whole.
             mem = (
@@ -308,12 +318,44 @@ class SyncEngine:
         with self.store.transaction() as conn:
             return guard.evaluate(conn, self.thresholds, approved_fingerprints)
 
-    def _evaluate(self, conn: psycopg.Connection, after: int, upto: int) -> tuple[int, int]:
-        """Evaluate changed source objects page by page; stage verdicts, quarantine failures."""
+    def _pilot(self, conn: psycopg.Connection) -> tuple[set[str], str]:
+        """Load the pilot groups' members (`scope.member_of`) into the evaluator; return the
+        objects that entered or left a pilot group since the last sync (to evaluate again), and
+        a reason for a full sync when a pilot group appeared or disappeared."""
+        self._evaluator.pilot = pilot_scopes(conn, self.rules)
+        if not self._evaluator.pilot:
+            return set(), ""
+        now = {t: scope.fingerprint() for t, scope in self._evaluator.pilot.items()}
+        raw = desired.get_meta(conn, PILOT_KEY)
+        text = orjson.dumps(now).decode()
+        if text != raw:
+            desired.set_meta(conn, PILOT_KEY, text)
+        before: dict[str, list[str]] = orjson.loads(raw) if raw else {}
+        moved: set[str] = set()
+        for t, refs in now.items():
+            old = before.get(t)
+            if old is None:
+                continue  # the rules just gained member_of: their hash changed, everything runs
+            changed = set(old) ^ set(refs)
+            if any(r.startswith("missing:") for r in changed):
+                return set(), "pilot group found or lost"
+            moved |= {r for r in changed if not r.startswith("dn:")}
+        return moved, ""
+
+    def _evaluate(
+        self, conn: psycopg.Connection, after: int, upto: int, extra: Iterable[str] = ()
+    ) -> tuple[int, int]:
+        """Evaluate changed source objects (and the `extra` anchors) page by page; stage
+        verdicts, quarantine failures."""
         evaluated = bad = 0
         ok_anchors: list[str] = []
         plain: list[str] = []  # evaluated without a notice: an older notice is cleared
-        for page in desired.changed_source(conn, after, upto, self.page_size):
+        pages = itertools.chain(
+            desired.changed_source(conn, after, upto, self.page_size),
+            desired.source_rows(conn, extra, after, upto, self.page_size),
+        )
+        for page in pages:
+            progress.beat()
             verdicts: list[desired.Verdict] = []
             failed: list[Quarantined] = []
             notices: list[Quarantined] = []
@@ -359,6 +401,15 @@ class SyncEngine:
         if plain:
             quarantine.release(conn, NOTICE, plain)
         return evaluated, bad
+
+
+def pilot_scopes(conn: psycopg.Connection, rules: Rules) -> dict[str, PilotScope]:
+    """The pilot groups' direct members, from the source space, per type with `scope.member_of`."""
+    out = {}
+    for t in ("user", "group"):
+        if dns := rules.of(t).scope.member_of:
+            out[t] = pilot_scope(desired.groups_by_dn(conn, dns), dns)
+    return out
 
 
 def _why_incomplete(waiting: dict[str, str]) -> str:

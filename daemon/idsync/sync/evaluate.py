@@ -15,7 +15,8 @@ import cel
 
 from idsync.sync.errors import EvaluationError
 from idsync.sync.functions import FUNCTIONS
-from idsync.sync.rules import Expression, Rules, TypeRules, normalize_dn
+from idsync.sync.password_policy import REDACTED, describe
+from idsync.sync.rules import RANDOM, Expression, Rules, TypeRules, normalize_dn
 from idsync.sync.targets import REQUIRED
 from idsync.sync.tenant import TenantDomains
 
@@ -36,6 +37,32 @@ OUT_OF_SCOPE = Outcome(False)
 
 
 @dataclass(frozen=True, slots=True)
+class PilotScope:
+    """What `[<type>.scope] member_of` needs: the direct members of the pilot groups found in the
+    source (anchors, and `dn:<normalized DN>` for references not resolved yet), and the pilot
+    groups that were not found (not imported, or deleted)."""
+
+    members: frozenset[str] = frozenset()
+    missing: tuple[str, ...] = ()
+
+    def has(self, anchor: str, dn: str) -> bool:
+        return anchor in self.members or f"dn:{normalize_dn(dn)}" in self.members
+
+    def fingerprint(self) -> list[str]:
+        """What a sync remembers to find, next cycle, whose pilot membership changed."""
+        return sorted(self.members) + [f"missing:{m}" for m in self.missing]
+
+
+def pilot_scope(groups: Mapping[str, tuple[str, Sequence[str]]], dns: Sequence[str]) -> PilotScope:
+    """PilotScope from the pilot groups found (lower-case DN → (anchor, member references))."""
+    found = {normalize_dn(dn): refs for dn, (_, refs) in groups.items()}
+    members = {
+        f"dn:{normalize_dn(r[3:])}" if r.startswith("dn:") else r for refs in found.values() for r in refs
+    }
+    return PilotScope(frozenset(members), tuple(d for d in dns if d not in found))
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     """One rule applied to one object, for `idsync preview`: the rule, what it reads, what it gave."""
 
@@ -52,6 +79,9 @@ class Evaluator:
         self.rules = rules
         # The tenant's domains (None until the target connector has read them: no UPN check).
         self.tenant = tenant
+        # Per type with `scope.member_of`: the pilot groups' members (set by whoever evaluates:
+        # the sync engine from the source space, preflight from its scan).
+        self.pilot: dict[str, PilotScope] = {}
         self._ctx = cel.Context(functions=dict(FUNCTIONS))
         self._single: dict[str, tuple[str, ...]] = {}
         self._multi: dict[str, tuple[str, ...]] = {}
@@ -60,6 +90,8 @@ class Evaluator:
             exprs = [f.expression for f in tr.flows]
             if tr.scope.condition is not None:
                 exprs.append(tr.scope.condition)
+            if tr.password.initial is not None:
+                exprs.append(tr.password.initial)
             self._single[t] = tuple(dict.fromkeys(n for e in exprs for n in e.single))
             self._multi[t] = tuple(dict.fromkeys(n for e in exprs for n in e.multi))
 
@@ -103,6 +135,13 @@ class Evaluator:
                 trace.append(Step(f"{t}.scope.filter", tr.scope.filter.text, matched, note))
             if not matched:
                 return OUT_OF_SCOPE
+        if tr.scope.member_of:
+            inside = self._in_pilot(tr, anchor, dn)
+            if trace is not None:
+                note = "a direct member" if inside else "out of scope: not a direct member of the pilot group"
+                trace.append(Step(f"{t}.scope.member_of", ", ".join(tr.scope.member_of), inside, note))
+            if not inside:
+                return OUT_OF_SCOPE
         # Referenced names are looked up as written and in lower case (imported names are lower).
         single: dict[str, Any] = {}
         for name in self._single[object_type]:
@@ -132,6 +171,8 @@ class Evaluator:
             if trace is not None:
                 trace.append(Step(flow.expression.rule, flow.expression.text, out[flow.attribute]))
         self._check_required(tr, anchor, out)
+        if trace is not None and tr.password.configured:
+            trace.append(self._password_step(tr, anchor, single, multi))
         notice = self._check_upn(tr, anchor, out) if object_type == "user" else None
         if notice and trace is not None:
             trace.append(Step(f"{t}.upn_unverified", tr.upn_unverified, out.get(UPN), notice))
@@ -164,6 +205,74 @@ class Evaluator:
         fallback = f"{local}@{self.tenant.initial}"
         out[UPN] = fallback
         return f"{why}: exported as {fallback} (upn_unverified = fallback)"
+
+    def _in_pilot(self, tr: TypeRules, anchor: str, dn: str) -> bool:
+        """Is the object a direct member of a pilot group? Like Entra Connect's group filtering,
+        nested groups are not expanded. A pilot group missing from the source is an error, not an
+        empty group: the object keeps its last state instead of being deprovisioned."""
+        rule = f"{tr.object_type}.scope.member_of"
+        pilot = self.pilot.get(tr.object_type)
+        if pilot is None:
+            raise EvaluationError(anchor, rule, "the pilot groups' members are not known here")
+        if pilot.has(anchor, dn):
+            return True
+        if pilot.missing:
+            raise EvaluationError(
+                anchor,
+                rule,
+                f"pilot group {', '.join(pilot.missing)} is not in the source (outside the imported"
+                " scope, or deleted): the object keeps its last state",
+            )
+        return False
+
+    def initial_password(self, anchor: str, dn: str, attrs: Mapping[str, Sequence[str]]) -> str | None:
+        """The rules' initial password of one user (`[user.password] initial`), None when random.
+
+        Export time only: the result is a secret, never stored or logged. Raises EvaluationError
+        naming the rule when the expression fails or gives anything but a non-empty string.
+        """
+        expr = self.rules.user.password.initial
+        if expr is None:
+            return None
+        single: dict[str, Any] = {}
+        for name in expr.single:
+            vals = attrs.get(name) or attrs.get(name.lower())
+            single[name] = vals[0] if vals else None
+        multi = {n: list(attrs.get(n) or attrs.get(n.lower()) or ()) for n in expr.multi}
+        self._ctx.update(
+            {"source": single, "values": multi, "anchor": anchor, "dn": dn, "object_type": "user"}
+        )
+        return self._password_of(expr, anchor, single, multi)
+
+    def _password_of(
+        self, expr: Expression, anchor: str, single: Mapping[str, Any], multi: Mapping[str, list[str]]
+    ) -> str:
+        value = self._run(expr, anchor, single, multi)
+        if value is None or value == "":
+            raise EvaluationError(
+                anchor, expr.rule, "gave no password (null or empty: a source attribute it reads is empty)"
+            )
+        if not isinstance(value, str):
+            raise EvaluationError(anchor, expr.rule, f"must give a string, gave a {type(value).__name__}")
+        return value
+
+    def _password_step(
+        self, tr: TypeRules, anchor: str, single: Mapping[str, Any], multi: Mapping[str, list[str]]
+    ) -> Step:
+        """The password rule in a preview: what it would do, the password itself redacted."""
+        rule, force = tr.password, tr.password.force_change
+        change = f"forceChangePasswordNextSignIn {str(force).lower()}"
+        if rule.initial is None:
+            return Step("user.password.initial", RANDOM, REDACTED, f"random, nobody knows it; {change}")
+        try:
+            password = self._password_of(rule.initial, anchor, single, multi)
+        except EvaluationError as exc:
+            return Step(
+                rule.initial.rule, rule.initial.text, None, f"the create would be quarantined: {exc.reason}"
+            )
+        return Step(
+            rule.initial.rule, rule.initial.text, REDACTED, f"{describe(password)}; {change}; on create only"
+        )
 
     @staticmethod
     def _dn_in_scope(tr: TypeRules, dn: str) -> bool:

@@ -18,6 +18,7 @@ import psycopg
 
 from idsync.store import desired, inspect, pending, quarantine
 from idsync.store.db import Store
+from idsync.sync.engine import pilot_scopes
 from idsync.sync.errors import EvaluationError
 from idsync.sync.evaluate import Evaluator, Step
 from idsync.sync.preview import Change, PreviewItem, describe
@@ -85,6 +86,7 @@ def explain(store: Store, rules: Rules, ident: str, *, soft_match: bool = False)
             raise NotFound(ident)
         tenant_json = desired.get_meta(conn, TENANT_KEY)
         evaluator = Evaluator(rules, TenantDomains.from_json(tenant_json) if tenant_json else None)
+        evaluator.pilot = pilot_scopes(conn, rules)
         first = inspect.snapshot(conn, anchor, None)
         assert first is not None
         src = first.source
@@ -159,7 +161,8 @@ def _plan(
     elif snap.entra_connect is not None:
         link = (
             f"not linked: Entra Connect synchronizes {snap.entra_connect} (onPremisesSyncEnabled), which"
-            " carries its anchor; idsync never links, matches or writes it"
+            + (f" has its {snap.entra_connect_by}" if snap.entra_connect_by else " carries its anchor")
+            + "; idsync never links, matches or writes it"
         )
         if in_scope:
             return link, None, None, []
@@ -182,6 +185,11 @@ def _plan(
                 if soft_match and tr.soft_match
                 else ""
             )
+            if snap.recycled is not None:  # target/recycle.py
+                note = (
+                    f"restores the deleted user {snap.recycled} from the recycle bin if Graph still"
+                    " holds it, else creates"
+                )
             ops.append(
                 Operation("create", None, tuple(Change(k, None, v) for k, v in payload.items()), note=note)
             )

@@ -45,11 +45,14 @@ _TYPE_KEYS = {
     "flows",
     "members",
     "upn_unverified",
+    "password",
 }
 # What to do with a userPrincipalName whose suffix is not a verified domain of the tenant:
 # Entra Connect's fallback to `<local>@<initial domain>`, or quarantine the user.
 UPN_UNVERIFIED: tuple[str, ...] = ("fallback", "quarantine")
-_SCOPE_KEYS = {"include", "exclude", "filter", "condition"}
+_SCOPE_KEYS = {"include", "exclude", "filter", "condition", "member_of"}
+_PASSWORD_KEYS = {"initial", "force_change"}
+RANDOM = "random"  # `[user.password] initial`: a random password nobody knows (the default)
 _JOIN_KEYS = {"soft_match"}
 # source.x, source["x"], values.x, values["x"]: the source attributes an expression reads.
 _REF = re.compile(r"\b(source|values)\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*[\"']([^\"']+)[\"']\s*\])")
@@ -83,6 +86,24 @@ class Scope:
     exclude: tuple[str, ...] = ()
     filter: LdapFilter | None = None
     condition: Expression | None = None
+    # Pilot scoping (Entra Connect's "sync selected"): normalized DNs of groups the object must be
+    # a *direct* member of (any of them); empty = no such condition.
+    member_of: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PasswordRule:
+    """`[user.password]`: the initial password of a created user (Graph requires one on create and
+    never returns it, so it is set once and never compared or updated).
+
+    `initial` None is a random password nobody knows; else a CEL expression computed at export
+    time from the source object (never stored). `force_change` is passwordProfile's
+    forceChangePasswordNextSignIn. `configured` says whether the rules chose a policy at all.
+    """
+
+    initial: Expression | None = None
+    force_change: bool = False
+    configured: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,6 +119,7 @@ class TypeRules:
     scope: Scope
     flows: tuple[Flow, ...]
     upn_unverified: str = "fallback"
+    password: PasswordRule = PasswordRule()
 
     @property
     def attributes(self) -> tuple[str, ...]:
@@ -258,7 +280,9 @@ def _type_rules(
             )
             value = []
         dn_lists[key] = tuple(normalize_dn(v) for v in value)
-    scope = Scope(dn_lists["include"], dn_lists["exclude"], ldap_filter, condition)
+    member_of = _member_of(t, scope_data.get("member_of"), problems)
+    scope = Scope(dn_lists["include"], dn_lists["exclude"], ldap_filter, condition, member_of)
+    password = _password_rule(t, data.get("password"), problems)
 
     flows: list[Flow] = []
     flow_data = dict(data.get("flows", {}) or {})
@@ -301,7 +325,47 @@ def _type_rules(
         scope=scope,
         flows=tuple(flows),
         upn_unverified=str(upn_unverified),
+        password=password,
     )
+
+
+def _member_of(t: str, value: Any, problems: list[RuleProblem]) -> tuple[str, ...]:
+    """`[<type>.scope] member_of`: one group DN or a list of them (direct membership in any)."""
+    if value is None:
+        return ()
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or not values or not all(isinstance(v, str) and "=" in v for v in values):
+        problems.append(
+            RuleProblem(
+                f"{t}.scope.member_of",
+                'must be a group DN or a list of them, e.g. "CN=Pilot,OU=Groups,DC=example,DC=com"',
+                repr(value),
+            )
+        )
+        return ()
+    return tuple(dict.fromkeys(normalize_dn(v) for v in values))
+
+
+def _password_rule(t: str, data: Any, problems: list[RuleProblem]) -> PasswordRule:
+    """`[user.password]`: `initial = "random" | "<CEL expression>"`, `force_change = true|false`."""
+    if data is None:
+        return PasswordRule()
+    if t != "user":
+        problems.append(RuleProblem(f"{t}.password", f"a {t} has no password: only users sign in"))
+        return PasswordRule()
+    if not isinstance(data, Mapping):
+        problems.append(RuleProblem("user.password", "must be a table ([user.password])"))
+        return PasswordRule()
+    _unknown_keys("user.password", data, _PASSWORD_KEYS, problems)
+    force = data.get("force_change", False)
+    if not isinstance(force, bool):
+        problems.append(RuleProblem("user.password.force_change", f"must be true or false, not {force!r}"))
+        force = False
+    text = data.get("initial", RANDOM)
+    initial = None
+    if text != RANDOM:
+        initial = compile_expression("user.password.initial", text, problems)
+    return PasswordRule(initial, force, configured=True)
 
 
 def rules_from_mapping(

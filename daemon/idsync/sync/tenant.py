@@ -25,6 +25,9 @@ class TenantDomains:
 
     verified: frozenset[str]
     initial: str | None
+    # Domains whose authenticationType is "Federated" (resources/domain.md): their users sign in
+    # at the tenant's identity provider. For preflight only: not stored, no part of the fingerprint.
+    federated: frozenset[str] = frozenset()
 
     @classmethod
     def from_graph(cls, domains: Iterable[Mapping[str, Any]]) -> TenantDomains:
@@ -32,11 +35,14 @@ class TenantDomains:
         api-reference/v1.0/resources/domain.md: isInitial is "the initial domain created by
         Microsoft Online Services (companyname.onmicrosoft.com). There is only one")."""
         verified = set()
+        federated = set()
         initial = None
         for d in domains:
             name = str(d.get("id") or "").lower()
             if not name:
                 continue
+            if str(d.get("authenticationType") or "").lower() == "federated":
+                federated.add(name)
             if d.get("isVerified") is True:
                 verified.add(name)
             if d.get("isInitial") is True:
@@ -45,7 +51,7 @@ class TenantDomains:
             # A listing without isInitial (a proxy's $select, an emulator): the initial domain is
             # the one "created by Microsoft Online Services (companyname.onmicrosoft.com)".
             initial = next((d for d in sorted(verified) if d.endswith(".onmicrosoft.com")), None)
-        return cls(frozenset(verified), initial)
+        return cls(frozenset(verified), initial, frozenset(federated))
 
     def to_json(self) -> str:
         return orjson.dumps({"verified": sorted(self.verified), "initial": self.initial}).decode()
@@ -61,3 +67,6 @@ class TenantDomains:
 
     def is_verified(self, domain: str) -> bool:
         return domain.lower() in self.verified
+
+    def is_federated(self, domain: str) -> bool:
+        return domain.lower() in self.federated

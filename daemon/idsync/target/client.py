@@ -45,7 +45,7 @@ from idsync import __version__
 from idsync.config.target import GraphSettings, is_microsoft_host
 from idsync.fencing import Fence, Fenced
 from idsync.target.auth import CredentialTokenProvider, auth_provider
-from idsync.target.budget import WriteBudget
+from idsync.target.budget import Pacing, WriteBudget
 from idsync.target.errors import GraphAuthError, GraphUnavailable
 
 log = structlog.get_logger(__name__)
@@ -215,7 +215,11 @@ class GraphClient:
         self.adapter.base_url = self.base_url
         self.requests_sent = 0
         # One write budget per process: every exporter of this client spends from it.
-        self.write_budget = WriteBudget(settings.write_budget, settings.write_window_seconds)
+        self.write_budget = WriteBudget(
+            settings.write_budget,
+            settings.write_window_seconds,
+            pacing=Pacing(ceiling=settings.write_rate_ceiling),
+        )
 
     @property
     def tokens(self) -> CredentialTokenProvider | None:

@@ -19,6 +19,7 @@ from urllib.parse import quote
 import orjson
 import structlog
 
+from idsync import progress
 from idsync.model import OBJECT_TYPES, ObjectType
 from idsync.store import target_space
 from idsync.store.db import Store
@@ -254,6 +255,7 @@ class DeltaImporter:
                         res.member_changes += changes
                     res.counts.deleted += swept
                     res.pages += len(batch)
+                    progress.beat()
                     if new_pos.complete:
                         res.complete = True
                         return

@@ -62,3 +62,12 @@ class NotOwned(ExportRejected):
     def __init__(self, anchor: str, target_id: str, reason: str) -> None:
         super().__init__(anchor, "NotOwned", f"target object {target_id} is not idsync's: {reason}")
         self.target_id = target_id
+
+
+class PasswordRefused(ExportRejected):
+    """The rules' initial password for a user create cannot be used (the expression failed, or its
+    result breaks Entra ID's password rules). No retry can fix it: the create is quarantined at
+    once. The reason never quotes the password."""
+
+    def __init__(self, anchor: str, reason: str) -> None:
+        super().__init__(anchor, "InitialPassword", f"{reason}; quarantined without sending it")

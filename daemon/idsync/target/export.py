@@ -26,22 +26,23 @@ import secrets
 import string
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
 import httpx
 import structlog
 
 from idsync.fencing import Fence, Fenced
+from idsync.model import InitialPassword
 from idsync.store import fence as store_fence
 from idsync.store import pending
 from idsync.store.db import Store
 from idsync.store.pending import PendingExport, StaleEpoch
 from idsync.store.quarantine import PRIVILEGED_MARK
-from idsync.target import batch
+from idsync.target import batch, recycle
 from idsync.target.batch import SubRequest, SubResponse
 from idsync.target.budget import WriteBudget
 from idsync.target.client import GraphClient, backoff, error_of, user_agent
@@ -51,6 +52,7 @@ from idsync.target.errors import (
     GraphRequestError,
     GraphUnavailable,
     NotOwned,
+    PasswordRefused,
 )
 from idsync.target.schema import SYNC_FLAG, TargetSchema, anchor_filter, nest, owned_anchor
 from idsync.target.tenant import TenantReader
@@ -96,6 +98,7 @@ class ExportReport:
     items: int = 0  # sub-requests sent (reads and writes)
     writes: int = 0
     throttled: int = 0  # sub-requests (or envelopes) answered 429
+    restored: int = 0  # creates done by restoring a deleted user (recycle.py)
     seconds: float = 0.0
     fenced: str | None = None
     error: str | None = None  # why the run stopped early when Graph failed as a whole
@@ -114,6 +117,8 @@ class ExportReport:
             f" {self.count('retry')} to retry in {self.batches} batches ({self.writes} writes,"
             f" {self.throttled} throttled) in {self.seconds:.1f}s"
         )
+        if self.restored:
+            s += f"; {self.restored} restored from the recycle bin"
         if self.fenced:
             s += f"; stopped: {self.fenced}"
         if self.error:
@@ -132,6 +137,8 @@ class _Item:
     not_before: float = 0.0
     recheck: bool = False  # a create whose outcome is unknown: look it up before sending again
     conflict: str | None = None  # Graph's message when a create met an ObjectConflict
+    restore_of: str | None = None  # a create sent as the restore of this deleted user (recycle.py)
+    create: tuple[str, str, Any] | None = None  # the create's own write, while it is a restore
     last: str = ""
     last_status: int | None = None
     request_id: str | None = None
@@ -145,12 +152,29 @@ def _password() -> str:
     return core + "aA1!"
 
 
+class PasswordSource(Protocol):
+    """Where user creates get their passwordProfile (sync.signin.InitialPasswords, from the rules)."""
+
+    def profiles(self, anchors: Sequence[str]) -> Mapping[str, InitialPassword]: ...
+
+
 class Exporter:
     """Runs pending exports under a fence. One per leader term (the fence names node and epoch)."""
 
     max_attempts = 6  # per operation and run, for transient failures
 
-    def __init__(self, client: GraphClient, store: Store, fence: Fence, schema: TargetSchema) -> None:
+    def __init__(
+        self,
+        client: GraphClient,
+        store: Store,
+        fence: Fence,
+        schema: TargetSchema,
+        passwords: PasswordSource | None = None,
+    ) -> None:
+        # Without a password source a created user gets a random password, no forced change.
+        self.passwords = passwords
+        # Passwords of the claimed creates, by operation id: in memory only, dropped when sent.
+        self._profiles: dict[int, InitialPassword] = {}
         self.client = client
         self.store = store
         self.fence = fence
@@ -208,9 +232,22 @@ class Exporter:
         with self.store.transaction() as conn:
             store_fence.check(conn, epoch)
             try:
-                return pending.claim(conn, epoch=epoch, node=self.fence.node, limit=n, held=held)
+                ops = pending.claim(conn, epoch=epoch, node=self.fence.node, limit=n, held=held)
             except StaleEpoch as e:
                 raise Fenced(epoch, str(e)) from None
+        self._initial_passwords(ops)
+        return ops
+
+    def _initial_passwords(self, ops: list[PendingExport]) -> None:
+        """Compute the passwordProfiles of the claimed user creates now, at export time: they
+        are never part of the stored payload (see sync/signin.py)."""
+        creates = [op for op in ops if op.kind == "create" and op.object_type == "user"]
+        if self.passwords is None or not creates:
+            return
+        got = self.passwords.profiles([op.anchor for op in creates])
+        for op in creates:
+            if op.anchor in got:
+                self._profiles[op.id] = got[op.anchor]
 
     def _record(self, results: list[OpResult]) -> None:
         with self.store.transaction() as conn:
@@ -241,7 +278,7 @@ class Exporter:
             try:
                 self._prepare(item)
             except ExportRejected as e:
-                results[op.id] = self._result(item, "error", error=e)
+                results[op.id] = self._result(item, "error", error=e, final=isinstance(e, PasswordRefused))
                 continue
             items.append(item)
         fenced: Fenced | None = None
@@ -316,7 +353,7 @@ class Exporter:
             item.anchor_value = value
             nested = nest(body)
             if op.object_type == "user" and "passwordProfile" not in nested:
-                nested["passwordProfile"] = {"password": _password(), "forceChangePasswordNextSignIn": False}
+                nested["passwordProfile"] = self._password_profile(op)
             item.method, item.url, item.body = "POST", f"/{coll}", nested
             return
         if op.kind in ("update", "delete") and not op.target_id:
@@ -336,6 +373,17 @@ class Exporter:
                 item.body = {"@odata.id": self._ref_base + mid}
             else:
                 item.method, item.url = "DELETE", f"/groups/{gid}/members/{mid}/$ref"
+
+    def _password_profile(self, op: PendingExport) -> dict[str, Any]:
+        """A user create's passwordProfile (passwordprofile.md: required on create); the password
+        lives only in this request body. Raises PasswordRefused when the rules' one is unusable."""
+        profile = self._profiles.pop(op.id, None) or InitialPassword()
+        if profile.refused is not None:
+            raise PasswordRefused(op.anchor, profile.refused)
+        return {
+            "password": profile.password or _password(),
+            "forceChangePasswordNextSignIn": profile.force_change,
+        }
 
     # --- reads ---------------------------------------------------------------------------------
     async def _read(self, reqs: list[SubRequest], report: ExportReport) -> dict[str, SubResponse]:
@@ -393,7 +441,14 @@ class Exporter:
             filt = quote(anchor_filter(attr, [item.anchor_value or ""]), safe="")
             url = f"/{COLLECTION[t]}?$filter={filt}&$select=id,{attr},{SYNC_FLAG}"
             reqs.append(SubRequest(str(i + 1), "GET", url, client_request_id=str(uuid.uuid4())))
-        answers = await self._read(reqs, report)
+            if recycle.restorable(t, attr):  # and in the recycle bin, in the same $batch
+                reqs.append(recycle.lookup(f"d{i + 1}", item.anchor_value or ""))
+        answers: dict[str, SubResponse] = {}
+        size = batch.MAX_REQUESTS  # two reads per user create: up to two read batches, side by side
+        for got in await asyncio.gather(
+            *(self._read(reqs[k : k + size], report) for k in range(0, len(reqs), size))
+        ):
+            answers.update(got)
         for i, item in enumerate(creates):
             sub = answers[str(i + 1)]
             if sub.status != 200:
@@ -404,6 +459,11 @@ class Exporter:
             found = [o for o in (sub.body or {}).get("value", []) if isinstance(o, dict)]
             if not found:
                 item.recheck = False
+                deleted = recycle.pick(answers.get(f"d{i + 1}"), item.op.anchor, item.anchor_value or "")
+                if deleted is not None:
+                    self._as_restore(item, deleted)
+                    continue
+                self._as_create(item)
                 if item.conflict is not None:  # the conflicting object is not ours
                     err = ExportRejected(item.op.anchor, "ObjectConflict", item.conflict, 400)
                     results[item.op.id] = self._result(item, "error", error=err, status=400)
@@ -423,6 +483,21 @@ class Exporter:
                 log.warning("export.duplicate_anchor", anchor=item.op.anchor, ids=[o["id"] for o in mine])
             tid = sorted(o["id"] for o in mine)[0]
             results[item.op.id] = self._result(item, "adopted", target_id=tid, status=200)
+
+    def _as_restore(self, item: _Item, deleted: recycle.DeletedUser) -> None:
+        """Send the create as the restore of the deleted user carrying its anchor."""
+        if item.create is None:
+            item.create = (item.method, item.url, item.body)
+        item.restore_of = deleted.id
+        item.conflict = None  # a create that conflicted with it: the restore answers that
+        item.method, item.url, item.body = "POST", recycle.restore_url(deleted), recycle.RESTORE_BODY
+        log.info("export.restore", anchor=item.op.anchor, deleted_id=deleted.id, deleted_at=deleted.deleted)
+
+    def _as_create(self, item: _Item) -> None:
+        """Back to the create (the deleted user is gone: purged, expired or restored meanwhile)."""
+        if item.create is not None:
+            item.method, item.url, item.body = item.create
+            item.create = item.restore_of = None
 
     async def _check_owned(
         self, deletes: list[_Item], results: dict[int, OpResult], report: ExportReport
@@ -518,7 +593,7 @@ class Exporter:
                 code, message = resp.error()
                 if resp.status == 429:
                     report.throttled += 1
-                    self.budget.throttled(resp.retry_after())
+                    self.budget.throttled(resp.retry_after(), resp.headers.get("x-ms-throttle-scope"))
                 if resp.status == 429 or resp.status >= 500:
                     for i in ready:
                         self._transient(
@@ -538,6 +613,7 @@ class Exporter:
                     self._transient(i, "no answer in the $batch response", None, None)
                     continue
                 i.last_status = sub.status
+                self.budget.observe(sub.headers)
                 self._classify(i, sub, results, report)
             todo = self._give_up([i for i in todo if i.op.id not in results], results)
 
@@ -569,17 +645,36 @@ class Exporter:
             tid = op.target_id
             if op.kind == "create" and isinstance(sub.body, dict):
                 tid = str(sub.body.get("id") or "") or None
+            if item.restore_of is not None:
+                report.restored += 1
+                tid = tid or item.restore_of
+                msg = f"restored from the recycle bin (deletedItems {item.restore_of})"
+                results[op.id] = self._result(item, "ok", target_id=tid, status=st, message=msg)
+                return
             results[op.id] = self._result(item, "ok", target_id=tid, status=st)
             return
         code, message = error_of(st, sub.body)
         if st == 429:
             report.throttled += 1
             ra = sub.retry_after()
-            self.budget.throttled(ra)
+            self.budget.throttled(ra, sub.headers.get("x-ms-throttle-scope"))
             self._transient(item, f"429 {code}: {message}", st, ra if ra is not None else 1.0)
             return
         if st in RETRY_STATUSES:
             self._transient(item, f"{st} {code}: {message}", st, sub.retry_after())
+            return
+        if item.restore_of is not None and st not in (401, 429) and st < 500:
+            if st == 404:  # gone from the recycle bin meanwhile: look again, then create
+                item.recheck = True
+                item.last = f"{st} {code}: {message}"
+                self._as_create(item)
+                return
+            err = recycle.refused(op.anchor, item.restore_of, st, sub.body)
+            log.warning(
+                "export.restore_refused", anchor=op.anchor, deleted_id=item.restore_of, error=str(err)
+            )
+            final = st == 403 or _is_conflict(sub.body)  # no retry fixes these: quarantined at once
+            results[op.id] = self._result(item, "error", error=err, status=st, final=final)
             return
         if op.kind == "delete" and st == 404:
             results[op.id] = self._result(item, "ok", status=st, message="already deleted")

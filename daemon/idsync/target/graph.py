@@ -8,7 +8,7 @@ from idsync.model import OBJECT_TYPES, ObjectType
 from idsync.store.db import Store
 from idsync.target.client import GraphClient
 from idsync.target.delta import DeltaImporter, ImportResult
-from idsync.target.export import Exporter
+from idsync.target.export import Exporter, PasswordSource
 from idsync.target.schema import DEFAULT_GROUP_ATTRIBUTES, DEFAULT_USER_ATTRIBUTES, USER_ANCHOR, TargetSchema
 
 DEFAULT_GROUP_ANCHOR_NAME = "idsyncSourceAnchor"
@@ -56,9 +56,10 @@ class GraphTarget:
         """Bring the target space up to date (delta rounds; full round when there is no valid link)."""
         return await self.importer.run(store, types)
 
-    def exporter(self, store: Store, fence: Fence) -> Exporter:
-        """An exporter writing under `fence` (leadership: node and epoch)."""
-        return Exporter(self.client, store, fence, self.schema)
+    def exporter(self, store: Store, fence: Fence, passwords: PasswordSource | None = None) -> Exporter:
+        """An exporter writing under `fence` (leadership: node and epoch); `passwords` gives user
+        creates their passwordProfile (a random password when None)."""
+        return Exporter(self.client, store, fence, self.schema, passwords)
 
     async def close(self) -> None:
         """Close connections and credentials."""
