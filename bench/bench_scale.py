@@ -14,13 +14,13 @@ Steps per size:
   delta round;
 - full sync: the first sync (source space → desired → links → diff → pending queue). The source
   space is written straight into PostgreSQL with idsync's own `source_space.upsert` (not read from
-  Samba: see bench_source for how fast Samba serves, and the note of this bench for how far it can
-  be loaded here);
+  Samba: bench_source measures reading Samba; docs/architecture.md "Scale" says how fast Samba
+  itself can be loaded here);
 - claim of 5,000 from the queue the full sync left (3 x users operations), and from the same queue
   once every create is exported but none confirmed yet (the member operations all wait for links);
 - confirming sync after the whole queue "landed": the target space is filled in SQL with what the
-  queue asked for (as if exported and imported back; not measured), then one sync links and
-  confirms everything;
+  queue asked for (as if exported and imported back; not measured): the creates first, then one
+  sync links and confirms them; then the member adds, and the next sync confirms those;
 - delta sync: 1,000 users changed in the source space, then one incremental sync.
 
 The growth exponent is the slope of log(time) over log(users), least squares over the sizes.
