@@ -88,6 +88,12 @@ EXPORTED = Counter(
     ["op", "result"],
     registry=REGISTRY,
 )
+WRITEBACK_WRITES = Counter(
+    "idsync_writeback_writes_total",
+    "LDAP writes to on-premises AD by writeback, by operation and result (ok, adopted, retry, error)",
+    ["op", "result"],
+    registry=REGISTRY,
+)
 USERS_RESTORED = Counter(
     "idsync_users_restored_total",
     "User creates done by restoring the deleted user carrying the anchor from Graph's recycle bin",

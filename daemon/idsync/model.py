@@ -9,7 +9,9 @@ from typing import Literal
 ObjectType = Literal["user", "group"]
 OBJECT_TYPES: tuple[ObjectType, ...] = ("user", "group")
 
-ExportKind = Literal["create", "update", "delete", "member_add", "member_remove"]
+ExportKind = Literal[
+    "create", "update", "delete", "member_add", "member_remove", "manager_set", "manager_remove"
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 from tests.chaos.changes import ChangeGenerator
 from tests.chaos.faults import ENSEMBLE_ONLY, MENU, Outcome
+from tests.chaos.writeback import CloudGroups, writeback_config_for, written_back_guids
 from tests.cluster.checks import (
     duplicate_objects,
     expected_users,
@@ -28,6 +29,7 @@ from tests.harness.ldap import LdapEndpoint, create_ou, delete_tree
 from tests.harness.proxy import TcpProxy
 from tests.harness.service import Service
 from tests.harness.zookeeper import ZooKeeperEnsemble
+from tests.writeback.helpers import writeback_differences
 
 
 @dataclass
@@ -123,6 +125,8 @@ class ChaosRun:
         self.root_ou = create_ou(self.samba_ep, prefix="chaos")
         ad = AdDirectory(self.samba_ep)
         self.ous = (ad.ou("in1", self.root_ou), ad.ou("in2", self.root_ou))
+        # Writeback's groups OU lies inside the imported scope: a loop would show as an extra group.
+        self.cloud_ou = ad.ou("cloudwb", self.root_ou)
         ad.close()
         self.emulator = EmulatorProcess(self.workdir / "emulator", lag=REPLICATION_LAG).start()
         if self.ensemble is not None:
@@ -143,6 +147,7 @@ class ChaosRun:
             # The generator's own churn (~0.4 deletes/s) stays far below the threshold in this
             # window, while a mass delete of threshold + 5 within seconds trips it.
             deletion_window=10.0,
+            extra={"writeback": writeback_config_for(self.samba_ep, self.cloud_ou, self.workdir / "secrets")},
         )
         self.cluster = LocalCluster(self.workdir, spec, self.emulator)
         for k, name in enumerate(("a", "b", "c")):
@@ -161,6 +166,7 @@ class ChaosRun:
         run_preflight(self.nodes["a"].config, fix=True)
         self.changes = ChangeGenerator(self.samba_ep, self.ous, self.seed)
         self.changes.seed(users=30, groups=3)
+        self.cloud = CloudGroups(self.cluster, self.seed)
 
     def run(self) -> ChaosResult:
         t0 = time.monotonic()
@@ -171,6 +177,7 @@ class ChaosRun:
                 n.start()
             self.cluster.wait_leader(timeout=60)
             self._converge(timeout=120)
+            self.cloud.create(4)
             self.changes.start()
             names = [n for n in MENU if self.ensemble is not None or n not in ENSEMBLE_ONLY]
             weights = [MENU[n][1] for n in names]
@@ -182,6 +189,8 @@ class ChaosRun:
                 recovered = self._recover()
                 outcomes.append(Outcome(i, fault, target, hold, before, self._leader_name(), recovered, note))
                 self.log(outcomes[-1].__repr__())
+                if i % 5 == 0:  # writeback bursts while faults strike
+                    self.cloud.churn()
                 time.sleep(self.rng.uniform(0.2, 1.5))
             self.changes.stop()
             self._converge(timeout=180)
@@ -227,13 +236,15 @@ class ChaosRun:
         ad = AdDirectory(self.samba_ep)
         try:
             expected = expected_users(ad.users_under(self.root_ou))
-            groups = ad.groups_under(self.root_ou)
+            written_back = written_back_guids(self.samba_ep, self.cloud_ou)
+            groups = {g: m for g, m in ad.groups_under(self.root_ou).items() if g not in written_back}
         finally:
             ad.close()
 
         def differences() -> list[str]:
             state = self.emulator.state()
-            return user_differences(expected, state) + group_differences(groups, state, GROUP_ANCHOR)
+            wb = writeback_differences(self.samba_ep, self.cloud_ou, self.root_ou, state)
+            return user_differences(expected, state) + group_differences(groups, state, GROUP_ANCHOR) + wb
 
         try:
             wait_converged(differences, timeout)
@@ -244,6 +255,10 @@ class ChaosRun:
         self.duplicates = len(dups)
         self.violations += dups
         self.violations += fencing_violations(self.emulator.writes())
+        self.log(
+            f"writeback: {len(self.cloud.ids)} cloud groups checked in AD;"
+            f" cloud calls failed: {self.cloud.failed}"
+        )
 
     def _check_processes(self) -> None:
         for name, inst in self.nodes.items():

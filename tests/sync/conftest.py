@@ -137,6 +137,9 @@ class World:
         elif op.kind == "delete":
             assert op.target_id
             page = TargetPage(t, removed=[op.target_id])
+        elif op.kind in ("manager_set", "manager_remove"):
+            assert op.target_id, op
+            page = TargetPage("user", managers=[(op.target_id, op.member_target_id)])
         else:
             assert op.target_id and op.member_target_id, op
             pair = [(op.target_id, op.member_target_id)]

@@ -62,6 +62,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="an unregistered extension in $select/$filter: 400 (default) or left out / matching nothing",
     )
     parser.add_argument(
+        "--manager-removed-delta",
+        choices=("removed", "empty"),
+        help="a removed manager in users/delta: an entry marked @removed (default) or an empty list",
+    )
+    parser.add_argument(
         "--deleted-immutable-id",
         choices=("free", "reserved"),
         help="does a soft-deleted user keep its onPremisesImmutableId taken until restored or purged? "
@@ -160,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
         cfg.replication_seed = args.replication_seed
     if args.unregistered_extension_query:
         cfg.unregistered_extension_query = args.unregistered_extension_query
+    if args.manager_removed_delta:
+        cfg.manager_removed_delta = args.manager_removed_delta
     if args.deleted_immutable_id:
         cfg.deleted_immutable_id = args.deleted_immutable_id
     if args.batch_order:

@@ -14,7 +14,8 @@ import sys
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the pending command's arguments."""
-    parser.add_argument("--op", choices=["create", "update", "delete", "member"], help="only this operation")
+    ops = ["create", "update", "delete", "member", "manager"]
+    parser.add_argument("--op", choices=ops, help="only this operation")
     parser.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format")
     parser.add_argument("--summary", action="store_true", help="counts per operation and state only")
     parser.add_argument("--errors", action="store_true", help="only operations with export errors")
@@ -69,6 +70,7 @@ NOTE_PHASES = {
     "sync": "set aside by the rules",
     "notice": "adjusted for the tenant",
     "managed": "left to Entra Connect",
+    "writeback": "partly written back to AD",
 }
 
 

@@ -117,6 +117,8 @@ async def run_checks(cfg: Any, *, fix: bool = False, standalone: bool = False) -
         checks.extend(graph_checks)
         scan, source_check = await scan_task
         checks.append(source_check)
+        if cfg.writeback.enabled:
+            checks.append(await asyncio.to_thread(writeback_check, cfg))
         if scan is not None:
             checks.append(_upn_check(scan, tenant, rules))
             if rules.of("user").enabled:
@@ -293,6 +295,37 @@ async def _extension_check(reader: Any, anchor: str, fix: bool) -> Check:
 
 
 # --- source ----------------------------------------------------------------------------------
+
+
+def writeback_check(cfg: Any) -> Check:
+    """`[writeback]`: the writer's account binds, and may create groups in the groups OU."""
+    from idsync.writeback.directory import AdDirectory, WritebackUnavailable
+    from idsync.writeback.run import connection
+
+    wb = cfg.writeback
+    d = AdDirectory(connection(cfg))
+    try:
+        if not (wb.groups and wb.groups_ou):
+            d.bind()
+            return Check("writeback", "OK", f"bound as {wb.bind_dn}")
+        allowed = d.may_create_groups(wb.groups_ou)
+        held = len(d.groups(wb.groups_ou))
+    except WritebackUnavailable as exc:
+        return Check("writeback", "FAIL", str(exc), "check [writeback] bind_dn, the password and groups_ou")
+    finally:
+        d.close()
+    if not allowed:
+        return Check(
+            "writeback",
+            "FAIL",
+            f"{wb.bind_dn} may not create groups in {wb.groups_ou}",
+            "delegate 'Create/Delete Group objects' on the OU to the writeback account",
+        )
+    return Check(
+        "writeback",
+        "OK",
+        f"bound as {wb.bind_dn}; may create groups in {wb.groups_ou}; {held} written back there",
+    )
 
 
 def _scan_source(cfg: Any, rules: Any) -> tuple[SourceScan | None, Check]:

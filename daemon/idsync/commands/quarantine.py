@@ -1,6 +1,6 @@
 """`idsync quarantine`: the objects this node set aside, and what an operator does about them.
 
-    idsync quarantine list [--phase import|sync|export|notice|managed] [--json | --csv]
+    idsync quarantine list [--phase import|sync|export|notice|managed|writeback] [--json | --csv]
     idsync quarantine retry ID... | --all
     idsync quarantine clear ID...
 
@@ -24,7 +24,7 @@ import orjson
 if TYPE_CHECKING:
     from idsync.store.quarantine import Done, Entry
 
-PHASES = ("import", "sync", "export", "notice", "managed")
+PHASES = ("import", "sync", "export", "notice", "managed", "writeback")
 CSV_COLUMNS = (
     "phase",
     "key",

@@ -20,6 +20,7 @@ from idsync.config.service import (
 )
 from idsync.config.source import SourceSettings
 from idsync.config.target import TargetSettings
+from idsync.config.writeback import WritebackSettings
 
 
 class Config(Section):
@@ -33,6 +34,7 @@ class Config(Section):
     ha: HaSettings
     admin: AdminSettings = Field(default_factory=AdminSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    writeback: WritebackSettings = Field(default_factory=WritebackSettings)
 
     @model_validator(mode="before")
     @classmethod
@@ -64,6 +66,7 @@ class Config(Section):
             self.ha.zookeeper,
             self.admin,
             self.log,
+            self.writeback,
         ]
 
     def secret_sources(self) -> list[SecretSource]:

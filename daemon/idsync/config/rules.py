@@ -11,6 +11,7 @@ from idsync.config.model import Config
 from idsync.config.secrets import check_secret, exclusive
 from idsync.config.source import AD_MAX_PAGE_SIZE, DELTA_MODES
 from idsync.config.target import is_microsoft_host
+from idsync.config.writeback import writeback_problems
 
 Rule = Callable[[Config], Iterator[ConfigProblem]]
 
@@ -112,7 +113,7 @@ def _exclusive_secrets(cfg: Config) -> Iterator[ConfigProblem]:
             yield problem
 
 
-RULES: tuple[Rule, ...] = (_source, _target, _ha, _store, _admin, _exclusive_secrets)
+RULES: tuple[Rule, ...] = (_source, _target, _ha, _store, _admin, _exclusive_secrets, writeback_problems)
 
 
 def cross_field_problems(cfg: Config) -> list[ConfigProblem]:

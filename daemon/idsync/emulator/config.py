@@ -94,6 +94,10 @@ class EmulatorConfig:
     # an unregistered extension in $select/$filter: "error" (400) or "ignore" (left out / matches
     # nothing); Microsoft documents neither
     unregistered_extension_query: str = "error"
+    # how users/delta shows a manager taken away: "removed" (a `manager@delta` entry for the old
+    # manager marked `@removed`, as members@delta does) or "empty" (`manager@delta: []`); Microsoft
+    # documents neither (concepts/delta-query-overview.md only says relationships are annotations)
+    manager_removed_delta: str = "removed"
     # Does a soft-deleted user keep its onPremisesImmutableId taken, so that creating another user
     # with it conflicts until the deleted one is restored or purged? Microsoft's pages do not say
     # (user-delete.md, directory-deleteditems-restore.md): "free" (default) lets the create

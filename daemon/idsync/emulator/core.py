@@ -230,6 +230,7 @@ class Emulator:
             "replication_seed",
             "batch_random_order",
             "unregistered_extension_query",
+            "manager_removed_delta",
             "deleted_immutable_id",
         }
         bad = set(settings) - allowed
@@ -237,6 +238,8 @@ class Emulator:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(bad))}")
         if settings.get("unregistered_extension_query", "error") not in ("error", "ignore"):
             raise ValueError("unregistered_extension_query is 'error' or 'ignore'")
+        if settings.get("manager_removed_delta", "removed") not in ("removed", "empty"):
+            raise ValueError("manager_removed_delta is 'removed' or 'empty'")
         if settings.get("deleted_immutable_id", "free") not in DELETED_IMMUTABLE_ID:
             raise ValueError("deleted_immutable_id is 'free' or 'reserved'")
         for k, v in settings.items():
@@ -313,6 +316,8 @@ class Emulator:
             d = {k: v for k, v in o.props.items() if k != "passwordProfile"}
             if o.kind == "group":
                 d["members"] = list(o.members)
+            elif o.manager:
+                d["manager"] = o.manager
             return d
 
         live = sorted((o for o in st.objects.values() if o.deleted_at is None), key=lambda o: o.created_seq)

@@ -55,7 +55,27 @@ def _first_change_after(obj: DirObject, base: int, latest: int) -> int:
     seqs += [s for s in obj.prop_seq.values() if s > base]
     seqs += [s for s in obj.members.values() if s > base]
     seqs += [s for s in obj.removed.values() if s > base]
+    if obj.manager_seq > base:
+        seqs.append(obj.manager_seq)
     return min(seqs)
+
+
+def _manager_delta(em: Emulator, user: DirObject, base: int) -> list[dict[str, Any]] | None:
+    """`manager@delta` of a user whose manager changed after `base` (a first round: any manager).
+
+    With `$select=manager`, "Selecting those properties allows tracking of changes to user's
+    manager" and relationships are "annotations ... propertyName@delta" (docs-contrib
+    concepts/delta-query-overview.md). How a removal looks is undocumented: `manager_removed_delta`.
+    """
+    if base == 0:
+        return [{"@odata.type": ODATA_TYPE["user"], "id": user.manager}] if user.manager else None
+    if user.manager_seq <= base:
+        return None
+    if user.manager:
+        return [{"@odata.type": ODATA_TYPE["user"], "id": user.manager}]
+    if em.cfg.manager_removed_delta == "empty" or not user.manager_was:
+        return []
+    return [{"@odata.type": ODATA_TYPE["user"], "id": user.manager_was, "@removed": {"reason": "deleted"}}]
 
 
 def _start(em: Emulator, call: Call, kind: str) -> dict[str, Any]:
@@ -136,6 +156,7 @@ def delta(em: Emulator, call: Call, kind: str) -> Reply:
     ids = set(tok["f"]) if tok.get("f") else None
     minimal = base > 0 and "return=minimal" in call.headers.get("prefer", "")
     members = kind == "group" and (select is None or "members" in select)
+    managers = kind == "user" and select is not None and "manager" in select
     limit, link_limit = em.cfg.delta_page_size, em.cfg.delta_link_limit
     value: list[dict[str, Any]] = []
     links = 0
@@ -196,6 +217,8 @@ def delta(em: Emulator, call: Call, kind: str) -> Reply:
                     item = render(obj, names)
                 else:
                     item = render(obj, select)
+                if managers and (md := _manager_delta(em, obj, base)) is not None:
+                    item["manager@delta"] = md
                 value.append(item)
                 if members and not emit_members(obj, item, 0):
                     done = False

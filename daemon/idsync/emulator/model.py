@@ -162,6 +162,11 @@ class DirObject:
     # soft-deleted users: when, and which groups to give back on restore
     deleted_at: float | None = None
     deleted_groups: list[str] = field(default_factory=list)
+    # users: the manager's id, the change number of its last change, and the manager it replaced
+    # or removed (for `manager@delta`)
+    manager: str | None = None
+    manager_seq: int = 0
+    manager_was: str | None = None
 
     def to_state(self) -> dict[str, Any]:
         """A plain dict for the state file."""
@@ -177,6 +182,9 @@ class DirObject:
             "member_of": sorted(self.member_of),
             "deleted_at": self.deleted_at,
             "deleted_groups": self.deleted_groups,
+            "manager": self.manager,
+            "manager_seq": self.manager_seq,
+            "manager_was": self.manager_was,
         }
 
     @classmethod
@@ -194,6 +202,9 @@ class DirObject:
             member_of=set(d.get("member_of", [])),
             deleted_at=d.get("deleted_at"),
             deleted_groups=list(d.get("deleted_groups", [])),
+            manager=d.get("manager"),
+            manager_seq=int(d.get("manager_seq", 0)),
+            manager_was=d.get("manager_was"),
         )
 
 

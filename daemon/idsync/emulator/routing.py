@@ -131,6 +131,15 @@ def route(em: Emulator, call: Call) -> Reply:
                 PATCH=(USER_WRITE, lambda: users.patch_user(em, call, ident)),
                 DELETE=(USER_DELETE, lambda: users.delete_user(em, call, ident)),
             )
+        # user-list-manager.md, user-post-manager.md, user-delete-manager.md
+        if n == 3 and segs[2] == "manager":
+            return _pick(call, GET=(USER_READ, lambda: users.get_manager(em, call, ident)))
+        if n == 4 and segs[2] == "manager" and segs[3] == "$ref":
+            return _pick(
+                call,
+                PUT=(USER_WRITE, lambda: users.put_manager_ref(em, call, ident)),
+                DELETE=(USER_WRITE, lambda: users.delete_manager_ref(em, call, ident)),
+            )
         if n == 3 and segs[2] == "memberOf":
             return _pick(call, GET=(MEMBER_OF, lambda: roles.member_of(em, call, users.find_user(em, ident))))
         raise segment_not_found(segs[2])

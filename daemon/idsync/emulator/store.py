@@ -287,6 +287,15 @@ class Store:
         group.members[member.id] = seq
         member.member_of.add(group.id)
 
+    def set_manager(self, user: DirObject, manager_id: str | None) -> None:
+        """Give `user` a manager (None: take it away); a change delta reports as `manager@delta`."""
+        if user.manager == manager_id:
+            return
+        self.will_change(user)
+        user.manager_was = user.manager
+        user.manager = manager_id
+        user.manager_seq = self.touch(user)
+
     def remove_member(self, group: DirObject, member_id: str) -> None:
         """Unlink a member (caller checked it is one)."""
         self.will_change(group)

@@ -17,8 +17,9 @@ from idsync.emulator.errors import (
     invalid_value,
     not_found,
 )
+from idsync.emulator.groups import ref_id
 from idsync.emulator.listing import list_objects
-from idsync.emulator.model import USER_RELATIONS, DirObject
+from idsync.emulator.model import ODATA_TYPE, USER_RELATIONS, DirObject
 from idsync.emulator.odata import parse_select
 from idsync.emulator.schema import check_select, clean_body, render
 from idsync.emulator.store import iso_now
@@ -252,4 +253,54 @@ def delete_user(em: Emulator, call: Call, ident: str) -> Reply:
     check_cloud_writable(obj.props)
     roles.check_sensitive_change(em, call, obj, None)
     em.store.soft_delete(obj)
+    return Reply(204)
+
+
+def _no_manager() -> GraphError:
+    # What Graph answers for a reference that is not there (the same text as an unknown id).
+    return not_found("manager")
+
+
+def get_manager(em: Emulator, call: Call, ident: str) -> Reply:
+    """GET /users/{id}/manager -> the manager (docs-contrib api-reference/v1.0/api/user-list-manager.md);
+    404 when the user has none."""
+    obj = em.store.visible(find_user(em, ident))
+    m = em.store.live("user", obj.manager) if obj.manager else None
+    if m is None:
+        raise _no_manager()
+    select = parse_select(call.query)
+    select = check_select(
+        "user", select, em.store.extensions, USER_RELATIONS, em.cfg.unregistered_extension_query == "ignore"
+    )
+    view = em.store.visible(m)
+    body = {"@odata.context": f"{call.base_url}/$metadata#directoryObjects/$entity"}
+    return Reply(200, {**body, "@odata.type": ODATA_TYPE["user"], **render(view, select)})
+
+
+def put_manager_ref(em: Emulator, call: Call, ident: str) -> Reply:
+    """PUT /users/{id}/manager/$ref {"@odata.id": ".../directoryObjects/{id}"} -> 204
+    (docs-contrib api-reference/v1.0/api/user-post-manager.md); the manager must exist (404)."""
+    obj = find_user(em, ident)
+    check_cloud_writable(obj.props)
+    body = call.json()
+    mid = ref_id(body.get("@odata.id") if isinstance(body, dict) else None, "manager")
+    m = em.store.live("user", mid)
+    if m is None:
+        raise not_found(mid)
+    if m.id == obj.id:
+        # Microsoft documents no message; a user cannot manage itself in any directory.
+        raise bad_request("A user cannot be their own manager.")
+    em.store.set_manager(obj, m.id)
+    return Reply(204)
+
+
+def delete_manager_ref(em: Emulator, call: Call, ident: str) -> Reply:
+    """DELETE /users/{id}/manager/$ref -> 204 (docs-contrib api-reference/v1.0/api/user-delete-manager.md);
+    404 when the user has no manager (Microsoft's page is silent; Graph answers as for a missing
+    reference)."""
+    obj = find_user(em, ident)
+    check_cloud_writable(obj.props)
+    if obj.manager is None:
+        raise _no_manager()
+    em.store.set_manager(obj, None)
     return Reply(204)

@@ -31,6 +31,7 @@ import structlog
 from aiohttp import web
 
 from idsync import metrics
+from idsync.sync.preview import reference_arrow
 
 if TYPE_CHECKING:
     from idsync.ha.history import HistoryEntry
@@ -377,7 +378,7 @@ def _items_html(items: Sequence[PreviewItem]) -> str:
     for i in items:
         name = _e(i.name)
         if i.member_anchor:
-            arrow = "←" if i.kind == "member_add" else "✕"
+            arrow = reference_arrow(i.kind)
             name += f" {arrow} {_e(i.member_name)}"
         if i.changes:
             changes = "".join(
@@ -389,8 +390,9 @@ def _items_html(items: Sequence[PreviewItem]) -> str:
         else:
             changes = ""
         status = _e(i.status) if i.status == "ready" else f'<span class="warn">{_e(i.status)}</span>'
-        rows.append([str(i.id), _e(i.kind), _e(i.object_type), name, changes, status])
-    return _table(["#", "operation", "type", "object", "old → new", "status"], rows, "ops", "")
+        where = "AD" if i.target == "ad" else "Entra ID"
+        rows.append([str(i.id), where, _e(i.kind), _e(i.object_type), name, changes, status])
+    return _table(["#", "to", "operation", "type", "object", "old → new", "status"], rows, "ops", "")
 
 
 def _pager(p: PendingPage) -> str:

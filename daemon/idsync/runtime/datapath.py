@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 
 import structlog
 
@@ -20,7 +21,6 @@ from idsync.runtime.pipeline import CycleReport, ExportReport, StopFlag
 from idsync.runtime.tenant_watch import TenantWatch
 from idsync.source.importer import ImportResult as SourceResult
 from idsync.source.importer import SourceImporter
-from idsync.source.settings import LdapSourceSettings
 from idsync.store import quarantine
 from idsync.store.db import Store
 from idsync.sync.engine import SyncEngine, SyncResult, engine_from_config
@@ -31,6 +31,7 @@ from idsync.target.delta import TypeImport
 from idsync.target.errors import TargetError
 from idsync.target.graph import GraphTarget
 from idsync.target.tenant import TenantReader
+from idsync.writeback import run as writeback_run
 
 log = structlog.get_logger(__name__)
 
@@ -86,7 +87,9 @@ class DataPath:
         self.store = store
         self.approvals = approvals
         self.engine: SyncEngine = engine_from_config(store, cfg)
-        self.source = SourceImporter(LdapSourceSettings.from_config(cfg.source), store)
+        self.source = SourceImporter(writeback_run.source_settings(cfg), store)
+        # Writeback to AD (`[writeback]`): planned every cycle on every node, written by the leader.
+        self.writeback = writeback_run.Writeback.from_config(cfg, store) if cfg.writeback.enabled else None
         self.target = self._target()
         rules = self.engine.rules
         self.tenant = TenantWatch(
@@ -113,6 +116,7 @@ class DataPath:
             # One source of truth: the attributes the rules write the anchors to.
             user_anchor=rules.anchor_attribute("user"),
             group_anchor=rules.anchor_attribute("group"),
+            manager=rules.user.manager is not None,
         )
 
     @property
@@ -142,6 +146,11 @@ class DataPath:
         for t in tgt.types.values():
             for result in ("added", "updated", "deleted", "unchanged"):
                 metrics.IMPORTED.labels("target", result).inc(getattr(t.counts, result))
+        # Before the sync: its deletion guard then counts the writeback deletes too.
+        wb = None
+        if self.writeback is not None:
+            groups_done = "group" in tgt.types and tgt.types["group"].complete
+            wb = await asyncio.to_thread(partial(self.writeback.plan, groups_complete=groups_done))
         approved = await asyncio.to_thread(self.approvals)
         res = await asyncio.to_thread(self.engine.run, full=full, approved_fingerprints=approved)
         self.progress()
@@ -159,6 +168,8 @@ class DataPath:
         target = f"target {tgt.objects} changes" if caught_up else "target import incomplete"
         pending = sum(res.pending.values())
         guard = "; deletion guard holds exports" if res.guard.held else ""
+        if wb is not None:
+            guard += f"; {wb.sentence()}"
         return CycleReport(
             ok=True,
             summary=f"{changed}, {target}, {pending} pending{guard}",
@@ -231,6 +242,12 @@ class DataPath:
         dups = await duplicates.resolve(self.target.client, self.store, fenced_slice, self.target.schema)
         # In-flight batches finish; no new one starts once the slice is over or on SIGTERM.
         rep = await exporter.export(held=self.guard_held)
+        # Then AD, under the same fence with a slice of its own (half the Graph one), so that a
+        # Graph backlog does not starve it (ldap3 blocks: a worker thread).
+        ad = None
+        if self.writeback is not None:
+            ad_slice = _Slice(fence, stop, self.export_slice / 2)
+            ad = await asyncio.to_thread(self.writeback.export, ad_slice)
         attempted = len(rep.results)
         ok = rep.count("ok", "adopted")
         failed = rep.count("error")
@@ -251,6 +268,12 @@ class DataPath:
         seconds = time.monotonic() - t0
         if dups.found:
             more += f"; {dups.sentence()}"
+        if ad is not None:
+            attempted, ok, failed = attempted + ad.attempted, ok + ad.ok, failed + ad.failed
+            if ad.attempted or ad.fenced:
+                more += f"; {ad.sentence()}"
+            if ad.fenced and ad.fenced not in (SLICE_USED, "stopping") and not fenced:
+                fenced = ad.fenced
         if not attempted and not fenced:
             return ExportReport(f"nothing to export{more}", duration=seconds)
         counts = f"{ok} ok, {failed} rejected, {throttled} throttled"
@@ -285,11 +308,14 @@ class DataPath:
             self.target.schema,
             user_attributes=rules.managed_attributes("user"),
             group_attributes=rules.managed_attributes("group"),
+            manager=rules.user.manager is not None,
         )
         self.target.schema = self.target.importer.schema = schema
 
     def close(self) -> None:
         self.source.close()
+        if self.writeback is not None:
+            self.writeback.close()
 
     async def aclose(self) -> None:
         await self.target.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -21,6 +22,7 @@ from idsync.ha.loop import Decision, HaLoop, Health
 from idsync.ha.requests import PauseGate
 from idsync.ha.rules import RulesRunning
 from idsync.log import bind_context
+from idsync.model import ExportKind
 from idsync.runtime.pipeline import CycleReport, ExportReport, Pipeline
 from idsync.store import fence as store_fence
 from idsync.store.db import Store
@@ -214,7 +216,7 @@ class Node:
         metrics.PHASE_SECONDS.labels("cycle").observe(report.duration)
         if report.ok:
             metrics.LAST_SUCCESS.labels("cycle").set(self.last_ok)
-            for op in ("create", "update", "delete", "member_add", "member_remove"):
+            for op in typing.get_args(ExportKind):
                 metrics.PENDING.labels(op).set(report.pending.get(op, 0))
         if outcome.export is not None:
             metrics.PHASE_SECONDS.labels("export").observe(outcome.export.duration)

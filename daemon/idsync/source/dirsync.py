@@ -9,7 +9,7 @@ scope) is read completely by its GUID. Tombstones become deletes; member changes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 
 import ldap3
@@ -28,7 +28,7 @@ from idsync.source.controls import (
 )
 from idsync.source.errors import BadEntry, CookieRejected, SearchFailed
 from idsync.source.full import read_object
-from idsync.source.normalize import MEMBER, first_rdn, lower_keys, parse_extended_dn
+from idsync.source.normalize import MEMBER, Normalizer, first_rdn, lower_keys, parse_extended_dn
 from idsync.source.run import Extra, RunContext
 from idsync.store import source_space
 
@@ -98,6 +98,37 @@ def _member_changes(raw: dict[str, Sequence[bytes]]) -> tuple[list[bytes] | None
     return full, added, removed
 
 
+# Linked attributes AD holds one value of: an added value replaces the old one, and a removal
+# with no addition clears it (the stored DN may be stale: a rename of the target is not resent).
+SINGLE_VALUED_LINKS = frozenset({"manager"})
+
+
+def _linked_changes(
+    norm: Normalizer, dn: str, raw: dict[str, Sequence[bytes]], cur: Mapping[str, Sequence[str]]
+) -> dict[str, tuple[str, ...] | None]:
+    """Stored linked attributes (other than member) whose changes DirSync sent as incremental
+    values — `<name>;range=1-1` added, `<name>;range=0-0` removed (MS-ADTS 3.1.1.3.4.1.3,
+    LDAP_DIRSYNC_INCREMENTAL_VALUES) — merged into their new value lists."""
+    added: dict[str, list[str]] = {}
+    removed: dict[str, list[str]] = {}
+    for key, vals in raw.items():
+        name, _, rng = key.partition(";range=")
+        if not rng or name == MEMBER or name not in norm.attributes:
+            continue
+        side = added if rng.startswith("1-1") else removed if rng.startswith("0-0") else None
+        if side is not None:
+            side.setdefault(name, []).extend(norm.values(dn, name, vals))
+    out: dict[str, tuple[str, ...] | None] = {}
+    for name in {*added, *removed}:
+        new, gone = added.get(name, []), {v.lower() for v in removed.get(name, [])}
+        if name in SINGLE_VALUED_LINKS:
+            values = new[-1:]
+        else:
+            values = [v for v in cur.get(name, ()) if v.lower() not in gone] + new
+        out[name] = tuple(dict.fromkeys(values)) or None
+    return out
+
+
 def apply_batch(
     ctx: RunContext, entries: Sequence[Entry], controls: Sequence[Control], extra: Extra | None
 ) -> None:
@@ -143,6 +174,7 @@ def apply_batch(
                 continue
             attrs: dict[str, tuple[str, ...] | None] = dict(cur.attrs)
             attrs.update(norm.attrs(dn, raw))  # absent = unchanged; present without values = cleared
+            attrs.update(_linked_changes(norm, dn, raw, cur.attrs))
             rdn = first_rdn(dn) if dn != cur.dn else None
             if rdn is not None and rdn[0] in scope.attribute_names:
                 attrs[rdn[0]] = (rdn[1],)  # a rename does not always resend the naming attribute

@@ -42,6 +42,7 @@ DEFAULT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
         "groupType",
         "primaryGroupID",
         "mS-DS-ConsistencyGuid",
+        "manager",
     ),
     "openldap": (
         "entryUUID",
@@ -57,6 +58,7 @@ DEFAULT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
         "telephoneNumber",
         "title",
         "description",
+        "manager",
     ),
 }
 DEFAULT_FILTERS: dict[str, tuple[str, str]] = {

@@ -19,12 +19,13 @@ import psycopg
 _TEMP = """
 CREATE TEMP TABLE IF NOT EXISTS _desired_in (
     anchor text PRIMARY KEY, object_type text NOT NULL, in_scope boolean NOT NULL,
-    target_anchor text, attrs jsonb
+    target_anchor text, attrs jsonb, manager_ref text
 ) ON COMMIT DROP;
 CREATE TEMP TABLE IF NOT EXISTS _dirty (anchor text PRIMARY KEY) ON COMMIT DROP;
 CREATE TEMP TABLE IF NOT EXISTS _dirty_groups (anchor text PRIMARY KEY) ON COMMIT DROP;
 CREATE TEMP TABLE IF NOT EXISTS _presence (anchor text PRIMARY KEY) ON COMMIT DROP;
 CREATE TEMP TABLE IF NOT EXISTS _applied (anchor text NOT NULL, inserted boolean) ON COMMIT DROP;
+CREATE TEMP TABLE IF NOT EXISTS _dirty_managers (anchor text PRIMARY KEY) ON COMMIT DROP;
 """
 
 
@@ -49,6 +50,7 @@ class Verdict:
     in_scope: bool
     target_anchor: str | None = None
     attrs: dict[str, Any] | None = None
+    manager: str | None = None  # users: the manager's DN (a reference, resolved by refresh_managers)
 
 
 @dataclass(frozen=True)
@@ -109,13 +111,15 @@ def stage(conn: psycopg.Connection, verdicts: Iterable[Verdict]) -> int:
     n = 0
     with (
         conn.cursor() as cur,
-        cur.copy("COPY _desired_in (anchor, object_type, in_scope, target_anchor, attrs) FROM STDIN") as cp,
+        cur.copy(
+            "COPY _desired_in (anchor, object_type, in_scope, target_anchor, attrs, manager_ref) FROM STDIN"
+        ) as cp,
     ):
         for v in verdicts:
             attrs = (
                 orjson.dumps(v.attrs, option=orjson.OPT_SORT_KEYS).decode() if v.attrs is not None else None
             )
-            cp.write_row((v.anchor, v.object_type, v.in_scope, v.target_anchor, attrs))
+            cp.write_row((v.anchor, v.object_type, v.in_scope, v.target_anchor, attrs, v.manager))
             n += 1
     return n
 
@@ -249,6 +253,62 @@ def refresh_members(conn: psycopg.Connection, member_types: list[str]) -> None:
         " ON CONFLICT DO NOTHING",
         (member_types,),
     )
+
+
+def refresh_managers(conn: psycopg.Connection, *, full: bool) -> None:
+    """Make desired_manager agree with the staged users' manager references, and resolve them.
+
+    A reference (the manager's DN) resolves to the anchor of the desired user with that DN; one
+    naming nothing in scope resolves to NULL: no manager. A resolved reference follows its
+    manager: it is resolved again only when the user's own value changes, or when the manager
+    left (or, unresolved, may have entered) the desired state — so a renamed manager, whose old
+    DN the user's row may still carry (AD rewrites a DN-valued link on read, and DirSync does not
+    report the user), stays the manager. Users whose resolved manager changed land in
+    `_dirty_managers`. Run after apply_staged (desired_object is current).
+    """
+    changed = conn.execute(
+        "INSERT INTO desired_manager AS m (anchor, manager_ref)"
+        " SELECT i.anchor, i.manager_ref FROM _desired_in i JOIN desired_object d ON d.anchor = i.anchor"
+        " WHERE i.in_scope AND i.object_type = 'user' AND i.manager_ref IS NOT NULL"
+        " ON CONFLICT (anchor) DO UPDATE SET manager_ref = excluded.manager_ref, manager_anchor = NULL"
+        " WHERE m.manager_ref IS DISTINCT FROM excluded.manager_ref RETURNING m.anchor"
+    ).fetchall()
+    cleared = conn.execute(
+        "DELETE FROM desired_manager m USING _desired_in i WHERE m.anchor = i.anchor"
+        " AND i.in_scope AND i.manager_ref IS NULL RETURNING m.anchor"
+    ).fetchall()
+    # Which references to resolve (again): new or changed ones, those whose manager is no longer
+    # desired, and unresolved ones whose DN names an object this sync staged.
+    candidates = (
+        "m.manager_anchor IS NULL OR NOT EXISTS (SELECT 1 FROM desired_object d"
+        "  WHERE d.anchor = m.manager_anchor AND d.object_type = 'user') OR m.anchor = ANY(%(changed)s)"
+        if full
+        # A union of index lookups, so that a small delta sync does not scan every user's manager.
+        else "m.anchor IN (SELECT unnest(%(changed)s::text[])"
+        " UNION SELECT c.anchor FROM _presence p JOIN desired_manager c ON c.manager_anchor = p.anchor"
+        " UNION SELECT c.anchor FROM _desired_in i JOIN source_object s ON s.anchor = i.anchor"
+        "  JOIN desired_manager c ON lower(c.manager_ref) = lower(s.dn) AND c.manager_anchor IS NULL"
+        "  WHERE i.in_scope AND i.object_type = 'user')"
+    )
+    # A join, not a lookup per reference: a hash join for a full sync, index lookups for a few.
+    resolved = conn.execute(
+        f"WITH c AS (SELECT m.anchor, m.manager_ref FROM desired_manager m WHERE {candidates}),"
+        " r AS (SELECT c.anchor, min(s.anchor) AS found FROM c LEFT JOIN (source_object s"
+        "  JOIN desired_object d ON d.anchor = s.anchor AND d.object_type = 'user')"
+        "  ON lower(s.dn) = lower(c.manager_ref) AND s.anchor <> c.anchor GROUP BY c.anchor)"
+        " UPDATE desired_manager m SET manager_anchor = r.found FROM r WHERE m.anchor = r.anchor"
+        "  AND m.manager_anchor IS DISTINCT FROM r.found RETURNING m.anchor",
+        {"changed": [r[0] for r in changed]},
+    ).fetchall()
+    with conn.cursor() as cur, cur.copy("COPY _dirty_managers (anchor) FROM STDIN") as cp:
+        for a in {r[0] for r in (*changed, *cleared, *resolved)}:
+            cp.write_row((a,))
+
+
+def drop_managers(conn: psycopg.Connection) -> None:
+    """The rules have no manager flow: no desired managers, and no manager operations queued."""
+    conn.execute("DELETE FROM desired_manager")
+    conn.execute("DELETE FROM pending_export WHERE kind IN ('manager_set', 'manager_remove')")
 
 
 def count(conn: psycopg.Connection) -> dict[str, int]:

@@ -18,7 +18,7 @@ import psycopg
 
 from idsync.model import Quarantined
 from idsync.store import quarantine
-from idsync.store.pending import MEMBER_KINDS, OBJECT_KINDS
+from idsync.store.pending import MANAGER_KINDS, MEMBER_KINDS, OBJECT_KINDS
 
 # An exported operation the next import shows did not take (the target still differs, or no
 # import confirmed it in time) is exported again — but only this many times in all: a value Graph
@@ -220,6 +220,40 @@ def diff_members(
         "  WHERE m.group_anchor = g.anchor AND m.member_anchor = lm.anchor)"
     )
     return _reconcile(conn, "_dirty_groups", MEMBER_KINDS, unequal_limit, settle)
+
+
+def diff_managers(
+    conn: psycopg.Connection, unequal_limit: int = UNEQUAL_LIMIT, *, settle: timedelta = timedelta(0)
+) -> dict[str, int]:
+    """Recompute manager_set / manager_remove for the dirty users (`_dirty`, `_dirty_managers`).
+
+    Set: a desired user whose resolved manager is not its target manager (waiting, if user or
+    manager has no target object yet); member_anchor is the manager's anchor, so a changed
+    manager replaces the operation. Remove: a linked, desired user with no desired manager whose
+    target user has one. A PUT replaces a manager, so a change needs no remove.
+    """
+    conn.execute(_OPS.encode())
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS _dirty_users (anchor text PRIMARY KEY) ON COMMIT DROP;"
+        " TRUNCATE _dirty_users;"
+        " INSERT INTO _dirty_users SELECT anchor FROM _dirty UNION SELECT anchor FROM _dirty_managers"
+    )
+    conn.execute(
+        "INSERT INTO _ops SELECT 'user', m.anchor, 'manager_set', m.manager_anchor, NULL, '{}'::jsonb"
+        " FROM _dirty_users x JOIN desired_manager m ON m.anchor = x.anchor"
+        " WHERE m.manager_anchor IS NOT NULL"
+        " AND NOT EXISTS (SELECT 1 FROM sync_link lu JOIN sync_link lm ON lm.anchor = m.manager_anchor"
+        "  JOIN target_manager tm ON tm.user_id = lu.target_id AND tm.manager_id = lm.target_id"
+        "  WHERE lu.anchor = m.anchor)"
+    )
+    conn.execute(
+        "INSERT INTO _ops SELECT 'user', d.anchor, 'manager_remove', '', NULL, '{}'::jsonb"
+        " FROM _dirty_users x JOIN desired_object d ON d.anchor = x.anchor AND d.object_type = 'user'"
+        " JOIN sync_link lu ON lu.anchor = d.anchor JOIN target_manager tm ON tm.user_id = lu.target_id"
+        " WHERE NOT EXISTS (SELECT 1 FROM desired_manager m WHERE m.anchor = d.anchor"
+        "  AND m.manager_anchor IS NOT NULL)"
+    )
+    return _reconcile(conn, "_dirty_users", MANAGER_KINDS, unequal_limit, settle)
 
 
 def _reconcile(

@@ -136,6 +136,26 @@ def snapshot(
     )
 
 
+@dataclass(frozen=True)
+class ManagerView:
+    """A user's manager as the last sync resolved it and as the target import shows it."""
+
+    desired: str | None  # the manager's source anchor (None: no manager)
+    target_id: str | None  # the target user's manager (None: none)
+    target_anchor: str | None  # the source anchor linked to that target manager (None: not idsync's)
+
+
+def manager_view(conn: psycopg.Connection, anchor: str, target_id: str) -> ManagerView:
+    """The manager of the user `anchor`, linked to `target_id`, in the desired and target space."""
+    row = conn.execute("SELECT manager_anchor FROM desired_manager WHERE anchor = %s", (anchor,)).fetchone()
+    tm = conn.execute(
+        "SELECT m.manager_id, l.anchor FROM target_manager m"
+        " LEFT JOIN sync_link l ON l.target_id = m.manager_id WHERE m.user_id = %s",
+        (target_id,),
+    ).fetchone()
+    return ManagerView(row[0] if row else None, tm[0] if tm else None, tm[1] if tm else None)
+
+
 def names(conn: psycopg.Connection, anchors: list[str]) -> dict[str, str]:
     """Readable names (userPrincipalName, displayName, else the DN) of source anchors."""
     rows = conn.execute(

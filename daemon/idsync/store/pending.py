@@ -32,6 +32,13 @@ class StaleEpoch(StoreError):
 
 OBJECT_KINDS = ("create", "update", "delete")
 MEMBER_KINDS = ("member_add", "member_remove")
+# A user's manager (PUT / DELETE /users/{id}/manager/$ref): member_anchor is the manager's anchor
+# for manager_set, '' for manager_remove (it needs only the user's target id).
+MANAGER_KINDS = ("manager_set", "manager_remove")
+# Kinds whose object's target id comes from its link (it may not exist when the diff runs), and
+# kinds that also need the target id of `member_anchor`; they wait until those ids exist.
+_OWNER_LINKED = "p.kind IN ('member_add', 'member_remove', 'manager_set', 'manager_remove')"
+_MEMBER_LINKED = "p.kind IN ('member_add', 'member_remove', 'manager_set')"
 # Export order (migration 0003's generated column): users before groups, creates before updates
 # before member operations before deletes.
 _ORDER = "p.priority, p.id"
@@ -60,17 +67,18 @@ class PendingExport:
     quarantined: bool
     waiting_for: str | None
     priority: int = 0  # the export order (users before groups, creates … deletes)
+    target: str = "graph"  # where it is written: 'graph' (Entra ID) or 'ad' (writeback, migration 0009)
 
 
 _SELECT = (
     "SELECT p.id, p.object_type, p.anchor, p.kind, p.member_anchor,"
-    " CASE WHEN p.kind IN ('member_add', 'member_remove') THEN lg.target_id ELSE p.target_id END,"
+    f" CASE WHEN {_OWNER_LINKED} THEN lg.target_id ELSE p.target_id END,"
     " lm.target_id, p.payload, p.attempts, p.last_error, p.exported_at, p.quarantined_at IS NOT NULL,"
-    " CASE WHEN p.kind IN ('member_add', 'member_remove') AND lg.target_id IS NULL THEN p.anchor"
-    "  WHEN p.kind IN ('member_add', 'member_remove') AND lm.target_id IS NULL THEN p.member_anchor END,"
-    " p.priority"
+    f" CASE WHEN {_OWNER_LINKED} AND lg.target_id IS NULL THEN p.anchor"
+    f"  WHEN {_MEMBER_LINKED} AND lm.target_id IS NULL THEN p.member_anchor END,"
+    " p.priority, p.target"
     " FROM pending_export p"
-    " LEFT JOIN sync_link lg ON lg.anchor = p.anchor AND p.kind IN ('member_add', 'member_remove')"
+    f" LEFT JOIN sync_link lg ON lg.anchor = p.anchor AND {_OWNER_LINKED}"
     " LEFT JOIN sync_link lm ON lm.anchor = p.member_anchor AND p.member_anchor <> ''"
 )
 
@@ -91,6 +99,7 @@ def _op(r: Sequence[Any]) -> PendingExport:
         quarantined=bool(r[11]),
         waiting_for=r[12],
         priority=int(r[13]),
+        target=r[14],
     )
 
 
@@ -100,7 +109,8 @@ def _op(r: Sequence[Any]) -> PendingExport:
 # Fair sharing of the write quota (issue 16): the export order above holds within a lane, and a
 # batch takes an equal share from every lane that has ready operations, so a backlog of one kind
 # (200,000 member adds, or a rename touching every user) cannot starve the others. Lanes by the
-# `priority` column of migration 0003: creates, updates, member operations, deletes.
+# `priority` column of migration 0003 (0008 puts manager operations with member ones): creates,
+# updates, member and manager operations, deletes.
 LANES: tuple[tuple[int, int], ...] = ((0, 1), (2, 3), (4, 7), (8, 9))
 
 
@@ -156,14 +166,14 @@ def claim(
         lo, hi = lane
         rows = conn.execute(
             "WITH ready AS (SELECT p.id FROM pending_export p"
-            " LEFT JOIN sync_link lg ON lg.anchor = p.anchor AND p.kind IN ('member_add', 'member_remove')"
+            f" LEFT JOIN sync_link lg ON lg.anchor = p.anchor AND {_OWNER_LINKED}"
             " LEFT JOIN sync_link lm ON lm.anchor = p.member_anchor AND p.member_anchor <> ''"
-            " WHERE p.exported_at IS NULL AND p.quarantined_at IS NULL"
+            " WHERE p.exported_at IS NULL AND p.quarantined_at IS NULL AND p.target = 'graph'"
             "  AND p.priority BETWEEN %(lo)s AND %(hi)s"
             "  AND (p.not_before IS NULL OR p.not_before <= now())"
             "  AND (p.claimed_epoch IS DISTINCT FROM %(epoch)s OR p.claimed_at < now() - %(timeout)s)"
-            "  AND (p.kind NOT IN ('member_add', 'member_remove')"
-            "   OR (lg.target_id IS NOT NULL AND lm.target_id IS NOT NULL))"
+            f"  AND (NOT {_OWNER_LINKED} OR lg.target_id IS NOT NULL)"
+            f"  AND (NOT {_MEMBER_LINKED} OR lm.target_id IS NOT NULL)"
             f" ORDER BY {_ORDER} LIMIT %(limit)s FOR UPDATE OF p SKIP LOCKED)"
             " UPDATE pending_export q"
             " SET claimed_epoch = %(epoch)s, claimed_by = %(node)s, claimed_at = now()"
@@ -317,12 +327,12 @@ def status_counts(conn: psycopg.Connection) -> dict[tuple[str, str, str], int]:
     quarantined (the summary of `idsync pending`, counted in SQL however long the queue)."""
     rows = conn.execute(
         "SELECT p.kind, p.object_type, CASE WHEN p.quarantined_at IS NOT NULL THEN 'quarantined'"
-        "  WHEN p.kind IN ('member_add', 'member_remove') AND (lg.target_id IS NULL OR lm.target_id IS NULL)"
-        "   THEN 'waiting'"
+        f"  WHEN {_OWNER_LINKED} AND lg.target_id IS NULL THEN 'waiting'"
+        f"  WHEN {_MEMBER_LINKED} AND lm.target_id IS NULL THEN 'waiting'"
         "  WHEN p.exported_at IS NOT NULL THEN 'exported'"
         "  WHEN p.last_error IS NOT NULL THEN 'retrying' ELSE 'ready' END, count(*)"
         " FROM pending_export p"
-        " LEFT JOIN sync_link lg ON lg.anchor = p.anchor AND p.kind IN ('member_add', 'member_remove')"
+        f" LEFT JOIN sync_link lg ON lg.anchor = p.anchor AND {_OWNER_LINKED}"
         " LEFT JOIN sync_link lm ON lm.anchor = p.member_anchor AND p.member_anchor <> ''"
         " GROUP BY 1, 2, 3"
     ).fetchall()

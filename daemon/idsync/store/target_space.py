@@ -48,6 +48,8 @@ class TargetPage:
     removed: Sequence[str] = ()
     members_added: Sequence[tuple[str, str]] = ()  # (group id, member id)
     members_removed: Sequence[tuple[str, str]] = ()
+    # users: (user id, manager id or None) where the page carried `manager@delta`; None = none
+    managers: Sequence[tuple[str, str | None]] = ()
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,8 @@ def begin_full_round(conn: psycopg.Connection, object_type: ObjectType) -> str:
             "DELETE FROM target_member m USING target_object g"
             " WHERE g.id = m.group_id AND g.object_type = 'group'"
         )
+    else:
+        conn.execute("DELETE FROM target_manager")  # every user's manager comes again with the round
     row = conn.execute("SELECT now()").fetchone()
     assert row is not None
     ts: datetime = row[0]
@@ -182,8 +186,40 @@ def apply_page(conn: psycopg.Connection, page: TargetPage) -> RunCounts:
                 ([g for g, _ in page.members_removed], [m for _, m in page.members_removed]),
             ).fetchall()
             touched.update(r[0] for r in gone)
+        touched.update(_apply_managers(cur, page.managers))
         _touch(cur, touched)
     return counts
+
+
+def _apply_managers(cur: psycopg.Cursor[Any], managers: Sequence[tuple[str, str | None]]) -> set[str]:
+    """Record each user's manager as `manager@delta` gave it; returns the users whose changed."""
+    if not managers:
+        return set()
+    last = dict(managers)  # the same user twice in a page: the later entry wins
+    setting = [(u, m) for u, m in last.items() if m is not None]
+    changed: set[str] = set()
+    if setting:
+        rows = cur.execute(
+            "INSERT INTO target_manager AS t (user_id, manager_id)"
+            " SELECT * FROM unnest(%s::text[], %s::text[])"
+            " ON CONFLICT (user_id) DO UPDATE SET manager_id = excluded.manager_id"
+            " WHERE t.manager_id <> excluded.manager_id RETURNING user_id",
+            ([u for u, _ in setting], [m for _, m in setting]),
+        ).fetchall()
+        changed.update(r[0] for r in rows)
+    clearing = [u for u, m in last.items() if m is None]
+    if clearing:
+        rows = cur.execute(
+            "DELETE FROM target_manager WHERE user_id = ANY(%s) RETURNING user_id", (clearing,)
+        ).fetchall()
+        changed.update(r[0] for r in rows)
+    return changed
+
+
+def manager(conn: psycopg.Connection, user_id: str) -> str | None:
+    """The target id of a user's manager, as the import last saw it."""
+    row = conn.execute("SELECT manager_id FROM target_manager WHERE user_id = %s", (user_id,)).fetchone()
+    return None if row is None else str(row[0])
 
 
 _UPSERT = """
@@ -247,7 +283,12 @@ def _delete(cur: psycopg.Cursor[Any], ids: Iterable[str]) -> int:
         "DELETE FROM target_member WHERE member_id = ANY(%s) OR group_id = ANY(%s) RETURNING group_id",
         (ids, ids),
     ).fetchall()
-    _touch(cur, {r[0] for r in groups} - set(ids))
+    # A deleted user has no manager, and is no one's manager (its reports are re-checked).
+    reports = cur.execute(
+        "DELETE FROM target_manager WHERE user_id = ANY(%s) OR manager_id = ANY(%s) RETURNING user_id",
+        (ids, ids),
+    ).fetchall()
+    _touch(cur, ({r[0] for r in groups} | {r[0] for r in reports}) - set(ids))
     return len(rows)
 
 

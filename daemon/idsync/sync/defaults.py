@@ -97,6 +97,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "upn_unverified": "fallback",
             # Like Entra Connect: never built-in accounts (Administrator, krbtgt, Guest).
             "scope": {"filter": "(!(isCriticalSystemObject=TRUE))"},
+            # The manager's DN, resolved to the manager's anchor (a reference flow, like members).
+            "manager": "source.manager",
             "flows": _AD_USER_FLOWS,
         },
         "group": {
@@ -117,6 +119,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             # A UPN suffix the tenant has not verified: <local>@<initial domain>, as Entra Connect.
             "upn_unverified": "fallback",
             "scope": {},
+            "manager": "source.manager",  # inetOrgPerson's manager (a DN)
             "flows": _LDAP_USER_FLOWS,
         },
         "group": {

@@ -165,6 +165,11 @@ class SyncEngine:
             evaluated, bad = self._evaluate(conn, src_after, src_upto, () if full else moved)
             lap("evaluate")
             changes = desired.apply_staged(conn, self.rules.hash, full=full)
+            manages = self.rules.user.manager is not None
+            if manages:
+                desired.refresh_managers(conn, full=full)
+            elif full:
+                desired.drop_managers(conn)  # the manager flow is off: idsync leaves managers alone
             lap("desired")
             if incomplete:
                 # Diffing against a half-imported target would queue creates for objects that
@@ -221,6 +226,13 @@ class SyncEngine:
                 else {}
             )
             lap("diff_members")
+            mgr = (
+                diff.diff_managers(conn, self.unequal_limit, settle=self.export_settle)
+                if manages and "user" not in waiting
+                else {}
+            )
+            mem = {k: mem.get(k, 0) + mgr.get(k, 0) for k in {*mem, *mgr}}
+            lap("diff_managers")
             rearmed = diff.rearm_settled(conn, self.export_settle, self.unequal_limit)
             rearmed += diff.rearm_unconfirmed(conn, self.confirm_timeout, self.unequal_limit)
             unequal = diff.quarantine_unequal(conn)
@@ -383,6 +395,7 @@ class SyncEngine:
                         out.in_scope,
                         out.target_anchor,
                         dict(out.attrs) if out.attrs is not None else None,
+                        out.manager,
                     )
                 )
             desired.stage(conn, verdicts)

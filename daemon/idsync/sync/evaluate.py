@@ -31,6 +31,7 @@ class Outcome:
     attrs: Mapping[str, Any] | None = None
     target_anchor: str | None = None
     notice: str | None = None  # what the rules adjusted for the tenant (a UPN fallback), for operators
+    manager: str | None = None  # users: the manager's DN the `manager` rule gave (None = no manager)
 
 
 OUT_OF_SCOPE = Outcome(False)
@@ -88,6 +89,8 @@ class Evaluator:
         for t in ("user", "group"):
             tr = rules.of(t)
             exprs = [f.expression for f in tr.flows]
+            if tr.manager is not None:
+                exprs.append(tr.manager)
             if tr.scope.condition is not None:
                 exprs.append(tr.scope.condition)
             if tr.password.initial is not None:
@@ -183,7 +186,28 @@ class Evaluator:
                 f"{object_type}.flows.{tr.anchor_attribute}",
                 f"the anchor attribute must be a non-empty string, got {target_anchor!r}",
             )
-        return Outcome(True, out, target_anchor, notice)
+        manager = self._manager(tr, anchor, single, multi, trace)
+        return Outcome(True, out, target_anchor, notice, manager)
+
+    def _manager(
+        self,
+        tr: TypeRules,
+        anchor: str,
+        single: Mapping[str, Any],
+        multi: Mapping[str, list[str]],
+        trace: list[Step] | None,
+    ) -> str | None:
+        """The manager reference (a DN) the `manager` rule gives, or None."""
+        if tr.manager is None:
+            return None
+        ref = _json_value(self._run(tr.manager, anchor, single, multi))
+        if trace is not None:
+            trace.append(Step(tr.manager.rule, tr.manager.text, ref, "the manager's DN (a reference)"))
+        if ref is None or ref == "":
+            return None
+        if not isinstance(ref, str):
+            raise EvaluationError(anchor, tr.manager.rule, f"must give a DN (a string) or null, gave {ref!r}")
+        return ref
 
     def _check_upn(self, tr: TypeRules, anchor: str, out: dict[str, Any]) -> str | None:
         """A UPN whose suffix the tenant has not verified: fall back to the initial domain (Entra

@@ -41,7 +41,7 @@ class NotFound(LookupError):
 class Operation:
     """An operation the next sync would queue for the object (or a link it would form)."""
 
-    kind: str  # create | update | delete | member_add | member_remove | link | unlink
+    kind: str  # create | update | delete | member_add | member_remove | manager_set | manager_remove | …
     target_id: str | None
     changes: tuple[Change, ...] = ()
     member: str = ""  # member operations: the member's name
@@ -202,6 +202,8 @@ def _plan(
                 ops.append(Operation("update", live.id, changes))
             if snap.source.object_type == "group" and tr.members and snap.link is not None:
                 ops.extend(_member_ops(conn, snap))
+            if snap.source.object_type == "user" and tr.manager is not None and snap.link is not None:
+                ops.extend(_manager_ops(conn, snap))
         return link, target_id, target, ops
     # Out of scope (or deleted in the source): deprovision what idsync linked, per the rules.
     if snap.link is None or live is None:
@@ -227,6 +229,21 @@ def _member_ops(conn: psycopg.Connection, snap: inspect.Snapshot) -> list[Operat
     return [Operation("member_add", gid, member=names.get(a, a)) for a in adds] + [
         Operation("member_remove", gid, member=names.get(a, a)) for a in removes
     ]
+
+
+def _manager_ops(conn: psycopg.Connection, snap: inspect.Snapshot) -> list[Operation]:
+    """The manager set or removal, from the manager the last sync resolved (as store.diff does)."""
+    assert snap.link is not None
+    uid = snap.link.target_id
+    view = inspect.manager_view(conn, snap.source.anchor, uid)
+    if view.desired is not None and view.desired != view.target_anchor:
+        name = inspect.names(conn, [view.desired]).get(view.desired, view.desired)
+        return [Operation("manager_set", uid, member=name)]
+    if view.desired is None and view.target_id is not None:
+        name = view.target_anchor or view.target_id
+        name = inspect.names(conn, [name]).get(name, name)
+        return [Operation("manager_remove", uid, member=name, note="no manager in scope")]
+    return []
 
 
 # --- output ----------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ OP_FILTERS: dict[str, tuple[str, ...]] = {
     "update": ("update",),
     "delete": ("delete",),
     "member": ("member_add", "member_remove"),
+    "manager": ("manager_set", "manager_remove"),
 }
 
 
@@ -54,6 +55,7 @@ class PreviewItem:
     status: str  # ready | waiting for <name> | exported, awaiting import | retry: … | quarantined: …
     attempts: int
     last_error: str | None
+    target: str = "graph"  # where it is written: graph (Entra ID) or ad (writeback)
 
 
 def _name(attrs: Mapping[str, Any] | None, fallback: str) -> str:
@@ -117,13 +119,16 @@ def _items(conn: psycopg.Connection, ops: Sequence[pending.PendingExport]) -> li
             changes = tuple(Change(k, old.get(k), v) for k, v in sorted(o.payload.items()))
         else:
             changes = ()
+        name = names.get(o.anchor, o.anchor)
+        if o.target == "ad":  # writeback: named by what it writes (no desired object behind it)
+            name = str(o.payload.get("displayName") or o.payload.get("dn") or o.anchor)
         items.append(
             PreviewItem(
                 id=o.id,
                 kind=o.kind,
                 object_type=o.object_type,
                 anchor=o.anchor,
-                name=names.get(o.anchor, o.anchor),
+                name=name,
                 target_id=o.target_id,
                 member_anchor=o.member_anchor,
                 member_name=names.get(o.member_anchor, o.member_anchor) if o.member_anchor else "",
@@ -131,6 +136,7 @@ def _items(conn: psycopg.Connection, ops: Sequence[pending.PendingExport]) -> li
                 status=_status(o, names),
                 attempts=o.attempts,
                 last_error=o.last_error,
+                target=o.target,
             )
         )
     return items
@@ -194,7 +200,7 @@ def write(items: Iterable[PreviewItem], fmt: Format, out: TextIO) -> int:
                 old = "" if not c.attribute else _show(c.old)
                 new = "" if not c.attribute else _show(c.new)
                 head = [i.id, i.kind, i.object_type, i.name, i.anchor, i.target_id or "", i.member_name]
-                w.writerow([*head, c.attribute, old, new, i.status])
+                w.writerow([*head, c.attribute, old, new, i.status, i.target])
         return n
     for i in items:
         n += 1
@@ -216,13 +222,22 @@ CSV_COLUMNS = (
     "old",
     "new",
     "status",
+    "target",
 )
+
+
+def reference_arrow(kind: str) -> str:
+    """How a reference operation points at the object it names: a member added ← or removed ✕,
+    a manager set (→ manager)."""
+    return {"member_add": "←", "manager_set": "→ manager"}.get(kind, "✕")
 
 
 def _table_entry(i: PreviewItem) -> str:
     head = f"{i.kind:<13} {i.object_type:<5} {i.name}"
+    if i.target == "ad":
+        head = f"{i.kind:<13} {i.object_type:<5} to AD: {i.name}"
     if i.member_anchor:
-        head += f" ← {i.member_name}" if i.kind == "member_add" else f" ✕ {i.member_name}"
+        head += f" {reference_arrow(i.kind)} {i.member_name}"
     if i.target_id:
         head += f"  [{i.target_id}]"
     if i.status != "ready":

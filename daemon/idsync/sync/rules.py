@@ -45,6 +45,7 @@ _TYPE_KEYS = {
     "flows",
     "members",
     "upn_unverified",
+    "manager",
     "password",
 }
 # What to do with a userPrincipalName whose suffix is not a verified domain of the tenant:
@@ -119,6 +120,8 @@ class TypeRules:
     scope: Scope
     flows: tuple[Flow, ...]
     upn_unverified: str = "fallback"
+    # Users: the reference flow giving the manager's DN (PUT /users/{id}/manager/$ref); None = off.
+    manager: Expression | None = None
     password: PasswordRule = PasswordRule()
 
     @property
@@ -297,6 +300,7 @@ def _type_rules(
         expr = compile_expression(rule, text, problems)
         if expr is not None:
             flows.append(Flow(attribute, expr))
+    manager = _manager_rule(t, data.get("manager", False), problems)
     names = {a for a, text in flow_data.items() if text is not False}
     if enabled:
         for attribute in REQUIRED[t]:
@@ -325,8 +329,19 @@ def _type_rules(
         scope=scope,
         flows=tuple(flows),
         upn_unverified=str(upn_unverified),
+        manager=manager,
         password=password,
     )
+
+
+def _manager_rule(t: ObjectType, text: Any, problems: list[RuleProblem]) -> Expression | None:
+    """`[user] manager`: an expression giving the manager's DN (null = no manager); false = off."""
+    if text is False or text is None:
+        return None
+    if t != "user":
+        problems.append(RuleProblem(f"{t}.manager", "only users have a manager"))
+        return None
+    return compile_expression("user.manager", text, problems)
 
 
 def _member_of(t: str, value: Any, problems: list[RuleProblem]) -> tuple[str, ...]:

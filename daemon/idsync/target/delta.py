@@ -124,6 +124,7 @@ def parse_page(object_type: ObjectType, value: list[dict[str, Any]], anchor_attr
     removed: list[str] = []
     added_m: list[tuple[str, str]] = []
     removed_m: list[tuple[str, str]] = []
+    managers: list[tuple[str, str | None]] = []
     for item in value:
         oid = item["id"]
         if "@removed" in item:
@@ -135,7 +136,19 @@ def parse_page(object_type: ObjectType, value: list[dict[str, Any]], anchor_attr
         if md:
             for m in md:
                 (removed_m if "@removed" in m else added_m).append((oid, str(m["id"])))
-    return TargetPage(object_type, rows, removed, added_m, removed_m)
+        if "manager@delta" in item:
+            managers.append((oid, manager_of(item["manager@delta"])))
+    return TargetPage(object_type, rows, removed, added_m, removed_m, managers)
+
+
+def manager_of(entries: Any) -> str | None:
+    """The manager a `manager@delta` annotation names, or None when it names none.
+
+    Relationships come as `<name>@delta` annotations (docs-contrib concepts/delta-query-overview.md);
+    Microsoft does not document how a removed manager looks, so both an entry marked `@removed`
+    (as in `members@delta`) and an empty list mean "no manager"."""
+    live = [e for e in entries or () if isinstance(e, dict) and "@removed" not in e and e.get("id")]
+    return str(live[-1]["id"]) if live else None
 
 
 class WriteGate:

@@ -362,6 +362,8 @@ class Exporter:
             item.method, item.url, item.body = "PATCH", f"/{coll}/{op.target_id}", nest(dict(op.payload))
         elif op.kind == "delete":
             item.method, item.url = "DELETE", f"/{coll}/{op.target_id}"
+        elif op.kind in ("manager_set", "manager_remove"):
+            _manager_write(item, self._ref_base)
         else:
             gid, mid = op.target_id, op.member_target_id
             if not gid or not mid:
@@ -682,6 +684,9 @@ class Exporter:
         if op.kind == "member_remove" and st in (400, 404):
             results[op.id] = self._result(item, "ok", status=st, message="not a member")
             return
+        if op.kind == "manager_remove" and st == 404:
+            results[op.id] = self._result(item, "ok", status=st, message="no manager")
+            return
         if op.kind == "member_add" and st == 400 and ALREADY_MEMBER in message:
             results[op.id] = self._result(item, "ok", status=st, message="already a member")
             return
@@ -692,6 +697,20 @@ class Exporter:
             return
         err = ExportRejected(op.anchor, code, message, st)
         results[op.id] = self._result(item, "error", error=err, status=st)
+
+
+def _manager_write(item: _Item, ref_base: str) -> None:
+    """PUT /users/{id}/manager/$ref with the manager's reference (docs-contrib
+    api-reference/v1.0/api/user-post-manager.md), or DELETE it (user-delete-manager.md)."""
+    op = item.op
+    uid, mid = op.target_id, op.member_target_id
+    if not uid or (op.kind == "manager_set" and not mid):
+        raise ExportRejected(op.anchor, "NoTargetId", f"{op.kind} {op.member_anchor}: ids not resolved")
+    item.url = f"/users/{uid}/manager/$ref"
+    if op.kind == "manager_set":
+        item.method, item.body = "PUT", {"@odata.id": ref_base + str(mid)}
+    else:
+        item.method = "DELETE"
 
 
 def _is_conflict(body: Any) -> bool:

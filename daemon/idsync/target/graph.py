@@ -41,6 +41,7 @@ class GraphTarget:
         group_anchor: str | None = None,
         user_anchor: str = USER_ANCHOR,
         client: GraphClient | None = None,
+        manager: bool = False,
     ) -> None:
         self.settings = settings
         self.schema = TargetSchema(
@@ -48,6 +49,7 @@ class GraphTarget:
             user_attributes=tuple(user_attributes),
             group_attributes=tuple(group_attributes),
             user_anchor=user_anchor,
+            manager=manager,
         )
         self.client = client or GraphClient(settings, node=node)
         self.importer = DeltaImporter(self.client, self.schema)

@@ -65,6 +65,10 @@ class TargetSchema:
     user_attributes: tuple[str, ...] = DEFAULT_USER_ATTRIBUTES
     group_attributes: tuple[str, ...] = DEFAULT_GROUP_ATTRIBUTES
     user_anchor: str = USER_ANCHOR
+    # Track each user's manager: `$select=manager` on users/delta gives `manager@delta`
+    # ("$select also supports manager and members navigation properties for users and groups
+    # respectively", docs-contrib concepts/delta-query-overview.md).
+    manager: bool = False
 
     def anchor_attribute(self, object_type: ObjectType) -> str:
         """The Graph property holding idsync's anchor on objects of this type."""
@@ -82,6 +86,8 @@ class TargetSchema:
         out = sorted(names)
         if object_type == "group":
             out.append("members")
+        elif self.manager:
+            out.append("manager")
         return out
 
     def signature(self, object_type: ObjectType) -> str:
