@@ -447,3 +447,35 @@ def test_an_object_created_by_another_node_and_gone_before_the_import_showed_it_
     world.target("user", TargetRow("t-elsewhere", attrs, attrs["onPremisesImmutableId"], True))
     world.sync()
     assert world.op_keys("delete") == {("delete", guid(1), "")}
+
+
+def test_desired_changes_are_counted_and_remembered_in_the_database(world: World) -> None:
+    """apply_staged keeps what changed in SQL (a full sync of 1M objects must not hold every anchor
+    in Python): the counts, desired_gone and the re-diff of what came back must still be right."""
+
+    def gone() -> set[str]:
+        with world.store.connection() as conn:
+            return {r[0] for r in conn.execute("SELECT anchor FROM desired_gone")}
+
+    world.source(ad_user(1), ad_user(2), ad_user(3))
+    first = world.sync()
+    assert (first.desired_added, first.desired_updated, first.desired_removed) == (3, 0, 0)
+    world.export_all()
+    world.sync()
+
+    world.source(ad_user(2, title="Chef"))
+    changed = world.sync()
+    assert (changed.desired_added, changed.desired_updated, changed.desired_removed) == (0, 1, 0)
+    assert {o.anchor for o in world.ops("update")} == {guid(2)}
+
+    world.delete_source(guid(3))
+    left = world.sync()
+    assert (left.desired_added, left.desired_updated, left.desired_removed) == (0, 0, 1)
+    assert gone() == {guid(3)}
+    assert {o.anchor for o in world.ops("delete")} == {guid(3)}
+
+    world.source(ad_user(3))  # back before the delete ran: no longer gone, the delete is dropped
+    back = world.sync()
+    assert (back.desired_added, back.desired_updated, back.desired_removed) == (1, 0, 0)
+    assert gone() == set()
+    assert world.ops("delete") == []

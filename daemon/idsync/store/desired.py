@@ -24,6 +24,7 @@ CREATE TEMP TABLE IF NOT EXISTS _desired_in (
 CREATE TEMP TABLE IF NOT EXISTS _dirty (anchor text PRIMARY KEY) ON COMMIT DROP;
 CREATE TEMP TABLE IF NOT EXISTS _dirty_groups (anchor text PRIMARY KEY) ON COMMIT DROP;
 CREATE TEMP TABLE IF NOT EXISTS _presence (anchor text PRIMARY KEY) ON COMMIT DROP;
+CREATE TEMP TABLE IF NOT EXISTS _applied (anchor text NOT NULL, inserted boolean) ON COMMIT DROP;
 CREATE TEMP TABLE IF NOT EXISTS _dirty_managers (anchor text PRIMARY KEY) ON COMMIT DROP;
 """
 
@@ -128,7 +129,7 @@ _REMEMBER = (
     "  SELECT anchor, object_type, target_anchor FROM del WHERE target_anchor IS NOT NULL"
     "  ON CONFLICT (anchor) DO UPDATE SET object_type = excluded.object_type,"
     "  target_anchor = excluded.target_anchor, removed_at = now())"
-    " SELECT anchor FROM del"
+    " INSERT INTO _applied SELECT anchor, NULL FROM del"
 )
 
 
@@ -139,8 +140,11 @@ def apply_staged(conn: psycopg.Connection, rules_hash: str, *, full: bool) -> De
     the target changed). With `full`, desired rows whose source object is gone are removed too.
     """
     conn.execute("ANALYZE _desired_in")
-    upserted = conn.execute(
-        "INSERT INTO desired_object AS d (anchor, object_type, target_anchor, attrs, rules_hash)"
+    # What changed stays in the database (_applied: inserted true/false, NULL = removed): a full
+    # sync changes every row, and holding a million anchors in Python cost ~500 MB.
+    conn.execute("TRUNCATE _applied")
+    conn.execute(
+        "WITH u AS (INSERT INTO desired_object AS d (anchor, object_type, target_anchor, attrs, rules_hash)"
         " SELECT anchor, object_type, target_anchor, attrs, %s FROM _desired_in WHERE in_scope"
         " ON CONFLICT (anchor) DO UPDATE SET object_type = excluded.object_type,"
         " target_anchor = excluded.target_anchor, attrs = excluded.attrs, rules_hash = excluded.rules_hash,"
@@ -148,39 +152,35 @@ def apply_staged(conn: psycopg.Connection, rules_hash: str, *, full: bool) -> De
         " WHERE d.attrs IS DISTINCT FROM excluded.attrs"
         "  OR d.target_anchor IS DISTINCT FROM excluded.target_anchor"
         "  OR d.object_type <> excluded.object_type"
-        " RETURNING anchor, (xmax = 0) AS inserted",
+        " RETURNING anchor, (xmax = 0) AS inserted)"
+        " INSERT INTO _applied SELECT anchor, inserted FROM u",
         (rules_hash,),
-    ).fetchall()
+    )
     # What leaves the desired state is remembered with its target anchor (desired_gone), so that
     # the link step can still find and deprovision an object no link pointed to yet.
-    removed = conn.execute(
+    conn.execute(
         "WITH del AS (DELETE FROM desired_object d USING _desired_in i WHERE d.anchor = i.anchor"
         "  AND NOT i.in_scope RETURNING d.anchor, d.object_type, d.target_anchor)," + _REMEMBER
-    ).fetchall()
-    gone: list[Any] = []
+    )
     if full:
-        gone = conn.execute(
+        conn.execute(
             "WITH del AS (DELETE FROM desired_object d WHERE NOT EXISTS (SELECT 1 FROM source_object s"
             " WHERE s.anchor = d.anchor AND NOT s.deleted)"
             " RETURNING d.anchor, d.object_type, d.target_anchor)," + _REMEMBER
-        ).fetchall()
-    back = [r[0] for r in upserted if r[1]]
-    if back:
-        conn.execute("DELETE FROM desired_gone WHERE anchor = ANY(%s)", (back,))
+        )
+    conn.execute("DELETE FROM desired_gone WHERE anchor IN (SELECT anchor FROM _applied WHERE inserted)")
     conn.execute("DELETE FROM desired_gone WHERE removed_at < now() - interval '7 days'")
-    with conn.cursor() as cur:
-        with cur.copy("COPY _dirty (anchor) FROM STDIN") as cp:
-            seen: set[str] = set()
-            for r in (*upserted, *removed, *gone):
-                if r[0] not in seen:
-                    seen.add(r[0])
-                    cp.write_row((r[0],))
-        with cur.copy("COPY _presence (anchor) FROM STDIN") as cp:
-            presence = {r[0] for r in upserted if r[1]} | {r[0] for r in removed} | {r[0] for r in gone}
-            for a in presence:
-                cp.write_row((a,))
-    added = sum(1 for r in upserted if r[1])
-    return DesiredChanges(added=added, updated=len(upserted) - added, removed=len(removed) + len(gone))
+    conn.execute("INSERT INTO _dirty (anchor) SELECT anchor FROM _applied ON CONFLICT DO NOTHING")
+    conn.execute(
+        "INSERT INTO _presence (anchor) SELECT anchor FROM _applied WHERE inserted IS NOT FALSE"
+        " ON CONFLICT DO NOTHING"
+    )
+    row = conn.execute(
+        "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted),"
+        " count(*) FILTER (WHERE inserted IS NULL) FROM _applied"
+    ).fetchone()
+    added, updated, removed = (int(x) for x in row) if row else (0, 0, 0)
+    return DesiredChanges(added=added, updated=updated, removed=removed)
 
 
 def mark_dependents(conn: psycopg.Connection) -> None:
