@@ -18,15 +18,19 @@ from tests.harness.ldap import LdapEndpoint, connect
 
 def graph(c: LocalCluster, method: str, path: str, body: Any = None) -> Any:
     """A Graph call to the cluster's emulator (anonymous, like the nodes); retried for a few
-    seconds while Graph answers 400/404 for an object still replicating (the emulator's lag)."""
-    deadline = time.monotonic() + 10
+    seconds while Graph answers 400/404 for an object still replicating (the emulator's lag), and
+    after a 429 (the chaos run's throttling storms hit the test's own calls too) or, for calls that
+    are safe to repeat, a 5xx."""
+    deadline = time.monotonic() + 30
     while True:
         try:
             return _graph(c, method, path, body)
         except urllib.error.HTTPError as exc:
-            if exc.code not in (400, 404) or time.monotonic() > deadline:
+            retry = exc.code in (400, 404, 429) or (exc.code >= 500 and method != "POST")
+            if not retry or time.monotonic() > deadline:
                 raise AssertionError(f"{method} {path}: {exc.code} {exc.read().decode()}") from None
-            time.sleep(0.5)
+            after = exc.headers.get("Retry-After") if exc.code == 429 else None
+            time.sleep(min(float(after), 5.0) if after and after.isdigit() else 0.5)
 
 
 def _graph(c: LocalCluster, method: str, path: str, body: Any = None) -> Any:
