@@ -122,7 +122,10 @@ async def _first(
     print(report.sentence(), file=sys.stderr)
     log = await _log(url, ca)
     made = [e["time"] for e in log if e["method"] == "POST" and e["path"] == "/users" and e["status"] == 201]
+    # a member add is a `POST …/members/$ref`, or a `PATCH /groups/{id}` carrying member binds
+    binds = [e for e in log if e["method"] == "PATCH" and e["path"].startswith("/groups/")]
     refs = [e["time"] for e in log if e["write"] and e["path"].endswith("/members/$ref")]
+    refs += [e["time"] for e in binds if e["write"]]
     return {
         "create": min(made) - t0 if made else float("nan"),
         "creates": max(made) - t0 if len(made) == creates else float("nan"),
