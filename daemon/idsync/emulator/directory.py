@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from idsync.emulator import roles
 from idsync.emulator.call import Call, Reply
 from idsync.emulator.errors import GraphError, bad_request, conflict, not_found, sync_state_not_found
-from idsync.emulator.listing import compile_filter, link
+from idsync.emulator.listing import compile_filter, link, page
 from idsync.emulator.model import GROUP_RELATIONS, ODATA_TYPE, TYPE_NAME, USER_RELATIONS, DirObject
 from idsync.emulator.odata import decode_token, encode_token, parse_select, parse_top
 from idsync.emulator.schema import check_select, render
@@ -69,17 +69,7 @@ def list_deleted(em: Emulator, call: Call, kind: str | None) -> Reply:
             # the recycle bin's lookup by anchor: from the index, not a scan of every deleted user
             found = {o.id: o for c in clauses for v in c.values for o in st.deleted_with_immutable_id(str(v))}
             objs = sorted((o for o in found.values() if o.created_seq > after), key=lambda o: o.created_seq)
-    value: list[dict[str, Any]] = []
-    last = after
-    more = False
-    for o in objs:
-        if match is not None and not match(o):
-            continue
-        if len(value) >= top:
-            more = True
-            break
-        value.append(_view(o, select))
-        last = o.created_seq
+    value, last, more = page(objs, match, top, after, lambda o: _view(o, select))
     body: dict[str, Any] = {"@odata.context": f"{call.base_url}/$metadata#directoryObjects", "value": value}
     if more:
         q["$skiptoken"] = encode_token({"g": st.generation, "k": f"deleted:{kind}", "c": last})

@@ -117,6 +117,27 @@ def compile_filter(
     return joiner, clauses, _matcher(kind, joiner, clauses)
 
 
+def page(
+    objs: Iterable[DirObject],
+    match: Callable[[DirObject], bool] | None,
+    top: int,
+    after: int,
+    view: Callable[[DirObject], dict[str, Any]],
+) -> tuple[list[dict[str, Any]], int, bool]:
+    """One page of a listing in creation order: (the views of up to `top` matching objects, the
+    creation sequence of the last one — the next page's skiptoken —, whether more follow)."""
+    value: list[dict[str, Any]] = []
+    last = after
+    for o in objs:
+        if match is not None and not match(o):
+            continue
+        if len(value) >= top:
+            return value, last, True
+        value.append(view(o))
+        last = o.created_seq
+    return value, last, False
+
+
 def list_objects(em: Emulator, call: Call, kind: str, relations: frozenset[str] = frozenset()) -> Reply:
     """GET /users or /groups with Graph's query options and paging (default 100, max 999)."""
     q = dict(call.query)
@@ -149,18 +170,8 @@ def list_objects(em: Emulator, call: Call, kind: str, relations: frozenset[str] 
         )
     else:
         objs = em.store.iter_live(kind, after)
-    value: list[dict[str, Any]] = []
-    last = after
-    more = False
-    for o in objs:
-        o = em.store.visible(o)
-        if match is not None and not match(o):
-            continue
-        if len(value) >= top:
-            more = True
-            break
-        value.append(render(o, select))
-        last = o.created_seq
+    visible = (em.store.visible(o) for o in objs)
+    value, last, more = page(visible, match, top, after, lambda o: render(o, select))
     body: dict[str, Any] = {"@odata.context": f"{call.base_url}/$metadata#{COLLECTION[kind]}", "value": value}
     if more:
         q["$skiptoken"] = encode_token({"g": em.store.generation, "k": f"list:{kind}", "c": last})
