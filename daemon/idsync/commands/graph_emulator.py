@@ -10,6 +10,14 @@ import signal
 import sys
 from pathlib import Path
 
+CHOICE_SETTINGS = (
+    "unregistered_extension_query",
+    "bind_existing_member",
+    "unreplicated_member",
+    "manager_removed_delta",
+    "deleted_immutable_id",
+)
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the emulator's options to its sub-command parser."""
@@ -173,16 +181,10 @@ def run(args: argparse.Namespace) -> int:
             return 2
     if args.replication_seed is not None:
         cfg.replication_seed = args.replication_seed
-    if args.unregistered_extension_query:
-        cfg.unregistered_extension_query = args.unregistered_extension_query
-    if args.bind_existing_member:
-        cfg.bind_existing_member = args.bind_existing_member
-    if args.unreplicated_member:
-        cfg.unreplicated_member = args.unreplicated_member
-    if args.manager_removed_delta:
-        cfg.manager_removed_delta = args.manager_removed_delta
-    if args.deleted_immutable_id:
-        cfg.deleted_immutable_id = args.deleted_immutable_id
+    # Where Microsoft is silent: each choice flag sets the config field of the same name.
+    for name in CHOICE_SETTINGS:
+        if getattr(args, name):
+            setattr(cfg, name, getattr(args, name))
     if args.batch_order:
         cfg.batch_random_order = args.batch_order == "random"
     for name in (
