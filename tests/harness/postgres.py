@@ -10,6 +10,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +56,20 @@ class Postgres(Service):
     ready_timeout = 60.0
 
     def __init__(
-        self, workdir: Path, port: int | None = None, external: bool = False, datadir: str | None = None
+        self,
+        workdir: Path,
+        port: int | None = None,
+        external: bool = False,
+        datadir: str | None = None,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(workdir)
         self.external = external
         self.port = port or (SYSTEM_PORT if external else free_port())
         self.datadir = Path(datadir) if datadir else None
+        # Server settings of a private cluster, over the test defaults below (bench_scale runs a
+        # cluster configured as docs/operations.md "Sizing PostgreSQL" recommends).
+        self.settings = dict(settings or {})
 
     @classmethod
     def system(cls, workdir: Path) -> Postgres | None:
@@ -75,7 +84,12 @@ class Postgres(Service):
         return dsn_for(self.port)
 
     def params(self) -> dict[str, Any]:
-        return {"port": self.port, "external": self.external, "datadir": str(self.datadir or "") or None}
+        return {
+            "port": self.port,
+            "external": self.external,
+            "datadir": str(self.datadir or "") or None,
+            "settings": self.settings or None,
+        }
 
     # postgres refuses to run as root: as root, run it as the `postgres` user.
     def _user(self) -> str | None:
@@ -125,6 +139,7 @@ class Postgres(Service):
             "full_page_writes=off",
             "-c",
             "max_connections=200",
+            *(arg for k, v in self.settings.items() for arg in ("-c", f"{k}={v}")),
         ]
 
     def launch(self) -> None:

@@ -52,12 +52,15 @@ def link(conn: psycopg.Connection, soft_match: Mapping[str, str]) -> dict[str, i
     unlinked target object *without* an anchor whose attribute equals the desired value
     (case-insensitively) — it is adopted, and the next update stamps the anchor on it.
     """
+    # The anchors linked now (store.pending.release_waiting readies what waited for them).
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS _linked (anchor text PRIMARY KEY) ON COMMIT DROP")
+    conn.execute("TRUNCATE _linked")
     gone = conn.execute(
         "DELETE FROM sync_link l USING _dirty x WHERE l.anchor = x.anchor AND NOT EXISTS"
         " (SELECT 1 FROM target_object t WHERE t.id = l.target_id AND NOT t.deleted) RETURNING l.anchor"
     ).rowcount
     hard = conn.execute(
-        "INSERT INTO sync_link (anchor, object_type, target_id, how)"
+        "WITH n AS (INSERT INTO sync_link (anchor, object_type, target_id, how)"
         " SELECT DISTINCT ON (d.anchor) d.anchor, d.object_type, t.id,"
         "  CASE WHEN EXISTS (SELECT 1 FROM pending_export p WHERE p.anchor = d.anchor AND p.kind = 'create'"
         "   AND p.exported_at IS NOT NULL) THEN 'created' ELSE 'hard' END"
@@ -66,7 +69,8 @@ def link(conn: psycopg.Connection, soft_match: Mapping[str, str]) -> dict[str, i
         "  AND NOT t.deleted"
         " WHERE NOT EXISTS (SELECT 1 FROM sync_link l WHERE l.anchor = d.anchor)"
         "  AND NOT EXISTS (SELECT 1 FROM sync_link l WHERE l.target_id = t.id)"
-        " ORDER BY d.anchor, t.id ON CONFLICT DO NOTHING"
+        " ORDER BY d.anchor, t.id ON CONFLICT DO NOTHING RETURNING anchor)"
+        " INSERT INTO _linked SELECT anchor FROM n"
     ).rowcount
     # An object that left the desired state before any link pointed to it (it left scope right
     # after its creation, or another node created it before a failover): desired_gone still has
@@ -84,14 +88,16 @@ def link(conn: psycopg.Connection, soft_match: Mapping[str, str]) -> dict[str, i
     ).fetchall()
     if orphans:
         conn.execute(
-            "INSERT INTO _dirty (anchor) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
+            "WITH o AS (SELECT unnest(%s::text[]) AS anchor),"
+            " l AS (INSERT INTO _linked SELECT anchor FROM o ON CONFLICT DO NOTHING)"
+            " INSERT INTO _dirty (anchor) SELECT anchor FROM o ON CONFLICT DO NOTHING",
             ([r[0] for r in orphans],),
         )
     hard += len(orphans)
     soft = 0
     for object_type, attribute in soft_match.items():
         soft += conn.execute(
-            "INSERT INTO sync_link (anchor, object_type, target_id, how)"
+            "WITH n AS (INSERT INTO sync_link (anchor, object_type, target_id, how)"
             " SELECT d.anchor, d.object_type, min(t.id), 'soft'"
             " FROM _dirty x JOIN desired_object d ON d.anchor = x.anchor AND d.object_type = %(t)s"
             " JOIN target_object t ON t.object_type = d.object_type AND t.anchor IS NULL AND NOT t.deleted"
@@ -100,7 +106,8 @@ def link(conn: psycopg.Connection, soft_match: Mapping[str, str]) -> dict[str, i
             "  AND t.attrs -> 'onPremisesSyncEnabled' IS DISTINCT FROM 'true'::jsonb"
             " WHERE NOT EXISTS (SELECT 1 FROM sync_link l WHERE l.anchor = d.anchor)"
             "  AND NOT EXISTS (SELECT 1 FROM sync_link l WHERE l.target_id = t.id)"
-            " GROUP BY d.anchor, d.object_type HAVING count(*) = 1 ON CONFLICT DO NOTHING",
+            " GROUP BY d.anchor, d.object_type HAVING count(*) = 1 ON CONFLICT DO NOTHING RETURNING anchor)"
+            " INSERT INTO _linked SELECT anchor FROM n",
             {"t": object_type, "a": attribute},
         ).rowcount
     return {"unlinked": gone, "hard": hard, "soft": soft}

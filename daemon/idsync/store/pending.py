@@ -39,6 +39,18 @@ MANAGER_KINDS = ("manager_set", "manager_remove")
 # kinds that also need the target id of `member_anchor`; they wait until those ids exist.
 _OWNER_LINKED = "p.kind IN ('member_add', 'member_remove', 'manager_set', 'manager_remove')"
 _MEMBER_LINKED = "p.kind IN ('member_add', 'member_remove', 'manager_set')"
+def waiting_sql(p: str) -> str:
+    """SQL: the operation `p` (a table alias) waits for a link — a kind that needs its object's or
+    its member's target id, and that object has no link yet (the `waiting` column of migration
+    0010, which lets the claim skip such rows without looking at them)."""
+    return (
+        f"(({p}.kind IN ('member_add', 'member_remove', 'manager_set', 'manager_remove')"
+        f"   AND NOT EXISTS (SELECT 1 FROM sync_link wl WHERE wl.anchor = {p}.anchor))"
+        f" OR ({p}.kind IN ('member_add', 'member_remove', 'manager_set')"
+        f"   AND NOT EXISTS (SELECT 1 FROM sync_link wm WHERE wm.anchor = {p}.member_anchor)))"
+    )
+
+
 # Export order (migration 0003's generated column): users before groups, creates before updates
 # before member operations before deletes.
 _ORDER = "p.priority, p.id"
@@ -168,8 +180,8 @@ def claim(
             "WITH ready AS (SELECT p.id FROM pending_export p"
             f" LEFT JOIN sync_link lg ON lg.anchor = p.anchor AND {_OWNER_LINKED}"
             " LEFT JOIN sync_link lm ON lm.anchor = p.member_anchor AND p.member_anchor <> ''"
-            " WHERE p.exported_at IS NULL AND p.quarantined_at IS NULL AND p.target = 'graph'"
-            "  AND p.priority BETWEEN %(lo)s AND %(hi)s"
+            " WHERE p.exported_at IS NULL AND p.quarantined_at IS NULL AND NOT p.waiting"
+            "  AND p.target = 'graph' AND p.priority BETWEEN %(lo)s AND %(hi)s"
             "  AND (p.not_before IS NULL OR p.not_before <= now())"
             "  AND (p.claimed_epoch IS DISTINCT FROM %(epoch)s OR p.claimed_at < now() - %(timeout)s)"
             f"  AND (NOT {_OWNER_LINKED} OR lg.target_id IS NOT NULL)"
@@ -187,6 +199,28 @@ def claim(
         return []
     got = conn.execute(_SELECT + f" WHERE p.id = ANY(%s) ORDER BY {_ORDER}", (ids,)).fetchall()
     return [_op(r) for r in got]
+
+
+def release_waiting(conn: psycopg.Connection) -> int:
+    """Clear `waiting` on the operations whose missing link this sync formed (the anchors in the
+    temporary table `_linked`, see store.links.link); returns how many are ready now.
+
+    Found through their object (the anchor index), and through their member: the source
+    memberships and the desired managers that name a newly linked anchor lead to the operations
+    by their unique key, so a few new links never scan the queue.
+    """
+    n = conn.execute(
+        "UPDATE pending_export p SET waiting = false WHERE p.waiting AND p.id IN ("
+        " SELECT q.id FROM _linked x JOIN pending_export q ON q.anchor = x.anchor"
+        " UNION SELECT q.id FROM _linked x JOIN source_member m ON m.member_ref = x.anchor"
+        "  JOIN pending_export q ON q.object_type = 'group' AND q.anchor = m.group_anchor"
+        "   AND q.kind = 'member_add' AND q.member_anchor = x.anchor"
+        " UNION SELECT q.id FROM _linked x JOIN desired_manager m ON m.manager_anchor = x.anchor"
+        "  JOIN pending_export q ON q.object_type = 'user' AND q.anchor = m.anchor"
+        "   AND q.kind = 'manager_set' AND q.member_anchor = x.anchor)"
+        f" AND NOT {waiting_sql('p')}"
+    ).rowcount
+    return n
 
 
 def claim_member_adds(

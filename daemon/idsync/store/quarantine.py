@@ -35,6 +35,15 @@ def release(conn: psycopg.Connection, phase: str, keys: Iterable[str]) -> None:
     conn.execute("DELETE FROM quarantine WHERE phase = %s AND key = ANY(%s)", (phase, list(keys)))
 
 
+def held_phases(conn: psycopg.Connection, phases: Iterable[str]) -> set[str]:
+    """Which of these phases have entries (a sync with none to release skips `release`)."""
+    rows = conn.execute(
+        "SELECT p FROM unnest(%s::text[]) p WHERE EXISTS (SELECT 1 FROM quarantine q WHERE q.phase = p)",
+        (list(phases),),
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
 def listing(conn: psycopg.Connection, phase: str | None = None) -> list[Quarantined]:
     q = "SELECT phase, key, reason, object_type, dn FROM quarantine"
     rows = (

@@ -233,6 +233,8 @@ class SyncEngine:
             )
             mem = {k: mem.get(k, 0) + mgr.get(k, 0) for k in {*mem, *mgr}}
             lap("diff_managers")
+            pending.release_waiting(conn)  # operations that waited for a link formed above
+            lap("release_waiting")
             rearmed = diff.rearm_settled(conn, self.export_settle, self.unequal_limit)
             rearmed += diff.rearm_unconfirmed(conn, self.confirm_timeout, self.unequal_limit)
             unequal = diff.quarantine_unequal(conn)
@@ -362,6 +364,9 @@ class SyncEngine:
         evaluated = bad = 0
         ok_anchors: list[str] = []
         plain: list[str] = []  # evaluated without a notice: an older notice is cleared
+        # Entries this sync may release (its own new ones are never among the released): none
+        # held, nothing to release — a first sync of 1,000,000 objects spent 4 s on empty deletes.
+        held = quarantine.held_phases(conn, ("sync", NOTICE))
         pages = itertools.chain(
             desired.changed_source(conn, after, upto, self.page_size),
             desired.source_rows(conn, extra, after, upto, self.page_size),
@@ -404,14 +409,16 @@ class SyncEngine:
                 bad += quarantine.put(conn, failed)
                 log.warning("sync.quarantined", objects=len(failed), first=failed[0].reason)
             if len(ok_anchors) >= 10_000:
-                quarantine.release(conn, "sync", ok_anchors)
+                if "sync" in held:
+                    quarantine.release(conn, "sync", ok_anchors)
                 ok_anchors.clear()
             if len(plain) >= 10_000:
-                quarantine.release(conn, NOTICE, plain)
+                if NOTICE in held:
+                    quarantine.release(conn, NOTICE, plain)
                 plain.clear()
-        if ok_anchors:
+        if ok_anchors and "sync" in held:
             quarantine.release(conn, "sync", ok_anchors)
-        if plain:
+        if plain and NOTICE in held:
             quarantine.release(conn, NOTICE, plain)
         return evaluated, bad
 

@@ -86,6 +86,9 @@ class Evaluator:
         self._ctx = cel.Context(functions=dict(FUNCTIONS))
         self._single: dict[str, tuple[str, ...]] = {}
         self._multi: dict[str, tuple[str, ...]] = {}
+        # The names the CEL context needs: those read by an expression that is not a direct copy
+        # (converting values into the context is most of an object's cost).
+        self._cel_single: dict[str, tuple[str, ...]] = {}
         for t in ("user", "group"):
             tr = rules.of(t)
             exprs = [f.expression for f in tr.flows]
@@ -96,6 +99,7 @@ class Evaluator:
             if tr.password.initial is not None:
                 exprs.append(tr.password.initial)
             self._single[t] = tuple(dict.fromkeys(n for e in exprs for n in e.single))
+            self._cel_single[t] = tuple(dict.fromkeys(n for e in exprs if e.direct is None for n in e.single))
             self._multi[t] = tuple(dict.fromkeys(n for e in exprs for n in e.multi))
 
     def evaluate(
@@ -151,8 +155,9 @@ class Evaluator:
             vals = attrs.get(name) or attrs.get(name.lower())
             single[name] = vals[0] if vals else None
         multi = {n: list(attrs.get(n) or attrs.get(n.lower()) or ()) for n in self._multi[object_type]}
+        cel_single = {n: single[n] for n in self._cel_single[object_type]}
         self._ctx.update(
-            {"source": single, "values": multi, "anchor": anchor, "dn": dn, "object_type": object_type}
+            {"source": cel_single, "values": multi, "anchor": anchor, "dn": dn, "object_type": object_type}
         )
         if tr.scope.condition is not None:
             verdict = self._run(tr.scope.condition, anchor, single, multi)
@@ -170,9 +175,14 @@ class Evaluator:
                 return OUT_OF_SCOPE
         out: dict[str, Any] = {}
         for flow in tr.flows:
-            out[flow.attribute] = _json_value(self._run(flow.expression, anchor, single, multi))
+            expr = flow.expression
+            if expr.direct is not None:  # a copy: the value is a string or null (no CEL call)
+                value = single[expr.direct]
+                out[flow.attribute] = value if value != "" else None
+            else:
+                out[flow.attribute] = _json_value(self._run(expr, anchor, single, multi))
             if trace is not None:
-                trace.append(Step(flow.expression.rule, flow.expression.text, out[flow.attribute]))
+                trace.append(Step(expr.rule, expr.text, out[flow.attribute]))
         self._check_required(tr, anchor, out)
         if trace is not None and tr.password.configured:
             trace.append(self._password_step(tr, anchor, single, multi))
@@ -314,6 +324,8 @@ class Evaluator:
     def _run(
         self, expr: Expression, anchor: str, single: Mapping[str, Any], multi: Mapping[str, list[str]]
     ) -> Any:
+        if expr.direct is not None:
+            return single[expr.direct]  # `source.<name>`: what CEL would give, without the call
         try:
             return expr.program.execute(self._ctx)
         except Exception as exc:

@@ -58,6 +58,7 @@ _JOIN_KEYS = {"soft_match"}
 # source.x, source["x"], values.x, values["x"]: the source attributes an expression reads.
 _REF = re.compile(r"\b(source|values)\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*[\"']([^\"']+)[\"']\s*\])")
 _COMPREHENSION = re.compile(r"\.\s*(?:map|filter|all|exists|exists_one)\s*\(\s*([A-Za-z_]\w*)\s*,")
+_DIRECT = re.compile(r"\s*source\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)\s*")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class Expression:
     program: cel.Program
     single: tuple[str, ...]  # names read as source.<name> (first value)
     multi: tuple[str, ...]  # names read as values.<name> (all values)
+    # The name, when the whole expression is `source.<name>`: its value is the attribute's first
+    # value (or null), which the evaluator reads without a CEL call (most flows are such copies).
+    direct: str | None = None
 
 
 @dataclass(frozen=True)
@@ -194,7 +198,8 @@ def compile_expression(rule: str, text: str, problems: list[RuleProblem]) -> Exp
         allowed = ", ".join(sorted(VARIABLES))
         problems.append(RuleProblem(rule, f"unknown variable(s) {', '.join(bad_vars)} (use {allowed})", text))
     single, multi = references(text)
-    return Expression(rule, text, program, single, multi)
+    direct = m.group(1) if (m := _DIRECT.fullmatch(text)) else None
+    return Expression(rule, text, program, single, multi, direct)
 
 
 def _merge(preset: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
