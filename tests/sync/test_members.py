@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from idsync.store import pending
 from idsync.store.db import Store
 from idsync.store.target_space import TargetPage, TargetRow
 from tests.sync.conftest import World, ad_group, ad_user, guid, make_world
@@ -117,9 +120,12 @@ def _waiting(world: World) -> dict[str, bool]:
         return {r[0]: r[1] for r in rows}
 
 
+@pytest.mark.parametrize("scan", [False, True], ids=["by-link", "scan"])
 def test_member_operations_waiting_for_a_link_are_flagged_until_the_sync_that_links_it(
-    world: World,
+    world: World, monkeypatch: pytest.MonkeyPatch, scan: bool
 ) -> None:
+    if scan:  # the bulk path: every waiting row checked instead of those the new links lead to
+        monkeypatch.setattr(pending, "RELEASE_SCAN", 0)
     world.source(ad_user(1), ad_group(1, [guid(1)]))
     world.sync()
     assert _waiting(world) == {guid(1): True}  # neither the group nor the user exists yet
@@ -163,7 +169,9 @@ def test_a_group_leaving_the_desired_state_takes_its_desired_members_along(store
 
     def members() -> set[tuple[str, str]]:
         with world.store.connection() as conn:
-            return {(r[0], r[1]) for r in conn.execute("SELECT group_anchor, member_anchor FROM desired_member")}
+            return {
+                (r[0], r[1]) for r in conn.execute("SELECT group_anchor, member_anchor FROM desired_member")
+            }
 
     assert members() == {(G1, guid(1)), (G1, guid(2)), (G2, guid(1))}
     world.source(ad_group(1, [guid(1), guid(2)], ou="OU=Gone"))  # out of scope, members unchanged
@@ -172,3 +180,27 @@ def test_a_group_leaving_the_desired_state_takes_its_desired_members_along(store
     world.delete_source(G2)  # deleted in the source
     world.sync()
     assert members() == set()
+
+
+def test_a_sync_that_confirms_many_operations_vacuums_the_queue(world: World, monkeypatch) -> None:
+    from idsync.sync import engine
+
+    def vacuums() -> int:
+        with world.store.connection() as conn:
+            row = conn.execute(
+                "SELECT vacuum_count FROM pg_stat_user_tables"
+                " WHERE schemaname = %s AND relname = 'pending_export'",
+                (world.store.schema,),
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+    monkeypatch.setattr(engine, "VACUUM_AFTER", 3)
+    world.source(ad_user(1), ad_user(2), ad_group(1, [guid(1), guid(2)]))
+    world.sync()
+    world.export_all()
+    before = vacuums()
+    world.sync()  # confirms the three creates
+    assert vacuums() == before + 1
+    world.export_all()
+    world.sync()  # confirms two member adds: fewer than 3, no vacuum
+    assert vacuums() == before + 1

@@ -218,3 +218,38 @@ def test_ldap_filter_semantics(text: str, attrs: dict[str, list[str]], expected:
 def test_ldap_filter_syntax_errors(text: str) -> None:
     with pytest.raises(FilterSyntaxError):
         parse(text)
+
+
+def test_flows_that_copy_an_attribute_give_what_cel_gives() -> None:
+    # `source.<name>` flows are read without a CEL call (Expression.direct); the same rules with
+    # every flow run through CEL must give the same verdicts, whatever the attribute holds.
+    import dataclasses
+
+    rules = load_rules(None, source_kind="ad")
+    direct = [f.attribute for f in rules.user.flows if f.expression.direct]
+    assert {"department", "givenName", "mail", "jobTitle"} <= set(direct)
+    through_cel = dataclasses.replace(
+        rules,
+        user=dataclasses.replace(
+            rules.user,
+            flows=tuple(
+                dataclasses.replace(f, expression=dataclasses.replace(f.expression, direct=None))
+                for f in rules.user.flows
+            ),
+        ),
+    )
+    users = [
+        ad_user(1),
+        ad_user(2, department="", title="Boss", givenname=""),  # empty values: absent attributes
+        ad_user(3, department='Ünïcödé \\ "quoted"', sn="", l="Zürich"),
+        ad_user(4, mail="", physicaldeliveryofficename="B 4"),
+    ]
+    fast, slow = Evaluator(rules), Evaluator(through_cel)
+    for u in users:
+        attrs = {k: list(v) for k, v in u.attrs.items()}
+        a = fast.evaluate(u.anchor, "user", u.dn, attrs)
+        b = slow.evaluate(u.anchor, "user", u.dn, attrs)
+        assert a == b, u.anchor
+    assert (
+        fast.evaluate(users[1].anchor, "user", users[1].dn, dict(users[1].attrs)).attrs["department"] is None
+    )

@@ -111,6 +111,9 @@ class SyncSettings(Section):
     # it counts as not taken and is exported again: Graph's replication lag can keep a write out
     # of several delta rounds (learn.microsoft.com/graph/delta-query-overview, "processing delay").
     export_settle_seconds: PositiveSeconds = 120.0
+    # Worker processes evaluating the rules of a big sync (from 20,000 objects: a first or full
+    # sync); unset = one per CPU, 0 or 1 = evaluate in the sync's thread (idsync.sync.pages).
+    evaluate_processes: int | None = Field(default=None, ge=0, le=64)
 
 
 def split_listen(value: str) -> tuple[str, int]:

@@ -13,7 +13,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import psycopg
 
 _TEMP = """
@@ -29,28 +28,13 @@ CREATE TEMP TABLE IF NOT EXISTS _dirty_managers (anchor text PRIMARY KEY) ON COM
 """
 
 
-@dataclass(frozen=True, slots=True)
-class SourceRow:
-    """A source object as the sync engine reads it (attrs: lower-case name → values)."""
-
-    anchor: str
-    object_type: str
-    dn: str
-    attrs: dict[str, list[str]]
-    deleted: bool
-    changed_seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """The rules' result for one object: in scope with attrs, or out of scope (None attrs)."""
-
-    anchor: str
-    object_type: str
-    in_scope: bool
-    target_anchor: str | None = None
-    attrs: dict[str, Any] | None = None
-    manager: str | None = None  # users: the manager's DN (a reference, resolved by refresh_managers)
+# A source object as the engine reads it: (anchor, object_type, dn, attrs as JSON text — lower-case
+# name → values, deleted, changed_seq). The text is parsed where the rules are evaluated, which
+# may be a worker process (idsync.sync.pages).
+RawRow = tuple[str, str, str, str, bool, int]
+# A verdict ready for `stage`: (anchor, object_type, in_scope, target_anchor, attrs as JSON text
+# with sorted keys or None, manager reference or None).
+Staged = tuple[str, str, bool, str | None, str | None, str | None]
 
 
 @dataclass(frozen=True)
@@ -90,7 +74,7 @@ def stable_high_waters(conn: psycopg.Connection) -> tuple[int, int]:
 
 def changed_source(
     conn: psycopg.Connection, after: int, upto: int, page: int = 2000
-) -> Iterator[list[SourceRow]]:
+) -> Iterator[list[RawRow]]:
     """Pages of source objects with after < changed_seq <= upto, in changed_seq order (keyset)."""
     last = after
     while True:
@@ -101,12 +85,19 @@ def changed_source(
         ).fetchall()
         if not rows:
             return
-        # orjson parses the attribute documents several times faster than psycopg's json loader.
-        yield [SourceRow(r[0], r[1], r[2], orjson.loads(r[3]), bool(r[4]), int(r[5])) for r in rows]
+        yield rows  # type: ignore[misc]  # psycopg's rows are tuples of these types
         last = int(rows[-1][5])
 
 
-def stage(conn: psycopg.Connection, verdicts: Iterable[Verdict]) -> int:
+def count_changed(conn: psycopg.Connection, after: int, upto: int) -> int:
+    """How many source objects `changed_source(after, upto)` will return."""
+    row = conn.execute(
+        "SELECT count(*) FROM source_object WHERE changed_seq > %s AND changed_seq <= %s", (after, upto)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def stage(conn: psycopg.Connection, rows: Iterable[Staged]) -> int:
     """COPY a page of verdicts into `_desired_in`; returns how many."""
     n = 0
     with (
@@ -115,11 +106,8 @@ def stage(conn: psycopg.Connection, verdicts: Iterable[Verdict]) -> int:
             "COPY _desired_in (anchor, object_type, in_scope, target_anchor, attrs, manager_ref) FROM STDIN"
         ) as cp,
     ):
-        for v in verdicts:
-            attrs = (
-                orjson.dumps(v.attrs, option=orjson.OPT_SORT_KEYS).decode() if v.attrs is not None else None
-            )
-            cp.write_row((v.anchor, v.object_type, v.in_scope, v.target_anchor, attrs, v.manager))
+        for row in rows:
+            cp.write_row(row)
             n += 1
     return n
 
@@ -382,7 +370,7 @@ def groups_by_dn(conn: psycopg.Connection, dns: Iterable[str]) -> dict[str, tupl
 
 def source_rows(
     conn: psycopg.Connection, anchors: Iterable[str], after: int, upto: int, page: int = 2000
-) -> Iterator[list[SourceRow]]:
+) -> Iterator[list[RawRow]]:
     """Pages of the source objects among `anchors` that `changed_source(after, upto)` does not
     return (a cycle re-evaluates them for another reason: a pilot group's membership changed)."""
     todo = sorted(set(anchors))
@@ -393,4 +381,4 @@ def source_rows(
             (todo[i : i + page], after, upto),
         ).fetchall()
         if rows:
-            yield [SourceRow(r[0], r[1], r[2], orjson.loads(r[3]), bool(r[4]), int(r[5])) for r in rows]
+            yield rows  # type: ignore[misc]

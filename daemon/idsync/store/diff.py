@@ -320,7 +320,8 @@ def _reconcile(
         # New operations, in key order (the key's index then grows at its end, not at random).
         " ins AS (INSERT INTO pending_export (object_type, anchor, kind, member_anchor, target_id, payload,"
         "  waiting)"
-        f" SELECT o.object_type, o.anchor, o.kind, o.member_anchor, o.target_id, o.payload, {waiting_sql('o')}"
+        " SELECT o.object_type, o.anchor, o.kind, o.member_anchor, o.target_id, o.payload,"
+        f" {waiting_sql('o')}"
         " FROM _ops o WHERE NOT EXISTS (SELECT 1 FROM pending_export p WHERE p.object_type = o.object_type"
         "  AND p.anchor = o.anchor AND p.kind = o.kind AND p.member_anchor = o.member_anchor)"
         " ORDER BY o.object_type, o.anchor, o.kind, o.member_anchor RETURNING id),"

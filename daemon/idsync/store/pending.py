@@ -39,6 +39,8 @@ MANAGER_KINDS = ("manager_set", "manager_remove")
 # kinds that also need the target id of `member_anchor`; they wait until those ids exist.
 _OWNER_LINKED = "p.kind IN ('member_add', 'member_remove', 'manager_set', 'manager_remove')"
 _MEMBER_LINKED = "p.kind IN ('member_add', 'member_remove', 'manager_set')"
+
+
 def waiting_sql(p: str) -> str:
     """SQL: the operation `p` (a table alias) waits for a link — a kind that needs its object's or
     its member's target id, and that object has no link yet (the `waiting` column of migration
@@ -201,6 +203,10 @@ def claim(
     return [_op(r) for r in got]
 
 
+# Above this many new links, release_waiting checks every waiting row instead.
+RELEASE_SCAN = 20_000
+
+
 def release_waiting(conn: psycopg.Connection) -> int:
     """Clear `waiting` on the operations whose missing link this sync formed (the anchors in the
     temporary table `_linked`, see store.links.link); returns how many are ready now.
@@ -209,6 +215,15 @@ def release_waiting(conn: psycopg.Connection) -> int:
     memberships and the desired managers that name a newly linked anchor lead to the operations
     by their unique key, so a few new links never scan the queue.
     """
+    row = conn.execute(
+        f"SELECT count(*) > {RELEASE_SCAN} FROM (SELECT 1 FROM _linked LIMIT {RELEASE_SCAN + 1}) x"
+    ).fetchone()
+    if row and row[0]:
+        # Many new links (a bulk confirmation): one pass over the waiting rows is cheaper than
+        # finding them link by link (22 s of 27 for 2,000,000 member adds at once).
+        return conn.execute(
+            f"UPDATE pending_export p SET waiting = false WHERE p.waiting AND NOT {waiting_sql('p')}"
+        ).rowcount
     n = conn.execute(
         "UPDATE pending_export p SET waiting = false WHERE p.waiting AND p.id IN ("
         " SELECT q.id FROM _linked x JOIN pending_export q ON q.anchor = x.anchor"

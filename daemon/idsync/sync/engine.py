@@ -25,12 +25,11 @@ import psycopg
 import structlog
 
 from idsync import progress
-from idsync.model import Quarantined
 from idsync.store import desired, diff, links, pending, quarantine, target_space, watermarks
 from idsync.store.db import Store
 from idsync.sync import defaults, guard
-from idsync.sync.errors import EvaluationError
 from idsync.sync.evaluate import Evaluator, PilotScope, pilot_scope
+from idsync.sync.pages import NOTICE, evaluate_pages, workers_for
 from idsync.sync.rules import Rules, load_rules
 from idsync.sync.tenant import STORE_KEY as TENANT_KEY
 from idsync.sync.tenant import TenantDomains
@@ -46,7 +45,8 @@ RULES_HASH_KEY = "sync.rules_hash"
 DIFF_OWED_KEY = "sync.diff_owed"  # a diff was deferred: the next complete one covers everything
 TENANT_SEEN_KEY = "sync.tenant_domains"  # fingerprint of the tenant domains the last sync used
 PILOT_KEY = "sync.pilot_members"  # the pilot groups' members the last sync used, per type
-NOTICE = "notice"  # quarantine phase of what the rules adjusted (shown by `idsync pending`)
+# A sync that confirmed at least this many operations vacuums the queue table afterwards.
+VACUUM_AFTER = 50_000
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,11 @@ class SyncEngine:
         check_target_rounds: bool = False,
         unequal_limit: int = diff.UNEQUAL_LIMIT,
         export_settle: timedelta = timedelta(0),
+        evaluate_processes: int | None = None,
     ) -> None:
         self.store = store
+        # Worker processes for the rules of a big sync: None = one per CPU, 0 = none (sync.pages).
+        self.evaluate_processes = evaluate_processes
         self.rules = rules
         self.thresholds = thresholds or guard.Thresholds()
         self.soft_match = soft_match
@@ -250,6 +253,8 @@ class SyncEngine:
             counts = pending.counts(conn)
             lap("guard")
         obj["written"] += rearmed
+        if obj.get("confirmed", 0) + mem.get("confirmed", 0) >= VACUUM_AFTER:
+            self._vacuum_queue()
         partly = None
         if waiting:
             partly = "; ".join(f"{t} diffs deferred: {r}" for t, r in waiting.items())
@@ -269,6 +274,19 @@ class SyncEngine:
             deferred_types=partly,
             unequal=len(unequal),
         )
+
+    def _vacuum_queue(self) -> None:
+        """VACUUM the queue after a confirmation of many operations: their dead rows would
+        otherwise weigh on every claim and count until autovacuum comes round (a delta sync at
+        1,000,000 users right after the first sync's 3,000,000 confirmations: +0.5 s)."""
+        t0 = time.monotonic()
+        try:
+            with self.store.connection() as conn:
+                conn.execute("VACUUM (ANALYZE) pending_export")
+        except psycopg.Error as exc:  # autovacuum does it later: not worth failing a cycle over
+            log.warning("sync.vacuum_failed", error=str(exc).splitlines()[0] if str(exc) else repr(exc))
+            return
+        log.info("sync.queue_vacuumed", seconds=round(time.monotonic() - t0, 2))
 
     def _result(
         self,
@@ -371,43 +389,19 @@ class SyncEngine:
             desired.changed_source(conn, after, upto, self.page_size),
             desired.source_rows(conn, extra, after, upto, self.page_size),
         )
-        for page in pages:
+        # A big sync evaluates in worker processes while this thread reads and stages pages.
+        todo = desired.count_changed(conn, after, upto) if self.evaluate_processes != 0 else 0
+        workers = workers_for(todo, self.evaluate_processes)
+        for rows, page in evaluate_pages(self._evaluator, pages, workers):
             progress.beat()
-            verdicts: list[desired.Verdict] = []
-            failed: list[Quarantined] = []
-            notices: list[Quarantined] = []
-            for row in page:
-                evaluated += 1
-                if row.deleted:
-                    verdicts.append(desired.Verdict(row.anchor, row.object_type, False))
-                    ok_anchors.append(row.anchor)
-                    continue
-                try:
-                    out = self._evaluator.evaluate(row.anchor, row.object_type, row.dn, row.attrs)
-                except EvaluationError as exc:
-                    # The object keeps its previous desired state: an error never deprovisions.
-                    failed.append(Quarantined("sync", row.anchor, str(exc), row.object_type, row.dn))
-                    continue
-                ok_anchors.append(row.anchor)
-                if out.notice:
-                    notices.append(Quarantined(NOTICE, row.anchor, out.notice, row.object_type, row.dn))
-                else:
-                    plain.append(row.anchor)
-                verdicts.append(
-                    desired.Verdict(
-                        row.anchor,
-                        row.object_type,
-                        out.in_scope,
-                        out.target_anchor,
-                        dict(out.attrs) if out.attrs is not None else None,
-                        out.manager,
-                    )
-                )
-            desired.stage(conn, verdicts)
-            quarantine.put(conn, notices)
-            if failed:
-                bad += quarantine.put(conn, failed)
-                log.warning("sync.quarantined", objects=len(failed), first=failed[0].reason)
+            evaluated += rows
+            desired.stage(conn, page.staged)
+            quarantine.put(conn, page.notices)
+            if page.failed:
+                bad += quarantine.put(conn, page.failed)
+                log.warning("sync.quarantined", objects=len(page.failed), first=page.failed[0].reason)
+            ok_anchors += page.ok
+            plain += page.plain
             if len(ok_anchors) >= 10_000:
                 if "sync" in held:
                     quarantine.release(conn, "sync", ok_anchors)
@@ -490,4 +484,5 @@ def engine_from_config(store: Store, cfg: Config, rules: Rules | None = None) ->
         confirm_timeout=timedelta(seconds=cfg.sync.confirm_timeout_seconds),
         unequal_limit=cfg.sync.export_unequal_limit,
         export_settle=timedelta(seconds=cfg.sync.export_settle_seconds),
+        evaluate_processes=cfg.sync.evaluate_processes,
     )

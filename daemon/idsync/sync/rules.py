@@ -429,6 +429,16 @@ def rules_from_mapping(
     return Rules(origin=origin, user=built["user"], group=built["group"], hash=digest, effective=effective)
 
 
+def rules_from_effective(effective: Mapping[str, Any], *, origin: str, rules_hash: str) -> Rules:
+    """Rules built again from their `effective` form (how a worker process gets them: compiled
+    CEL programs do not pickle). Raises RulesError unless the result has `rules_hash`."""
+    data = {"preset": "none", **{t: effective[t] for t in OBJECT_TYPES}}
+    again = rules_from_mapping(data, origin=origin, group_anchor=effective["group_anchor"])
+    if again.hash != rules_hash:
+        raise RulesError(origin, [RuleProblem("rules", "could not be rebuilt from their effective form")])
+    return again
+
+
 def load_rules(path: Path | None, *, source_kind: str = "ad", group_anchor: str | None = None) -> Rules:
     """Load the rules file (`[sync] rules_file`), or the preset for the source kind when None.
 
