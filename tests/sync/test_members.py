@@ -147,11 +147,11 @@ def test_member_operations_waiting_for_a_link_are_flagged_until_the_sync_that_li
 
 
 def test_a_full_sync_of_many_dirty_objects_confirms_through_a_join(world: World, monkeypatch) -> None:
-    # Above diff.AMONG_JOIN dirty anchors the confirmation is a semi-join (a 1,000,000-user sync
+    # Above sets.BIG dirty anchors the confirmation is a semi-join (a 1,000,000-user sync
     # searched a million-element array per row); the result must be the same as the index walk.
-    from idsync.store import diff
+    from idsync.store import sets
 
-    monkeypatch.setattr(diff, "AMONG_JOIN", 1)
+    monkeypatch.setattr(sets, "BIG", 1)
     world.source(ad_user(1), ad_user(2), ad_user(3), ad_group(1, [guid(1), guid(2)]))
     _settle(world)
     assert world.ops() == []

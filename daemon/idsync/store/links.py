@@ -18,6 +18,8 @@ from typing import Any
 
 import psycopg
 
+from idsync.store import sets
+
 
 def mark_changed(conn: psycopg.Connection, after: int, upto: int) -> int:
     """Mark source anchors whose target object changed (the confirming import) as dirty."""
@@ -56,7 +58,7 @@ def link(conn: psycopg.Connection, soft_match: Mapping[str, str]) -> dict[str, i
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS _linked (anchor text PRIMARY KEY) ON COMMIT DROP")
     conn.execute("TRUNCATE _linked")
     gone = conn.execute(
-        "DELETE FROM sync_link l USING _dirty x WHERE l.anchor = x.anchor AND NOT EXISTS"
+        f"DELETE FROM sync_link l WHERE {sets.among(conn, 'l.anchor', '_dirty')} AND NOT EXISTS"
         " (SELECT 1 FROM target_object t WHERE t.id = l.target_id AND NOT t.deleted) RETURNING l.anchor"
     ).rowcount
     hard = conn.execute(

@@ -24,3 +24,8 @@ DROP INDEX IF EXISTS pending_export_ready;
 -- (11 s of it), and the member index was read by no statement.
 ALTER TABLE desired_member DROP CONSTRAINT IF EXISTS desired_member_group_anchor_fkey;
 DROP INDEX IF EXISTS desired_member_member;
+-- Entra Connect's objects (onPremisesSyncEnabled), which the diff looks up for every desired
+-- object it would create (store.diff._entra_connect_twins): found through this index, not by
+-- scanning every target object.
+CREATE INDEX IF NOT EXISTS target_object_connect ON target_object (object_type)
+    WHERE attrs -> 'onPremisesSyncEnabled' = 'true'::jsonb;
