@@ -432,7 +432,7 @@ def rules_from_mapping(
 def rules_from_effective(effective: Mapping[str, Any], *, origin: str, rules_hash: str) -> Rules:
     """Rules built again from their `effective` form (how a worker process gets them: compiled
     CEL programs do not pickle). Raises RulesError unless the result has `rules_hash`."""
-    data = {"preset": "none", **{t: effective[t] for t in OBJECT_TYPES}}
+    data: dict[str, Any] = {"preset": "none", **{t: effective[t] for t in OBJECT_TYPES}}
     again = rules_from_mapping(data, origin=origin, group_anchor=effective["group_anchor"])
     if again.hash != rules_hash:
         raise RulesError(origin, [RuleProblem("rules", "could not be rebuilt from their effective form")])
