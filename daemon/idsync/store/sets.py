@@ -16,7 +16,12 @@ def among(conn: psycopg.Connection, column: str, dirty: str) -> str:
     (a full sync): a semi-join, since the array is searched linearly for each row the planner
     does not find through the index (a 1,000,000-user first sync sat for minutes there).
     """
-    row = conn.execute(f"SELECT count(*) > {BIG} FROM (SELECT 1 FROM {dirty} LIMIT {BIG + 1}) x").fetchone()
-    if row and row[0]:
+    if more_than(conn, dirty, BIG):
         return f"{column} IN (SELECT anchor FROM {dirty})"
     return f"{column} = ANY(ARRAY(SELECT anchor FROM {dirty}))"
+
+
+def more_than(conn: psycopg.Connection, table: str, n: int) -> bool:
+    """Whether the temporary table `table` holds more than `n` rows (reads at most n + 1)."""
+    row = conn.execute(f"SELECT count(*) > {n} FROM (SELECT 1 FROM {table} LIMIT {n + 1}) x").fetchone()
+    return bool(row and row[0])
