@@ -182,8 +182,31 @@ def test_a_group_leaving_the_desired_state_takes_its_desired_members_along(store
     assert members() == set()
 
 
+def test_a_sync_that_links_many_objects_analyzes_the_link_table(world: World) -> None:
+    """Plans made while sync_link was empty must not outlive the first sync (store/upkeep.py)."""
+
+    def analyzed() -> int:
+        with world.store.connection() as conn:
+            row = conn.execute(
+                "SELECT analyze_count + autoanalyze_count FROM pg_stat_user_tables"
+                " WHERE schemaname = %s AND relname = 'sync_link'",
+                (world.store.schema,),
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+    world.source(*(ad_user(i) for i in range(1, 61)))
+    world.sync()
+    world.export_all()
+    before = analyzed()
+    result = world.sync()  # confirms the 60 creates: 60 links, above autovacuum's 50 + 10 %
+    assert analyzed() == before + 1 and "tend" in result.phases
+    world.source(ad_user(1, department="Elsewhere"))
+    result = world.sync()  # one change: below the threshold of every table, nothing tended
+    assert analyzed() == before + 1 and "tend" not in result.phases
+
+
 def test_a_sync_that_confirms_many_operations_vacuums_the_queue(world: World, monkeypatch) -> None:
-    from idsync.sync import engine
+    from idsync.store import upkeep
 
     def vacuums() -> int:
         with world.store.connection() as conn:
@@ -194,7 +217,7 @@ def test_a_sync_that_confirms_many_operations_vacuums_the_queue(world: World, mo
             ).fetchone()
             return int(row[0]) if row else 0
 
-    monkeypatch.setattr(engine, "VACUUM_AFTER", 3)
+    monkeypatch.setattr(upkeep, "VACUUM_AFTER", 3)
     world.source(ad_user(1), ad_user(2), ad_group(1, [guid(1), guid(2)]))
     world.sync()
     world.export_all()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -25,7 +25,7 @@ import psycopg
 import structlog
 
 from idsync import progress
-from idsync.store import desired, diff, links, pending, quarantine, target_space, watermarks
+from idsync.store import desired, diff, links, pending, quarantine, target_space, upkeep, watermarks
 from idsync.store.db import Store
 from idsync.sync import defaults, guard
 from idsync.sync.evaluate import Evaluator, PilotScope, pilot_scope
@@ -45,8 +45,6 @@ RULES_HASH_KEY = "sync.rules_hash"
 DIFF_OWED_KEY = "sync.diff_owed"  # a diff was deferred: the next complete one covers everything
 TENANT_SEEN_KEY = "sync.tenant_domains"  # fingerprint of the tenant domains the last sync used
 PILOT_KEY = "sync.pilot_members"  # the pilot groups' members the last sync used, per type
-# A sync that confirmed at least this many operations vacuums the queue table afterwards.
-VACUUM_AFTER = 50_000
 
 
 @dataclass(frozen=True)
@@ -128,11 +126,24 @@ class SyncEngine:
         self.blocked: dict[str, str] = {}
 
     def run(self, *, full: bool = False, approved_fingerprints: tuple[str, ...] = ()) -> SyncResult:
-        """Run one sync: desired state, links, diff, guard. Commits once, at the end."""
+        """Run one sync: desired state, links, diff, guard. Commits once, at the end; then the
+        tables it changed in bulk are analyzed (and vacuumed where needed: store.upkeep)."""
         t0 = time.monotonic()
+        result = self._run(t0, full, approved_fingerprints)
+        tended = self._tend(result.ops_confirmed)
+        if not tended:
+            return result
+        return replace(
+            result,
+            duration_seconds=time.monotonic() - t0,
+            phases={**result.phases, "tend": round(tended.seconds, 4)},
+        )
+
+    def _run(self, t0: float, full: bool, approved_fingerprints: tuple[str, ...]) -> SyncResult:
         with self.store.transaction() as conn:
             src_upto, tgt_upto = desired.stable_high_waters(conn)
         with self.store.transaction() as conn:
+            upkeep.flush_stats(conn)  # its row counts are read by _tend right after the commit
             previous = desired.get_meta(conn, RULES_HASH_KEY)
             reason = "requested" if full else ""
             if not full and previous != self.rules.hash:
@@ -253,8 +264,6 @@ class SyncEngine:
             counts = pending.counts(conn)
             lap("guard")
         obj["written"] += rearmed
-        if obj.get("confirmed", 0) + mem.get("confirmed", 0) >= VACUUM_AFTER:
-            self._vacuum_queue()
         partly = None
         if waiting:
             partly = "; ".join(f"{t} diffs deferred: {r}" for t, r in waiting.items())
@@ -275,18 +284,24 @@ class SyncEngine:
             unequal=len(unequal),
         )
 
-    def _vacuum_queue(self) -> None:
-        """VACUUM the queue after a confirmation of many operations: their dead rows would
-        otherwise weigh on every claim and count until autovacuum comes round (a delta sync at
-        1,000,000 users right after the first sync's 3,000,000 confirmations: +0.5 s)."""
-        t0 = time.monotonic()
+    def _tend(self, confirmed: int) -> upkeep.Tended:
+        """ANALYZE the tables this sync changed in bulk, VACUUM the queue after a big
+        confirmation (store.upkeep): plans made before a first sync filled the link table must
+        not outlive it, whether autovacuum runs or not."""
         try:
             with self.store.connection() as conn:
-                conn.execute("VACUUM (ANALYZE) pending_export")
-        except psycopg.Error as exc:  # autovacuum does it later: not worth failing a cycle over
-            log.warning("sync.vacuum_failed", error=str(exc).splitlines()[0] if str(exc) else repr(exc))
-            return
-        log.info("sync.queue_vacuumed", seconds=round(time.monotonic() - t0, 2))
+                tended = upkeep.tend(conn, confirmed=confirmed)
+        except psycopg.Error as exc:  # autovacuum may do it later: not worth failing a cycle over
+            log.warning("sync.tend_failed", error=str(exc).splitlines()[0] if str(exc) else repr(exc))
+            return upkeep.Tended()
+        if tended:
+            log.info(
+                "sync.tables_tended",
+                analyzed=list(tended.analyzed),
+                vacuumed=list(tended.vacuumed),
+                seconds=round(tended.seconds, 2),
+            )
+        return tended
 
     def _result(
         self,
