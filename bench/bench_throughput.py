@@ -5,9 +5,11 @@ bench_sync) is exported to the Graph emulator (its own process, TLS, real token 
 Graph's identity quota shape: 3,000 writes per 150 s and 8,000 RU per 10 s per app and tenant,
 both multiplied by SPEED so the run fits in minutes (the bucket and window shape is Microsoft's;
 the writes counted do not depend on the speed). The queue is what the sync engine's first sync
-writes: a create per object, a member add per membership waiting on its links. Between export
-runs the bench does what the confirming target import and the sync's join do: it links the
-created objects (from the export's results) and drops the confirmed rows.
+writes: a create per object, a member add per membership flagged as waiting on its links. Between
+export runs the bench does what the confirming target import and the sync's join do: it links
+the created objects (from the export's results), releases the member adds that waited for them,
+drops the confirmed rows and tends the tables as the sync does after each cycle
+(store/upkeep.py: ANALYZE of what changed in bulk, VACUUM of the queue after a big confirmation).
 
 Figures:
 - write requests used (the emulator's request log: every write Graph answered, 429s apart)
@@ -42,7 +44,7 @@ from bench.bench_target import ANCHOR_EXT, _dsn, _emulator, _settings
 from bench.common import Figure
 from idsync.emulator.config import EmulatorConfig
 from idsync.fencing import Unfenced
-from idsync.store import fence, migrate
+from idsync.store import fence, migrate, pending, upkeep
 from idsync.store.db import Store
 from idsync.target import GraphTarget
 
@@ -66,10 +68,10 @@ def _queue(store: Store, cfg: EmulatorConfig, users: int, groups: int, members: 
     memberships = 0
     with store.transaction() as conn, conn.cursor() as cur:
         with cur.copy(
-            "COPY pending_export (object_type, anchor, kind, member_anchor, payload) FROM STDIN"
+            "COPY pending_export (object_type, anchor, kind, member_anchor, payload, waiting) FROM STDIN"
         ) as cp:
             for i in range(users):
-                cp.write_row(("user", f"u-{i}", "create", "", orjson.dumps(_user_payload(i)).decode()))
+                cp.write_row(("user", f"u-{i}", "create", "", orjson.dumps(_user_payload(i)).decode(), False))
             for g, grp in enumerate(_groups(groups, users, members)):
                 payload = {
                     "displayName": f"Group {g}",
@@ -78,12 +80,13 @@ def _queue(store: Store, cfg: EmulatorConfig, users: int, groups: int, members: 
                     "securityEnabled": True,
                     ext: f"g-{g}",
                 }
-                cp.write_row(("group", f"g-{g}", "create", "", orjson.dumps(payload).decode()))
+                cp.write_row(("group", f"g-{g}", "create", "", orjson.dumps(payload).decode(), False))
                 for m in grp.members or ():
                     idx = uuid.UUID(m).int - (0xB5 << 120)
-                    cp.write_row(("group", f"g-{g}", "member_add", f"u-{idx}", "{}"))
+                    cp.write_row(("group", f"g-{g}", "member_add", f"u-{idx}", "{}", True))
                     memberships += 1
         fence.renew(conn, 1, "bench", 24 * 3600)
+        upkeep.flush_stats(conn)
     return users + groups, memberships
 
 
@@ -92,14 +95,26 @@ def _confirm(store: Store, results: list[Any]) -> int:
     links = [(r.anchor, r.object_type, r.target_id) for r in results if r.kind == "create" and r.done]
     done = [r.op_id for r in results if r.done]
     with store.transaction() as conn:
+        upkeep.flush_stats(conn)
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS _linked (anchor text PRIMARY KEY) ON COMMIT DROP")
         with conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO sync_link (anchor, object_type, target_id, how) VALUES (%s, %s, %s, 'created')"
-                " ON CONFLICT (anchor) DO NOTHING",
+                "WITH n AS (INSERT INTO sync_link (anchor, object_type, target_id, how)"
+                " VALUES (%s, %s, %s, 'created') ON CONFLICT (anchor) DO NOTHING RETURNING anchor)"
+                " INSERT INTO _linked SELECT anchor FROM n",
                 links,
             )
+        pending.release_waiting(conn)
         conn.execute("DELETE FROM pending_export WHERE id = ANY(%s)", (done,))
+    _tend(store, len(done))
     return len(done)
+
+
+def _tend(store: Store, confirmed: int) -> None:
+    """What the sync engine does after each cycle (SyncEngine._tend)."""
+    with store.connection() as conn:
+        tended = upkeep.tend(conn, confirmed=confirmed)
+    print(f"tended: analyzed {tended.analyzed}, vacuumed {tended.vacuumed}", file=sys.stderr)
 
 
 async def _sync(url: str, cfg: EmulatorConfig, store: Store, tmp: Path, ca: Path) -> tuple[float, int, int]:
@@ -143,8 +158,7 @@ def run(users: int = 100_000, groups: int = 2_000, members: int = 100) -> list[F
             with Store(dsn, schema, max_size=8) as store:
                 migrate.migrate(store)
                 objects, memberships = _queue(store, cfg, users, groups, members)
-                with store.connection() as conn:
-                    conn.execute("ANALYZE")
+                _tend(store, 0)  # as after the first sync's diff
                 with _emulator(cfg, ctx, (0, 0, 0)) as url:
                     took, done, runs = asyncio.run(_sync(url, cfg, store, tmp, ca))
                     with httpx.Client(verify=ssl.create_default_context(cafile=str(ca)), timeout=300) as http:
