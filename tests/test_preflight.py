@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import psycopg
 import pytest
 
 from idsync.cli import main
@@ -45,6 +46,9 @@ def test_unreachable_services_fail_with_their_fix(
     assert main(["--config", str(cfg), "preflight", "--json"]) == 2
     checks = {c["name"]: c for c in orjson.loads(capsys.readouterr().out)}
     assert checks["postgresql"]["status"] == "OK"
+    with psycopg.connect(pg_dsn) as conn:
+        autovacuum = conn.execute("SELECT current_setting('autovacuum')::bool").fetchone()
+    assert ("autovacuum off" in checks["postgresql"]["detail"]) == (autovacuum == (False,))
     assert checks["zookeeper"]["status"] == "FAIL" and "127.0.0.1:1" in checks["zookeeper"]["detail"]
     assert checks["token"]["status"] == "WARN" and "anonymous" in checks["token"]["detail"]
     assert checks["domains"]["status"] == "WARN" and "cannot read" in checks["domains"]["detail"]

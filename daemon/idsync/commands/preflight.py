@@ -139,15 +139,22 @@ def _postgresql(cfg: Any) -> Check:
     try:
         store = Store(s.dsn(), s.schema_name, max_size=1, connect_timeout=s.connect_timeout_seconds)
         with store, store.connection() as conn:
-            row = conn.execute("SELECT current_setting('server_version')").fetchone()
+            row = conn.execute(
+                "SELECT current_setting('server_version'), current_setting('autovacuum')::bool"
+            ).fetchone()
     except (StoreError, OSError) as exc:
         return Check(
             "postgresql", "FAIL", f"unreachable: {exc}", "check [store] dsn and that PostgreSQL runs"
         )
     except Exception as exc:  # psycopg errors that the store does not wrap
         return Check("postgresql", "FAIL", f"{type(exc).__name__}: {exc}", "check [store] dsn")
+    # autovacuum off is a choice some sites make: the node analyzes (and there vacuums) its own
+    # tables after each sync (store/upkeep.py); said here so that nobody has to guess.
+    vacuum = (
+        "" if row is None or row[1] else "; autovacuum off: the node tends its own tables after each sync"
+    )
     return Check(
-        "postgresql", "OK", f"reachable (PostgreSQL {row[0] if row else '?'}, schema {s.schema_name})"
+        "postgresql", "OK", f"reachable (PostgreSQL {row[0] if row else '?'}, schema {s.schema_name}{vacuum})"
     )
 
 
