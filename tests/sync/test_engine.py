@@ -479,3 +479,25 @@ def test_desired_changes_are_counted_and_remembered_in_the_database(world: World
     assert (back.desired_added, back.desired_updated, back.desired_removed) == (1, 0, 0)
     assert gone() == set()
     assert world.ops("delete") == []
+
+
+def test_a_changed_desired_object_is_updated_in_place(world: World) -> None:
+    """Migration 0011: no index on a column every change writes, room on each page — so the
+    delta sync's desired updates are HOT (no index entry written; at 1,000,000 objects those
+    index writes were most of a delta sync's desired step)."""
+
+    def hot_updates() -> int:
+        with world.store.connection() as conn:
+            row = conn.execute(
+                "SELECT n_tup_hot_upd FROM pg_stat_user_tables"
+                " WHERE schemaname = current_schema() AND relname = 'desired_object'"
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+    world.source(*(ad_user(i) for i in range(1, 21)))
+    world.sync()
+    before = hot_updates()
+    world.source(*(ad_user(i, department="Research") for i in range(1, 6)))
+    result = world.sync()
+    assert result.desired_updated == 5
+    assert hot_updates() > before  # none at all while desired_object_changed existed
