@@ -113,3 +113,36 @@ def test_pause_and_resume(pair: Driver, cluster_args: list[str], capsys: pytest.
 def test_unreachable_zookeeper(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", "--zookeeper", "127.0.0.1:1", "--cluster", "x", "--timeout", "1"]) == 1
     assert "cannot reach ZooKeeper at 127.0.0.1:1 within 1s" in capsys.readouterr().err
+
+
+def test_a_request_is_not_voided_by_a_view_read_while_its_target_registered(
+    make_node: Callable[..., HaLoop],  # noqa: F811
+) -> None:
+    """The leader's view is read znode by znode: one that listed the members just before the
+    target registered, and read the request just after the CLI placed it, lacks the target. The
+    leader must look again before clearing the request (CI saw `idsync switchover --to b` fail
+    with "the switchover request was dropped" once)."""
+    from dataclasses import replace
+
+    from idsync.ha import requests
+    from idsync.ha.records import SwitchoverRequest, encode
+
+    a, b = make_node("a"), make_node("b")
+    a.run_cycle(healthy())
+    b.run_cycle(healthy())  # b is a member now
+    assert a.leader is not None
+    coord = a.coord
+    req = SwitchoverRequest(to="b", by="test", at=time.time(), leader="a", epoch=a.leader.epoch)
+    coord.client.create(coord.paths.switchover, encode(req))
+    view = coord.read()
+    assert "b" in view.members and view.switchover == req
+    torn = replace(view, members={n: m for n, m in view.members.items() if n != "b"})
+    assert requests.tidy(coord, torn, a.leader, holding=False) == ""
+    assert coord.read().switchover == req  # still there: b is a member
+    b.coord.stop()  # b leaves for real: its member znode goes with its session
+    gone = coord.read()
+    assert "b" not in gone.members
+    assert requests.tidy(coord, gone, a.leader, holding=False) == (
+        "cleared a switchover request to b, which is no longer a member"
+    )
+    assert coord.read().switchover is None

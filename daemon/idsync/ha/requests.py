@@ -211,10 +211,15 @@ def tidy(coord: Coordinator, view: ClusterView, leader: LeaderRecord | None, *, 
     client, paths = coord.client, coord.paths
     timeout = coord.settings.retry_timeout
 
-    def void(req: SwitchoverRequest) -> str:
+    def void(req: SwitchoverRequest, *, recheck: bool = False) -> str:
         if (req.leader, req.epoch) != (leader.node, leader.epoch):
             return f"meant for {req.leader} at epoch {req.epoch}"
         if req.to and req.to not in view.members:
+            # The view is read znode by znode, not as one snapshot: a target that registered
+            # while it was read (a member list read before it, the request after) is missing
+            # from it. The CLI places a request only for a member, so look again before voiding.
+            if recheck and client.exists_async(paths.member(req.to)).get(timeout=timeout) is not None:
+                return ""
             return f"to {req.to}, which is no longer a member"
         return ""
 
@@ -223,7 +228,7 @@ def tidy(coord: Coordinator, view: ClusterView, leader: LeaderRecord | None, *, 
         try:
             raw, stat = client.get_async(paths.switchover).get(timeout=timeout)
             cur = decode(SwitchoverRequest, raw)
-            why = void(cur) if cur is not None else ""
+            why = void(cur, recheck=True) if cur is not None else ""
             if cur is not None and why:
                 client.delete_async(paths.switchover, version=stat.version).get(timeout=timeout)
                 log.info("ha.request_cleared", to=cur.to, by=cur.by, for_leader=cur.leader, epoch=cur.epoch)
