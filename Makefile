@@ -24,7 +24,7 @@ lint: venv
 
 typecheck: venv
 	$(VENV)/bin/mypy
-	$(VENV)/bin/mypy tests/harness tests/conftest.py tests/test_harness.py deploy/demo
+	$(VENV)/bin/mypy tests/harness tests/conftest.py tests/test_harness.py deploy/demo bench
 
 pytest: venv deps
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -72,14 +72,20 @@ def _first_write_at_epoch(c: LocalCluster, epoch: int, since: int, timeout: floa
     return float(wait_for(found, timeout, f"a write at epoch {epoch}", step=0.05))
 
 
+def _wait_healthy(c: LocalCluster, node: str) -> None:
+    def healthy() -> bool:
+        m = c.view().members.get(node)
+        return m is not None and m.healthy
+
+    wait_for(healthy, 60, "a healthy standby")
+
+
 def failovers(c: LocalCluster, ad: AdDirectory, ou: str, runs: int = RUNS) -> list[float]:
     out = []
     for _ in range(runs):
         leader = c.wait_leader(60)
         other = next(n for n in c.nodes if n != leader)
-        wait_for(
-            lambda o=other: (m := c.view().members.get(o)) is not None and m.healthy, 60, "a healthy standby"
-        )
+        _wait_healthy(c, other)
         epoch = c.view().epoch.epoch
         since = c.emulator.get("/_emulator/requests?limit=0")["seq"]
         t0 = time.time()
@@ -95,9 +101,7 @@ def switchovers(c: LocalCluster) -> list[float]:
     for _ in range(RUNS):
         leader = c.wait_leader(60)
         other = next(n for n in c.nodes if n != leader)
-        wait_for(
-            lambda o=other: (m := c.view().members.get(o)) is not None and m.healthy, 60, "a healthy standby"
-        )
+        _wait_healthy(c, other)
         r = subprocess.run(
             [sys.executable, "-m", "idsync", "switchover", *c.ctl_args(), "--to", other, "--wait", "30"],
             capture_output=True,

@@ -457,8 +457,8 @@ def _one_size(dsn: str, users: int, tmp: Path, ca: Path, ctx: ssl.SSLContext) ->
             rounds = []
             for k in range(DELTA_ROUNDS):  # each round changes 1,000 other users
                 with store.transaction() as conn:
-                    batch = picked[k * CHANGES : (k + 1) * CHANGES]
-                    source_space.upsert(conn, [_user(i, department=f"Reorganised {k}") for i in batch])
+                    changed = picked[k * CHANGES : (k + 1) * CHANGES]
+                    source_space.upsert(conn, [_user(i, department=f"Reorganised {k}") for i in changed])
                 res, peaks = _run_worker({**wargs, "phase": "sync"}, {})
                 rounds.append({**res, "rss": peaks["idsync"]})
             out["delta_sync"] = _median_round(rounds)

@@ -182,7 +182,7 @@ def import_once() -> dict[str, Any]:
     try:
         imp = SourceImporter(_settings(), st)
         res = imp.full_import()
-        out = {
+        out: dict[str, Any] = {
             "objects": res.added,
             "seconds": res.seconds,
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
