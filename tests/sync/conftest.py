@@ -89,6 +89,16 @@ class World:
     def sync(self, **kw: Any) -> SyncResult:
         return self.engine.run(**kw)
 
+    def table_stat(self, table: str, counter: str) -> int:
+        """A counter of pg_stat_user_tables for one of this store's tables (an expression of its
+        columns, e.g. 'vacuum_count' or 'analyze_count + autoanalyze_count'); 0 when not listed."""
+        with self.store.connection() as conn:
+            row = conn.execute(
+                f"SELECT {counter} FROM pg_stat_user_tables WHERE schemaname = %s AND relname = %s",
+                (self.store.schema, table),
+            ).fetchone()
+            return int(row[0]) if row else 0
+
     def ops(self, *kinds: str) -> list[pending.PendingExport]:
         with self.store.connection() as conn:
             return pending.listing(conn, kinds=list(kinds) or None)

@@ -487,12 +487,7 @@ def test_a_changed_desired_object_is_updated_in_place(world: World) -> None:
     index writes were most of a delta sync's desired step)."""
 
     def hot_updates() -> int:
-        with world.store.connection() as conn:
-            row = conn.execute(
-                "SELECT n_tup_hot_upd FROM pg_stat_user_tables"
-                " WHERE schemaname = current_schema() AND relname = 'desired_object'"
-            ).fetchone()
-            return int(row[0]) if row else 0
+        return world.table_stat("desired_object", "n_tup_hot_upd")
 
     world.source(*(ad_user(i) for i in range(1, 21)))
     world.sync()

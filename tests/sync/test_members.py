@@ -186,13 +186,7 @@ def test_a_sync_that_links_many_objects_analyzes_the_link_table(world: World) ->
     """Plans made while sync_link was empty must not outlive the first sync (store/upkeep.py)."""
 
     def analyzed() -> int:
-        with world.store.connection() as conn:
-            row = conn.execute(
-                "SELECT analyze_count + autoanalyze_count FROM pg_stat_user_tables"
-                " WHERE schemaname = %s AND relname = 'sync_link'",
-                (world.store.schema,),
-            ).fetchone()
-            return int(row[0]) if row else 0
+        return world.table_stat("sync_link", "analyze_count + autoanalyze_count")
 
     world.source(*(ad_user(i) for i in range(1, 61)))
     world.sync()
@@ -209,13 +203,7 @@ def test_a_sync_that_confirms_many_operations_vacuums_the_queue(world: World, mo
     from idsync.store import upkeep
 
     def vacuums() -> int:
-        with world.store.connection() as conn:
-            row = conn.execute(
-                "SELECT vacuum_count FROM pg_stat_user_tables"
-                " WHERE schemaname = %s AND relname = 'pending_export'",
-                (world.store.schema,),
-            ).fetchone()
-            return int(row[0]) if row else 0
+        return world.table_stat("pending_export", "vacuum_count")
 
     monkeypatch.setattr(upkeep, "VACUUM_AFTER", 3)
     world.source(ad_user(1), ad_user(2), ad_group(1, [guid(1), guid(2)]))
