@@ -3,7 +3,7 @@
 PostgreSQL plans from the statistics ANALYZE last wrote, and keeps a prepared statement's
 generic plan until the statistics of a table it reads change. A daemon whose queue statements
 were planned while `sync_link` was empty went on scanning the whole link table for every row
-of every claim once a first sync had linked 100,000 objects (bench_throughput: 40 member adds
+of every claim once a first sync had linked 100,000 objects (bench_throughput: ~60 member adds
 per second instead of ~4,000) — until something analyzed the table. autovacuum does, within a
 minute, where it runs; where it is off (as on the machines this project's CI runs on, and at
 some sites), nothing did.
